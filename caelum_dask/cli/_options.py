@@ -1,0 +1,52 @@
+"""Options and helpers shared by the CLI commands."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import click
+from distributed import Client
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def scheduler_option(func: F) -> F:
+    """``--scheduler ADDRESS`` (or CAELUM_SCHEDULER); absent: the embedded cluster."""
+    return click.option(
+        "--scheduler",
+        "scheduler",
+        envvar="CAELUM_SCHEDULER",
+        default=None,
+        metavar="ADDRESS",
+        help="Scheduler address, e.g. tcp://10.0.0.5:8786 "
+        "(default: CAELUM_SCHEDULER, the config key caelum.scheduler-address, else an "
+        "embedded cluster on this machine).",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    """``--json``: machine-readable output on stdout (documented in the README)."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
+
+
+@contextlib.contextmanager
+def open_client(scheduler: str | None, quiet: bool = False, **connect_kwargs: Any) -> Iterator[Client]:
+    """Connect (or start the embedded cluster) for the duration of one command."""
+    from caelum_dask.cluster import connect, resolve_address
+
+    if resolve_address(scheduler) is None and not quiet:
+        click.echo("caelum: no scheduler given; starting an embedded cluster on this machine", err=True)
+    client = connect(scheduler, **connect_kwargs)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=str, sort_keys=False)
+    sys.stdout.write("\n")

@@ -1,0 +1,113 @@
+"""connect() with the embedded fallback, and the client side of the machine registry."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import dask.config
+from distributed import Client, Security
+
+from caelum_dask import config
+from caelum_dask.errors import PortTaken, SchedulerUnreachable
+from caelum_dask.slots import SLOTS_ENV
+
+SCHEDULER_ENV = "CAELUM_SCHEDULER"
+
+
+def resolve_address(address: str | None = None) -> str | None:
+    """The scheduler to use: argument > ``CAELUM_SCHEDULER`` > ``caelum.scheduler-address``.
+
+    ``None`` means: start an embedded LocalCluster.
+    """
+    return address or os.environ.get(SCHEDULER_ENV) or config.get("scheduler-address") or None
+
+
+def embedded_cluster_kwargs() -> dict[str, Any]:
+    """LocalCluster arguments for the embedded cluster: same preloads as a real cluster."""
+    n_workers = config.get("embedded.n-workers") or min(os.cpu_count() or 1, 4)
+    threads = int(config.get("embedded.threads-per-worker") or 1)
+    return {
+        "n_workers": int(n_workers),
+        "threads_per_worker": threads,
+        "processes": bool(config.get("embedded.processes", True)),
+        "dashboard_address": config.get("embedded.dashboard-address", ":0"),
+        "host": "127.0.0.1",
+        "scheduler_kwargs": {"preload": ["caelum_dask.scheduler"]},
+        "preload": ["caelum_dask.worker"],
+        "env": {SLOTS_ENV: str(n_workers)},
+    }
+
+
+def connect(
+    address: str | None = None,
+    *,
+    security: Security | None = None,
+    timeout: float | None = None,
+    **embedded_overrides: Any,
+) -> Client:
+    """A Dask client for the caelum cluster, or for an embedded one on this machine.
+
+    The address comes from ``address``, then ``CAELUM_SCHEDULER``, then the Dask config key
+    ``caelum.scheduler-address``; with none of them an embedded LocalCluster is started with
+    the caelum preloads, so this machine shows in the registry exactly as in a real cluster.
+    ``security`` is a Dask Security object for TLS clusters. The returned client owns the
+    embedded cluster: closing the client (or leaving its ``with`` block) shuts it down.
+    An unreachable scheduler raises :class:`SchedulerUnreachable` after ``timeout`` seconds.
+    """
+    target = resolve_address(address)
+    if target is None:
+        kwargs = {**embedded_cluster_kwargs(), **embedded_overrides}
+        if security is not None:
+            kwargs["security"] = security
+            kwargs["protocol"] = "tls://"
+        with dask.config.set({"distributed.worker.daemon": False}):
+            return Client(**kwargs)
+    timeout = timeout if timeout is not None else float(config.get("connect-timeout"))
+    try:
+        client = Client(target, timeout=f"{timeout}s", security=security)
+    except (OSError, TimeoutError) as exc:
+        raise SchedulerUnreachable(
+            f"cannot reach the scheduler at {target} ({_short(exc)}); start one with "
+            "`caelum scheduler`, check the address, or unset --scheduler/CAELUM_SCHEDULER "
+            "to run on the embedded cluster"
+        ) from None
+    return client
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) < 160 else text[:157] + "..."
+
+
+def _ensure_registry(client: Client) -> None:
+    """Install the registry on a scheduler that was started without the caelum preload."""
+    from caelum_dask.registry import PLUGIN_NAME, MachineRegistry
+
+    def has_registry(dask_scheduler: Any) -> bool:
+        return PLUGIN_NAME in dask_scheduler.plugins
+
+    if not client.run_on_scheduler(has_registry):
+        client.register_plugin(MachineRegistry(), name=PLUGIN_NAME)
+
+
+def machines(client: Client) -> list[dict[str, Any]]:
+    """Every machine the scheduler knows, as MachineNode dicts (see README: JSON shapes).
+
+    Works against any Dask scheduler: one started without the caelum preload gets the
+    registry installed on first use.
+    """
+    try:
+        return client.sync(client.scheduler.caelum_machines)
+    except (KeyError, ValueError, TypeError) as exc:
+        if "caelum_machines" not in str(exc):
+            raise
+    _ensure_registry(client)
+    return client.sync(client.scheduler.caelum_machines)
+
+
+def register_service(client: Client, machine: str, name: str, port: int) -> None:
+    """Record a service's port on a machine; :class:`PortTaken` when the port is in use."""
+    reply = client.sync(client.scheduler.caelum_register_service, machine=machine, name=name, port=port)
+    if reply.get("status") != "OK":
+        raise PortTaken(reply.get("message", f"port {port} is taken on {machine}"))

@@ -1,0 +1,65 @@
+"""Cluster events: JSON messages on Dask event topics, one topic per concern.
+
+Dask already keeps an event log on the scheduler (``log_event`` / ``get_events`` /
+``subscribe_topic``) reachable from clients, workers and the scheduler itself; caelum's
+"task coordination" messages are simply events on ``caelum.*`` topics. Every message is a
+flat JSON-serialisable dict with at least ``event`` (what happened) and ``time`` (ISO-8601 UTC).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from typing import Any
+
+MACHINES = "caelum.machines"
+WORKFLOWS = "caelum.workflows"
+ANALYSIS = "caelum.analysis"
+TESTS = "caelum.tests"
+LLM = "caelum.llm"
+BI = "caelum.bi"
+TOPICS: tuple[str, ...] = (MACHINES, WORKFLOWS, ANALYSIS, TESTS, LLM, BI)
+
+
+def now_iso() -> str:
+    """The current time as ISO-8601 UTC, the timestamp format of every caelum message."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def make_message(event: str, **fields: Any) -> dict[str, Any]:
+    """Build one event message; fields must be JSON-serialisable (checked here, not later)."""
+    message = {"event": event, "time": now_iso(), **fields}
+    json.dumps(message)  # fail at the source, where the bug is
+    return message
+
+
+def emit(topic: str, event: str, *, sink: Any = None, **fields: Any) -> dict[str, Any]:
+    """Log an event from wherever we are: a scheduler, a worker task, or a client.
+
+    ``sink`` is anything with Dask's ``log_event(topic, msg)`` (Scheduler, Worker, Client);
+    by default the current worker (inside a task) or the current client is used.
+    """
+    message = make_message(event, **fields)
+    if sink is None:
+        sink = _default_sink()
+    if sink is not None:
+        sink.log_event(topic, message)
+    return message
+
+
+def _default_sink() -> Any:
+    from distributed import get_client, get_worker
+
+    try:
+        return get_worker()
+    except ValueError:
+        pass
+    try:
+        return get_client()
+    except ValueError:
+        return None
+
+
+def as_json_line(topic: str, timestamp: float, message: Any) -> str:
+    """One line of ``caelum events`` output."""
+    return json.dumps({"topic": topic, "timestamp": timestamp, "message": message}, default=str)

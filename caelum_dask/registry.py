@@ -1,0 +1,229 @@
+"""The machine registry: a SchedulerPlugin that turns Dask workers into MachineNodes.
+
+Dask knows workers; people think in machines. The registry groups the workers of one host
+into one :class:`~caelum_dask.machine.MachineNode`, derives its status from Dask's own
+heartbeats (``WorkerState.last_seen``) and task load, keeps machines that left as offline
+history, and holds the per-machine service/port table. Clients read it through the
+``caelum_machines`` scheduler handler (see :func:`caelum_dask.machines`); changes are
+published on the ``caelum.machines`` event topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import dask.config
+from distributed.diagnostics.plugin import SchedulerPlugin
+from tornado.ioloop import PeriodicCallback
+
+from caelum_dask import config, events
+from caelum_dask.errors import PortTaken
+from caelum_dask.machine import MachineNode, WorkerEntry, machine_id
+from caelum_dask.worker import METRICS_KEY, STARTUP_KEY
+
+logger = logging.getLogger(__name__)
+
+PLUGIN_NAME = "caelum-machine-registry"
+
+
+class MachineRegistry(SchedulerPlugin):
+    """Machines of the cluster, kept on the scheduler."""
+
+    name = PLUGIN_NAME
+
+    def __init__(self) -> None:
+        self.machines: dict[str, MachineNode] = {}
+        self._machine_of_worker: dict[str, str] = {}
+        self._services_of_worker: dict[str, list[str]] = {}
+        self.scheduler: Any = None
+        self._callback: PeriodicCallback | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        scheduler.handlers["caelum_machines"] = self.handle_machines
+        scheduler.handlers["caelum_register_service"] = self.handle_register_service
+        scheduler.handlers["caelum_release_service"] = self.handle_release_service
+        for address in list(scheduler.workers):
+            self.add_worker(scheduler, address)
+        interval = dask.utils.parse_timedelta(config.get("registry.check-interval"))
+        self._callback = PeriodicCallback(self.check_heartbeats, interval * 1000)
+        self._callback.start()
+
+    async def close(self) -> None:
+        if self._callback is not None:
+            self._callback.stop()
+
+    # -- Dask hooks --------------------------------------------------------------------------
+    def add_worker(self, scheduler: Any, worker: str) -> None:
+        ws = scheduler.workers.get(worker)
+        if ws is None:
+            return
+        description: dict[str, Any] = dict(ws.extra.get(STARTUP_KEY) or {})
+        hostname = description.get("hostname") or ws.host
+        mid = machine_id(hostname, ws.host)
+        node = self.machines.get(mid)
+        was_offline = node is None or node.status == "offline"
+        if node is None:
+            node = MachineNode(
+                id=mid,
+                hostname=hostname,
+                ip_address=ws.host,
+                platform=description.get("platform", "unknown"),
+                os=description.get("os", "unknown"),
+                python=description.get("python", "unknown"),
+                resources=description.get("resources") or _resources_from_worker(ws),
+                first_seen=time.time(),
+                caelum_version=description.get("caelum_version"),
+            )
+            self.machines[mid] = node
+        elif description:
+            node.resources = description.get("resources", node.resources)
+            node.caelum_version = description.get("caelum_version", node.caelum_version)
+        entry = WorkerEntry(
+            address=worker,
+            name=str(ws.name),
+            nthreads=ws.nthreads,
+            memory_limit=ws.memory_limit,
+            resources=dict(ws.resources),
+            gpu_indices=list(description.get("gpu_indices", [])),
+            slot=description.get("slot"),
+        )
+        node.workers[worker] = entry
+        self._machine_of_worker[worker] = mid
+        self._register_worker_services(node, ws, entry)
+        node.last_heartbeat = ws.last_seen
+        node.status = "online"
+        if was_offline:
+            self._emit("machine-online", node, worker=worker)
+        else:
+            self._emit("worker-joined", node, worker=worker)
+
+    def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
+        mid = self._machine_of_worker.pop(worker, None)
+        node = self.machines.get(mid) if mid else None
+        if node is None:
+            return
+        node.workers.pop(worker, None)
+        for name in self._services_of_worker.pop(worker, []):
+            node.services.pop(name, None)
+        if node.workers:
+            self._emit("worker-left", node, worker=worker)
+        else:
+            self._set_status(node, "offline", reason="last worker left")
+
+    # -- status from heartbeats ----------------------------------------------------------------
+    def check_heartbeats(self) -> None:
+        if self.scheduler is None:
+            return
+        offline_after = dask.utils.parse_timedelta(config.get("registry.offline-after"))
+        keep = dask.utils.parse_timedelta(config.get("registry.keep-offline"))
+        now = time.time()
+        for node in list(self.machines.values()):
+            states = [self.scheduler.workers.get(a) for a in node.workers]
+            states = [ws for ws in states if ws is not None]
+            if states:
+                node.last_heartbeat = max(ws.last_seen for ws in states)
+                self._update_gpu_readings(node, states)
+            if node.status == "offline":
+                if node.last_heartbeat and now - node.last_heartbeat > keep:
+                    del self.machines[node.id]
+                continue
+            if not states or (node.last_heartbeat and now - node.last_heartbeat > offline_after):
+                self._set_status(node, "offline", reason="missed heartbeats")
+            elif any(ws.processing for ws in states):
+                self._set_status(node, "busy")
+            else:
+                self._set_status(node, "online")
+
+    def _update_gpu_readings(self, node: MachineNode, states: list[Any]) -> None:
+        readings = {}
+        for ws in states:
+            for gpu in (ws.metrics or {}).get(METRICS_KEY) or []:
+                readings[gpu["index"]] = gpu
+        if readings:
+            node.resources["gpus"] = [
+                {**gpu, **readings.get(gpu["index"], {})} for gpu in node.resources.get("gpus", [])
+            ]
+
+    def _set_status(self, node: MachineNode, status: str, reason: str | None = None) -> None:
+        if node.status == status:
+            return
+        previous = node.status
+        node.status = status  # type: ignore[assignment]
+        fields = {"previous": previous}
+        if reason:
+            fields["reason"] = reason
+        self._emit(f"machine-{status}", node, **fields)
+
+    def _emit(self, event: str, node: MachineNode, **fields: Any) -> None:
+        if self.scheduler is None:
+            return
+        events.emit(
+            events.MACHINES,
+            event,
+            sink=self.scheduler,
+            machine=node.id,
+            hostname=node.hostname,
+            ip_address=node.ip_address,
+            status=node.status,
+            **fields,
+        )
+
+    # -- services and ports --------------------------------------------------------------------
+    def _register_worker_services(self, node: MachineNode, ws: Any, entry: WorkerEntry) -> None:
+        label = f"{entry.slot}" if entry.slot is not None else entry.name
+        ports = {f"worker-{label}": int(ws.address.rsplit(":", 1)[-1])}
+        if ws.nanny:
+            ports[f"nanny-{label}"] = int(ws.nanny.rsplit(":", 1)[-1])
+        for service, port in (ws.services or {}).items():
+            ports[f"{service}-{label}"] = int(port)
+        for name, port in ports.items():
+            try:
+                self.register_service(node.id, name, port)
+            except PortTaken as exc:  # a stale entry from a worker that died uncleanly
+                logger.warning("%s", exc)
+            else:
+                self._services_of_worker.setdefault(ws.address, []).append(name)
+
+    def register_service(self, machine: str, name: str, port: int) -> None:
+        """Record that ``name`` listens on ``port`` of ``machine``; refuse a taken port."""
+        node = self.machines.get(machine)
+        if node is None:
+            raise PortTaken(f"unknown machine {machine!r}: no worker of it has joined the cluster")
+        for other, taken in node.services.items():
+            if taken == port and other != name:
+                raise PortTaken(
+                    f"port {port} on {node.hostname} ({node.ip_address}) is already used by "
+                    f"{other!r}; choose another port for {name!r}"
+                )
+        node.services[name] = int(port)
+
+    def handle_register_service(self, machine: str, name: str, port: int) -> dict[str, Any]:
+        try:
+            self.register_service(machine, name, port)
+        except PortTaken as exc:
+            return {"status": "error", "message": str(exc)}
+        return {"status": "OK"}
+
+    def handle_release_service(self, machine: str, name: str) -> dict[str, Any]:
+        node = self.machines.get(machine)
+        if node is not None:
+            node.services.pop(name, None)
+        return {"status": "OK"}
+
+    def handle_machines(self) -> list[dict[str, Any]]:
+        self.check_heartbeats()
+        return [node.to_dict() for node in self.machines.values()]
+
+
+def _resources_from_worker(ws: Any) -> dict[str, Any]:
+    """What a worker without the caelum preload tells us about its machine."""
+    return {
+        "cpu_cores": ws.nthreads,
+        "memory_gb": round(ws.memory_limit / 1024**3, 2) if ws.memory_limit else None,
+        "gpus": [],
+        "disk_space_gb": None,
+    }

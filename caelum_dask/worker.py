@@ -1,0 +1,69 @@
+"""Worker preload: ``dask worker ADDR --preload caelum_dask.worker``.
+
+Runs inside every worker process before it registers with the scheduler, and uses Dask's own
+extension points rather than a side channel:
+
+* detected resources go into the worker's resource table (explicit ``--resources`` win), so
+  they are part of the ``register-worker`` message like any typed ``--resources``;
+* the machine description (MachineNode fields) is a ``startup_information`` entry, which Dask
+  sends once at registration and the scheduler keeps in ``WorkerState.extra``;
+* live GPU readings are a ``metrics`` entry, sent with every heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from caelum_dask import config, resources, slots
+from caelum_dask.machine import describe_local_machine
+from caelum_dask.nvml import describe_gpus
+
+logger = logging.getLogger(__name__)
+
+STARTUP_KEY = "caelum"
+METRICS_KEY = "caelum_gpus"
+
+
+def dask_setup(worker: Any) -> None:
+    """Preload entry point (Dask calls it with the Worker, before registration)."""
+    if not config.get("resources.detect", True):
+        return
+    machine = resources.detect(config.get("resources.disk-path") or worker.local_directory)
+    claim = slots.claim_slot(worker.scheduler.address, slots.slot_count(worker.state.nthreads))
+    worker._caelum_slot = claim  # held (with its lock) for the life of the worker
+    share = resources.share_for_worker(machine, claim.index, claim.count)
+
+    explicit = dict(worker.state.total_resources)
+    advertised = resources.merge_resources(share.resources, explicit)
+    for name, quantity in advertised.items():
+        if name not in explicit:
+            worker.state.total_resources[name] = quantity
+            worker.state.available_resources[name] = quantity
+
+    if share.gpu_indices and config.get("resources.set-cuda-visible-devices", True):
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", ",".join(map(str, share.gpu_indices)))
+
+    description = {
+        **describe_local_machine(),
+        "resources": machine.to_dict(),
+        "slot": claim.index,
+        "slots": claim.count,
+        "gpu_indices": list(share.gpu_indices),
+    }
+    worker.startup_information[STARTUP_KEY] = lambda _worker: description
+    if machine.gpus:
+        mine = set(share.gpu_indices)
+        worker.metrics[METRICS_KEY] = lambda _worker: [
+            gpu.to_dict() for gpu in describe_gpus() if gpu.index in mine
+        ]
+    logger.info(
+        "caelum: slot %d/%d, advertising %s", claim.index, claim.count, worker.state.total_resources
+    )
+
+
+def dask_teardown(worker: Any) -> None:
+    claim = getattr(worker, "_caelum_slot", None)
+    if claim is not None:
+        claim.release()
