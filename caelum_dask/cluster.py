@@ -98,10 +98,12 @@ def machines(client: Client) -> list[dict[str, Any]]:
     registry installed on first use.
     """
     try:
-        return client.sync(client.scheduler.caelum_machines)
-    except (KeyError, ValueError, TypeError) as exc:
-        if "caelum_machines" not in str(exc):
-            raise
+        nodes = client.sync(client.scheduler.caelum_machines)
+    except (KeyError, ValueError, TypeError):
+        nodes = None
+    if isinstance(nodes, list):
+        return nodes
+    # A scheduler without the caelum preload has no such handler (it answers None).
     _ensure_registry(client)
     return client.sync(client.scheduler.caelum_machines)
 

@@ -63,6 +63,12 @@ def run_caelum(*args: str, timeout: float = 120, env: dict[str, str] | None = No
     )
 
 
+def _pythonpath() -> str:
+    """Subprocess workers import test modules by name (functions are pickled by reference)."""
+    parts = [str(REPO / "tests"), str(REPO), os.environ.get("PYTHONPATH", "")]
+    return os.pathsep.join(p for p in parts if p)
+
+
 @dataclass
 class ProcessCluster:
     """A cluster of real `dask scheduler` / `dask worker` subprocesses."""
@@ -78,7 +84,7 @@ class ProcessCluster:
         log = open(self.logdir / f"{name}.log", "w")
         proc = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": _pythonpath(), **self.env},
         )
         self.procs.append(proc)
         return proc

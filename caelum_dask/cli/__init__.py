@@ -30,7 +30,7 @@ class CaelumGroup(click.Group):
             sys.exit(exc.exit_code)
 
 
-@click.group(cls=CaelumGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="caelum", cls=CaelumGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="caelum")
 def cli() -> None:
     """caelum: the machines on your network as one Dask cluster.
