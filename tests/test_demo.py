@@ -1,0 +1,36 @@
+"""`make demo`'s job and scripts/gpu-check run as a user would run them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.mark.slow
+def test_demo_shows_registry_placement_error_events_and_dashboard():
+    result = subprocess.run([sys.executable, str(REPO / "examples" / "demo.py")], capture_output=True,
+                            text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "@127.0.0.1: online" in out and "@127.0.0.2: online" in out
+    assert "ran on tcp://127.0.0.2:" in out
+    assert "refused at once: no machine can meet the requirement (gpus=4)" in out
+    assert '"event": "machine-offline"' in out
+    assert "Dask dashboard: http://127.0.0.1:" in out
+
+
+def test_gpu_check_reports_what_detection_sees():
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu-check"), "--json"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert len(info["gpus"]) == len(info["machine"]["gpus"])
+    assert info["resources_1_process"]["CPU"] >= 1
+    assert len(info["resources_2_processes"]) == 2
+    if not info["gpus"]:
+        assert "GPU" not in info["resources_1_process"]
