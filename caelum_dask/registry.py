@@ -127,11 +127,14 @@ class MachineRegistry(SchedulerPlugin):
             if states:
                 node.last_heartbeat = max(ws.last_seen for ws in states)
                 self._update_gpu_readings(node, states)
-            if node.status == "offline":
+            silent = not states or bool(
+                node.last_heartbeat and now - node.last_heartbeat > offline_after
+            )
+            if node.status == "offline" and silent:
                 if node.last_heartbeat and now - node.last_heartbeat > keep:
                     del self.machines[node.id]
                 continue
-            if not states or (node.last_heartbeat and now - node.last_heartbeat > offline_after):
+            if silent:
                 self._set_status(node, "offline", reason="missed heartbeats")
             elif any(ws.processing for ws in states):
                 self._set_status(node, "busy")

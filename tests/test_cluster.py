@@ -248,3 +248,55 @@ def test_status_on_the_embedded_cluster_prints_the_dashboard():
     assert result.returncode == 0, result.stderr
     assert re.search(r"dashboard\s+http://127\.0\.0\.1:\d+/status", result.stdout)
     assert "ONLINE" in result.stdout or "BUSY" in result.stdout
+
+
+@pytest.mark.slow
+def test_silent_machine_goes_offline_and_comes_back(process_cluster):
+    """A frozen worker (SIGSTOP: connection open, no heartbeats) is offline after the TTL."""
+    import signal
+
+    process_cluster.env.update({"DASK_CAELUM__REGISTRY__OFFLINE_AFTER": "2s",
+                                "DASK_DISTRIBUTED__WORKER__HEARTBEAT_INTERVAL": "200ms"})
+    process_cluster.start_scheduler()
+    proc = process_cluster.start_worker("sleepy", "--host", "127.0.0.3")
+    client = process_cluster.wait_for_workers(1)
+    try:
+        (node,) = machines(client)
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            wait_until(lambda: machines(client)[0]["status"] == "offline")
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        wait_until(lambda: machines(client)[0]["status"] in ("online", "busy"))
+        events = [msg for _, msg in client.get_events("caelum.machines") if msg["machine"] == node["id"]]
+        offline = [m for m in events if m["event"] == "machine-offline"]
+        assert offline and offline[0]["reason"] == "missed heartbeats"
+        assert events[-1]["event"] == "machine-online"
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+def test_events_follow_prints_new_events(process_cluster):
+    process_cluster.start_scheduler()
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "caelum_dask", "events", "--follow", "--count", "1", "--topic", "caelum.machines",
+         "--scheduler", process_cluster.address],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        with Client(process_cluster.address, timeout="30s") as client:
+            # wait until the follower is subscribed (Dask's broker knows its subscribers)
+            def subscribers(dask_scheduler):
+                return len(dask_scheduler._broker._topics["caelum.machines"].subscribers)
+
+            wait_until(lambda: client.run_on_scheduler(subscribers) >= 1)
+            process_cluster.start_worker("late")
+            out, err = follower.communicate(timeout=120)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    assert follower.returncode == 0, err
+    (line,) = out.splitlines()
+    assert json.loads(line)["message"]["event"] == "machine-online"
