@@ -113,3 +113,13 @@ def register_service(client: Client, machine: str, name: str, port: int) -> None
     reply = client.sync(client.scheduler.caelum_register_service, machine=machine, name=name, port=port)
     if reply.get("status") != "OK":
         raise PortTaken(reply.get("message", f"port {port} is taken on {machine}"))
+
+
+def status_report(client: Client, scheduler: str | None = None) -> dict[str, Any]:
+    """The document ``caelum status --json`` prints (and the MCP ``cluster_status`` tool returns)."""
+    return {
+        "scheduler": client.scheduler.address,
+        "dashboard": client.dashboard_link,
+        "embedded": resolve_address(scheduler) is None,
+        "machines": machines(client),
+    }

@@ -17,7 +17,7 @@ import click
 
 from caelum_dask import events
 from caelum_dask.cli._options import json_option, open_client, print_json, scheduler_option
-from caelum_dask.cluster import machines, resolve_address
+from caelum_dask.cluster import resolve_address, status_report
 from caelum_dask.errors import InvalidInput, SchedulerUnreachable
 from caelum_dask.slots import SLOTS_ENV
 
@@ -128,13 +128,8 @@ def status(scheduler: str | None, as_json: bool) -> None:
     --json prints {"scheduler", "dashboard", "embedded", "machines": [MachineNode…]} (README).
     """
     with open_client(scheduler, quiet=as_json) as client:
-        nodes = machines(client)
-        report = {
-            "scheduler": client.scheduler.address,
-            "dashboard": client.dashboard_link,
-            "embedded": resolve_address(scheduler) is None,
-            "machines": nodes,
-        }
+        report = status_report(client, scheduler)
+    nodes = report["machines"]
     if as_json:
         print_json(report)
         return

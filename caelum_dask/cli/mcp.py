@@ -1,0 +1,50 @@
+"""`caelum mcp`: serve the cluster's capabilities to AI assistants over MCP."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from caelum_dask.cli._options import scheduler_option
+from caelum_dask.errors import InvalidInput
+
+
+@click.command(name="mcp")
+@scheduler_option
+@click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True,
+              help="stdio for desktop assistants; http for streamable HTTP.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="HTTP: address to bind (loopback by default).")
+@click.option("--port", default=8765, show_default=True, type=int, help="HTTP: port (0 picks a free one).")
+@click.option("--token-env", default="CAELUM_MCP_TOKEN", show_default=True,
+              help="HTTP: environment variable holding the bearer token clients must send (unset: no token).")
+@click.option("--allow-host", "allowed_hosts", multiple=True,
+              help="HTTP: extra Host header values to accept (e.g. the machine's LAN name); repeatable.")
+def mcp_command(scheduler: str | None, transport: str, host: str, port: int, token_env: str,
+                allowed_hosts: tuple[str, ...]) -> None:
+    """Serve the cluster as an MCP server (tools: cluster_status, list_machines, and one set per capability).
+
+    Logs go to stderr only; with stdio, stdout carries nothing but the protocol.
+    """
+    from caelum_dask.mcp_server import build_server
+    from caelum_dask.mcp_server.http import serve_http
+
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+    server = build_server(scheduler)
+    if transport == "stdio":
+        server.run("stdio")
+        return
+    token = os.environ.get(token_env) or None
+    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        raise InvalidInput(
+            f"refusing to serve MCP on {host} without a token: set {token_env} (clients send "
+            "'Authorization: Bearer <token>') or bind to 127.0.0.1"
+        )
+    click.echo(f"caelum mcp: streamable HTTP on http://{host}:{port}/mcp"
+               + (" (bearer token required)" if token else ""), err=True)
+    serve_http(server, host, port, token, list(allowed_hosts))
+
+
+COMMANDS = [mcp_command]

@@ -1,0 +1,34 @@
+"""One Dask client per MCP server, connected on first use.
+
+Connecting lazily keeps the server up when the scheduler is down: each tool call then fails
+with the same one-line error as the CLI, and succeeds once the scheduler is back.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from distributed import Client
+
+from caelum_dask.cluster import connect
+
+
+class ClusterHandle:
+    """The Dask client the tools share (thread-safe; the SDK runs sync tools in threads)."""
+
+    def __init__(self, scheduler: str | None = None) -> None:
+        self.scheduler = scheduler
+        self._client: Client | None = None
+        self._lock = threading.Lock()
+
+    def client(self) -> Client:
+        with self._lock:
+            if self._client is None or self._client.status in ("closed", "closing"):
+                self._client = connect(self.scheduler)
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
