@@ -8,6 +8,7 @@ the reason when ``/usr/sbin/sshd`` (package openssh-server) or ``ssh-keygen`` is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -58,13 +59,16 @@ def _skip_reason() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
-    """One sshd for the whole session on 127.0.0.1:<free port>; stopped at the end."""
+class SSHDUnavailable(Exception):
+    """sshd is not installed or did not start; the message says why."""
+
+
+@contextlib.contextmanager
+def running_sshd(folder: Path) -> Iterator[SSHServer]:
+    """Start sshd on 127.0.0.1:<free port> with keys generated in ``folder``; stop it on exit."""
     reason = _skip_reason()
     if reason:
-        pytest.skip(reason)
-    folder = tmp_path_factory.mktemp("sshd")
+        raise SSHDUnavailable(reason)
     host_key, client_key = folder / "host_key", folder / "client_key"
     for key in (host_key, client_key):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
@@ -92,7 +96,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     break
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.skip(f"sshd did not start: {(folder / 'sshd.log').read_text()[-500:]}")
+                raise SSHDUnavailable(f"sshd did not start: {(folder / 'sshd.log').read_text()[-500:]}")
             time.sleep(0.05)
         yield SSHServer(port=port, client_key=client_key, known_hosts=known_hosts)
     finally:
@@ -103,6 +107,16 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
+    """One sshd for the whole session (skipped, with the reason, where sshd is unavailable)."""
+    try:
+        with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+            yield server
+    except SSHDUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 def cluster_file(path: Path, server: SSHServer, run_dir: Path, workers: list[dict[str, Any]],

@@ -12,6 +12,8 @@ host genuinely has caelum-dask 0.0.9 installed, which is the situation the check
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -153,6 +155,16 @@ def test_up_status_idempotent_down(sshd: SSHServer, tmp_path: Path, run_dir: Pat
     assert again.stderr.count("already running") == 3 and "started (pid" not in again.stderr
     assert _pidfiles(run_dir) == pids
     assert "worker tcp://127.0.0.1" in again.stdout and "GPU=1" in again.stdout  # the status view
+
+    # a host whose worker died gets it back; the others are left alone
+    os.killpg(pids["cpu"], signal.SIGKILL)
+    psutil.wait_procs([psutil.Process(pids["cpu"])], timeout=30)
+    healed = run_caelum("up", str(path), "--json")
+    assert healed.returncode == 0, healed.stderr
+    healed_report = json.loads(healed.stdout)
+    assert healed_report["started"] == ["cpu"] and sorted(healed_report["already_running"]) == ["gpu", "scheduler"]
+    assert healed_report["workers"] == ["cpu", "gpu"]
+    pids = _pidfiles(run_dir)
 
     gone = run_caelum("down", str(path), "--json")
     assert gone.returncode == 0, gone.stderr
