@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -217,6 +218,8 @@ def test_taken_port_unreachable_host_and_missing_certs_each_one_line(
         assert lines[0].startswith(f"caelum: preflight: 127.0.0.1 (scheduler scheduler): scheduler port {taken} "
                                    "(held by ") and lines[0].endswith("is in use; free it or choose another port "
                                                                       "in the cluster file")
+        if shutil.which("ss"):  # ss -ltnp names the holder: this test process
+            assert f"(held by {psutil.Process().name()} pid {os.getpid()})" in lines[0], lines[0]
         assert lines[1].startswith(f"caelum: preflight: 127.0.0.1 (worker offline): cannot connect over SSH to "
                                    f"127.0.0.1:{nobody}")
         result = run_caelum("up", str(path))  # not only --check: up itself refuses

@@ -38,7 +38,7 @@ from caelum_dask.errors import CaelumError
 # Runs on the host with the configured Python; stdlib only until the version imports, so it
 # answers even where caelum-dask is missing or another version.
 PROBE = r"""
-import json, os, socket, subprocess, sys
+import json, os, re, socket, subprocess, sys
 req = json.loads(sys.argv[1])
 out = {"python": "%d.%d.%d" % sys.version_info[:3], "executable": sys.executable,
        "hostname": socket.gethostname()}
@@ -61,8 +61,8 @@ def holder(port):
     for line in ss.splitlines():
         parts = line.split()
         if len(parts) > 3 and parts[3].rsplit(":", 1)[-1] == str(port):
-            users = parts[-1] if "users:" in parts[-1] else ""
-            return users.replace("users:", "") or "another process"
+            found = re.findall(r'\("([^"]+)",pid=(\d+)', parts[-1])
+            return ", ".join("%s pid %s" % f for f in found) or "another process"
     return "another process"
 busy = []
 for check in req["ports"]:
