@@ -95,8 +95,7 @@ class _Detached(dask_ssh.Process):
         self.outcome: dict[str, Any] = {}
 
     def helper_argv(self, command: str, *extra: str) -> list[str]:
-        return ["-m", "caelum_dask.deploy.remote", command, "--run-dir", self.spec.run_dir,
-                "--name", self.proc_spec.name, *extra]
+        return ssh.helper(command, "--run-dir", self.spec.run_dir, "--name", self.proc_spec.name, *extra)
 
     async def start(self) -> None:
         proc = self.proc_spec
@@ -270,8 +269,8 @@ async def _wait_for_workers(spec: ClusterSpec, expected: list[str], result: UpRe
 async def _stop(spec: ClusterSpec, proc: HostProcess, timeout: float = 30) -> dict[str, Any]:
     connection = await ssh.connect(proc)
     try:
-        command = ssh.command_line(proc, ["-m", "caelum_dask.deploy.remote", "stop", "--run-dir", spec.run_dir,
-                                          "--name", proc.name, "--timeout", str(timeout)])
+        command = ssh.command_line(proc, ssh.helper("stop", "--run-dir", spec.run_dir, "--name", proc.name,
+                                                    "--timeout", str(timeout)))
         result = await ssh.run(connection, command, timeout=timeout + 30)
     finally:
         connection.close()

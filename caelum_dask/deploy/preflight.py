@@ -79,14 +79,17 @@ for check in req["ports"]:
         finally:
             s.close()
     if free < check["need"]:
-        busy.append({"what": check["what"], "taken": taken, "need": check["need"], "free": free})
+        busy.append({"owner": check["owner"], "what": check["what"], "taken": taken, "need": check["need"],
+                     "free": free})
 out["busy"] = busy
-tls = req.get("tls")
-if tls:
-    name = tls[1] or socket.gethostname().split(".")[0]
-    folder = os.path.expanduser(tls[0])
-    wanted = [os.path.join(folder, f) for f in ("ca.pem", name + ".pem", name + "-key.pem")]
-    out["missing"] = [f for f in wanted if not os.path.isfile(f)]
+out["missing"] = []
+for tls in req["tls"]:
+    name = tls["name"] or socket.gethostname().split(".")[0]
+    folder = os.path.expanduser(tls["dir"])
+    for f in ("ca.pem", name + ".pem", name + "-key.pem"):
+        path = os.path.join(folder, f)
+        if not os.path.isfile(path) and [tls["owner"], path] not in out["missing"]:
+            out["missing"].append([tls["owner"], path])
 print("CAELUM-PROBE " + json.dumps(out))
 """
 
@@ -188,60 +191,69 @@ def client_tls_name(spec: ClusterSpec) -> str:
     return spec.tls_name or socket.gethostname().split(".")[0]
 
 
-async def probe_host(spec: ClusterSpec, proc: HostProcess, timeout: float = 60) -> HostReport:
-    """Run the probe on ``proc``'s host and turn its answer into problem lines."""
-    report = HostReport(proc)
-    where = f"{proc.host} ({proc.role} {proc.name})"
-    try:
-        connection = await ssh.connect(proc)
-    except ssh.SSHFailure as exc:
-        report.problems.append(f"{where}: {exc}")
-        return report
+def _probe_key(proc: HostProcess) -> tuple[Any, ...]:
+    """Entries that share host, SSH login, Python and environment share one probe."""
+    return (proc.host, proc.ssh.port, proc.ssh.username, proc.python, tuple(sorted(proc.env.items())))
+
+
+async def probe_host(spec: ClusterSpec, procs: list[HostProcess], timeout: float = 60) -> list[HostReport]:
+    """Run the probe once for ``procs`` (same host, login, Python, env); one line per problem."""
+    first = procs[0]
+    reports = {proc.name: HostReport(proc) for proc in procs}
+    where = f"{first.host} ({', '.join(f'{p.role} {p.name}' for p in procs)})"
+    label = {proc.name: f"{proc.host} ({proc.role} {proc.name})" for proc in procs}
+    shared: list[str] = []
     request = {
         "run_dir": spec.run_dir,
-        "names": [proc.name],
-        "ports": ports_to_check(proc),
-        "tls": [proc.tls_dir, proc.tls_name] if proc.tls_dir else None,
+        "names": [proc.name for proc in procs],
+        "ports": [{**check, "owner": proc.name} for proc in procs for check in ports_to_check(proc)],
+        "tls": [{"owner": proc.name, "dir": proc.tls_dir, "name": proc.tls_name} for proc in procs if proc.tls_dir],
     }
     try:
-        result = await ssh.run(connection, ssh.command_line(proc, ["-c", PROBE, json.dumps(request)]), timeout)
+        connection = await ssh.connect(first)
+        try:
+            result = await ssh.run(connection, ssh.command_line(first, ["-c", PROBE, json.dumps(request)]), timeout)
+        finally:
+            connection.close()
     except ssh.SSHFailure as exc:
-        report.problems.append(f"{where}: {exc}")
-        return report
-    finally:
-        connection.close()
+        reports[first.name].problems.append(f"{where}: {exc}")
+        return list(reports.values())
     marker = next((line for line in result.stdout.splitlines() if line.startswith("CAELUM-PROBE ")), None)
     if marker is None:
         detail = (result.stderr.strip().splitlines() or [f"exit status {result.exit_status}"])[-1]
-        report.problems.append(f"{where}: python {proc.python} does not run ({detail[:200]})")
-        return report
+        reports[first.name].problems.append(f"{where}: python {first.python} does not run ({detail[:200]})")
+        return list(reports.values())
     facts = json.loads(marker.split(" ", 1)[1])
-    report.facts = facts
     mine = local_versions()
     if ".".join(facts["python"].split(".")[:2]) != mine["python"]:
-        report.problems.append(f"{where}: Python {facts['python']} at {proc.python}, but this client runs "
-                               f"Python {mine['python']}; use the same Python minor version everywhere")
-    for key, label in (("caelum_dask", "caelum-dask"), ("dask", "dask"), ("distributed", "distributed")):
+        shared.append(f"{where}: Python {facts['python']} at {first.python}, but this client runs "
+                      f"Python {mine['python']}; use the same Python minor version everywhere")
+    for key, name in (("caelum_dask", "caelum-dask"), ("dask", "dask"), ("distributed", "distributed")):
         if facts.get(key) is None:
             error = facts.get(f"{key}_error", "not installed")
-            report.problems.append(f"{where}: {label} cannot be imported by {proc.python} ({error[:160]}); "
-                                   f"install {label}=={mine[key]} there")
+            shared.append(f"{where}: {name} cannot be imported by {first.python} ({error[:160]}); "
+                          f"install {name}=={mine[key]} there")
         elif facts[key] != mine[key]:
-            report.problems.append(f"{where}: {label} {facts[key]} installed, but this client has "
-                                   f"{mine[key]}; install {label}=={mine[key]} there")
-    if report.running_pid is None:
-        for busy in facts.get("busy", []):
-            holders = ", ".join(f"{port} (held by {who})" for port, who in busy["taken"])
-            if busy["need"] == 1:
-                report.problems.append(f"{where}: {busy['what']} {holders} is in use; free it or choose "
-                                       "another port in the cluster file")
-            else:
-                report.problems.append(f"{where}: {busy['what']}s: only {busy['free']} free, "
-                                       f"{busy['need']} needed ({holders} in use)")
-    for missing in facts.get("missing", []):
-        report.problems.append(f"{where}: TLS file {missing} is missing; make it with `caelum certs` "
-                               "and copy it there")
-    return report
+            shared.append(f"{where}: {name} {facts[key]} installed, but this client has "
+                          f"{mine[key]}; install {name}=={mine[key]} there")
+    reports[first.name].problems += shared
+    for report in reports.values():
+        report.facts = facts
+    for busy in facts.get("busy", []):
+        report = reports[busy["owner"]]
+        if report.running_pid is not None:  # our own process holds it: left alone
+            continue
+        holders = ", ".join(f"{port} (held by {who})" for port, who in busy["taken"])
+        if busy["need"] == 1:
+            report.problems.append(f"{label[busy['owner']]}: {busy['what']} {holders} is in use; free it or "
+                                   "choose another port in the cluster file")
+        else:
+            report.problems.append(f"{label[busy['owner']]}: {busy['what']}s: only {busy['free']} free, "
+                                   f"{busy['need']} needed ({holders} in use)")
+    for owner, missing in facts.get("missing", []):
+        reports[owner].problems.append(f"{label[owner]}: TLS file {missing} is missing; make it with "
+                                       "`caelum certs` and copy it there")
+    return list(reports.values())
 
 
 async def _registry_problems(spec: ClusterSpec, reports: list[HostReport]) -> list[str]:
@@ -285,7 +297,12 @@ def client_security(spec: ClusterSpec) -> Any:
 
 async def run_preflight(spec: ClusterSpec) -> Preflight:
     """Probe every host of the cluster file at once; collect one line per problem."""
-    reports = list(await asyncio.gather(*(probe_host(spec, proc) for proc in spec.processes())))
+    groups: dict[tuple[Any, ...], list[HostProcess]] = {}
+    for proc in spec.processes():
+        groups.setdefault(_probe_key(proc), []).append(proc)
+    answers = await asyncio.gather(*(probe_host(spec, procs) for procs in groups.values()))
+    by_name = {r.process.name: r for reports in answers for r in reports}
+    reports = [by_name[proc.name] for proc in spec.processes()]
     problems = [p for r in reports for p in r.problems]
     if spec.tls_dir:
         for missing in tls_files(spec.tls_dir, client_tls_name(spec)):

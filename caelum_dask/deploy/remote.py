@@ -1,4 +1,8 @@
-"""The remote half of ``caelum up``/``caelum down``: run on each host as ``python -m caelum_dask.deploy.remote``.
+"""The remote half of ``caelum up``/``caelum down``: the host's Python runs this file's source.
+
+The launcher sends this module's source with ``python -c`` (see :func:`caelum_dask.deploy.ssh.helper`),
+so the host does not import caelum-dask and Dask just to manage a pid file;
+``python -m caelum_dask.deploy.remote start|stop|state …`` does the same by hand.
 
 Why this exists: Dask's ``SSHCluster`` runs each scheduler/worker as a child of its SSH
 channel and kills it when the cluster object closes (``Process.close`` and a

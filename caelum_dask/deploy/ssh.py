@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from caelum_dask.deploy import remote
 from caelum_dask.deploy.schema import HostProcess
+
+_REMOTE_SOURCE = Path(remote.__file__).read_text()
 
 
 @dataclass
@@ -26,6 +30,16 @@ class Result:
 
 class SSHFailure(Exception):
     """The host could not be reached or refused us; ``str()`` is one line."""
+
+
+def helper(*args: str) -> list[str]:
+    """Python arguments that run :mod:`caelum_dask.deploy.remote` on the host.
+
+    The module's source is passed with ``-c`` (it needs only the standard library and
+    psutil), so the host's Python does not import caelum-dask and Dask just to write a pid
+    file: a ``caelum down`` of many hosts stays quick.
+    """
+    return ["-c", _REMOTE_SOURCE, *args]
 
 
 def command_line(proc: HostProcess, argv: list[str]) -> str:
