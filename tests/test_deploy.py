@@ -259,3 +259,29 @@ def test_example_deploy_local(sshd: SSHServer, tmp_path: Path, run_dir: Path) ->
     assert report["hostname"] == socket.gethostname()
     assert set(report["down"].values()) == {"stopped"}
     assert processes_under(run_dir) == []
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_up_with_tls_certificates(sshd: SSHServer, tmp_path: Path, run_dir: Path) -> None:
+    """With tls_dir the scheduler and workers get --tls DIR --tls-name NAME and speak tls://."""
+    pytest.importorskip("caelum_dask.certs", reason="needs `caelum certs` (the TLS capability)")
+    tls = tmp_path / "tls"
+    assert run_caelum("certs", "init", str(tls)).returncode == 0
+    for name in ("sched", "box", "laptop"):
+        issued = run_caelum("certs", "issue", name, "--dir", str(tls), "--host", "127.0.0.1")
+        assert issued.returncode == 0, issued.stderr
+    path = cluster_file(tmp_path / "cluster.yaml", sshd, run_dir, tls_dir=str(tls), tls_name="laptop",
+                        workers=[{"host": "127.0.0.1", "name": "box", "tls_name": "box", "nthreads": 1}])
+    data = yaml.safe_load(path.read_text())
+    data["scheduler"]["tls_name"] = "sched"
+    path.write_text(yaml.safe_dump(data))
+    result = run_caelum("up", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["scheduler"].startswith("tls://127.0.0.1:") and report["workers"] == ["box"]
+    assert report["machines"][0]["workers"][0]["address"].startswith("tls://")
+    plain = run_caelum("status", "--scheduler", report["scheduler"].replace("tls://", "tcp://"))
+    assert plain.returncode != 0  # no certificate, no entry
+    assert run_caelum("down", str(path)).returncode == 0
+    assert processes_under(run_dir) == []
