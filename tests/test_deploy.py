@@ -63,6 +63,7 @@ def run_dir(tmp_path: Path):
         (lambda d: [w.update(name="box") for w in d["workers"]], "workers[1].name: 'box' is already used by workers[0]"),
         (lambda d: d["workers"][0].update(tls_dir="/tls"), "workers[0].tls_dir: TLS must be on for every host or none"),
         (lambda d: d["scheduler"].update(protocol="tls"), "scheduler.protocol: tls needs tls_dir"),
+        (lambda d: d["workers"][0].update(memory_limit="lots"), "workers[0].memory_limit: 'lots' is not a size"),
     ],
 )
 def test_schema_names_the_bad_key(change, message: str) -> None:
@@ -285,3 +286,18 @@ def test_up_with_tls_certificates(sshd: SSHServer, tmp_path: Path, run_dir: Path
     assert plain.returncode != 0  # no certificate, no entry
     assert run_caelum("down", str(path)).returncode == 0
     assert processes_under(run_dir) == []
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_failed_start_stops_what_this_run_started(sshd: SSHServer, tmp_path: Path, run_dir: Path) -> None:
+    """A worker that cannot start: one error naming it and its log; the scheduler is stopped again."""
+    path = cluster_file(tmp_path / "cluster.yaml", sshd, run_dir, workers=[
+        {"host": "127.0.0.1", "name": "broken", "listen": "10.255.255.1"}])  # not an address of this host
+    result = run_caelum("up", str(path))
+    assert result.returncode != 0
+    error = [line for line in result.stderr.splitlines() if line.startswith("caelum: error: ")]
+    assert len(error) == 1 and "worker broken on 127.0.0.1 did not start" in error[0], result.stderr
+    assert f"(log: {run_dir}/broken.log on 127.0.0.1)" in error[0]
+    assert "scheduler scheduler on 127.0.0.1: started" in result.stderr
+    assert processes_under(run_dir) == [] and not _pidfiles(run_dir)

@@ -330,6 +330,11 @@ def _check_consistency(scheduler: HostProcess, workers: list[HostProcess], sourc
                 "names must be unique"
             )
         seen[worker.name] = index
+        if isinstance(worker.memory_limit, str) and not _is_memory_limit(worker.memory_limit):
+            raise InvalidInput(
+                f"{source}: workers[{index}].memory_limit: {worker.memory_limit!r} is not a size "
+                "(e.g. 8GiB, 4000MB, 0.5 for half the memory, or auto)"
+            )
         if (worker.tls_dir is None) != (scheduler.tls_dir is None):
             raise InvalidInput(
                 f"{source}: workers[{index}].tls_dir: TLS must be on for every host or none "
@@ -339,6 +344,24 @@ def _check_consistency(scheduler: HostProcess, workers: list[HostProcess], sourc
         raise InvalidInput(f"{source}: scheduler.protocol: {scheduler.protocol} needs tls_dir (a `caelum certs` folder)")
     if scheduler.tls_dir is not None and scheduler.protocol == "ws":
         raise InvalidInput(f"{source}: scheduler.protocol: with tls_dir use tls or wss, not ws")
+
+
+def _is_memory_limit(text: str) -> bool:
+    """What ``dask worker --memory-limit`` accepts: auto, a fraction, or a byte size (Dask parses it)."""
+    from dask.utils import parse_bytes
+
+    if text == "auto":
+        return True
+    try:
+        float(text)
+        return True
+    except ValueError:
+        pass
+    try:
+        parse_bytes(text)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def load(path: str | os.PathLike[str]) -> ClusterSpec:
