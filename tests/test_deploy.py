@@ -189,8 +189,10 @@ def test_version_mismatch_is_refused_before_anything_starts(sshd: SSHServer, tmp
         {"host": "127.0.0.1", "name": "fresh"},
         {"host": "127.0.0.1", "name": "stale", "env": {"PYTHONPATH": str(old)}},
     ])
-    result = run_caelum("up", str(path))
+    result = run_caelum("up", str(path), "--json")
     assert result.returncode != 0
+    assert json.loads(result.stdout) == {"ok": False, "problems": [line.removeprefix("caelum: preflight: ") for line
+                                         in result.stderr.splitlines() if line.startswith("caelum: preflight: 127")]}
     problems = [line for line in result.stderr.splitlines() if line.startswith("caelum: preflight: 127.0.0.1")]
     mine = caelum_dask.__version__
     assert problems == [f"caelum: preflight: 127.0.0.1 (worker stale): caelum-dask 0.0.9 installed, but this "

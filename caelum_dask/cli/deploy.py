@@ -24,7 +24,8 @@ def up(cluster_file: str, check: bool, as_json: bool) -> None:
     hosts (they keep running after this command exits) and the command waits until every
     declared worker has joined. Running it again leaves hosts whose processes already run
     alone. --json prints {"scheduler", "dashboard", "started", "already_running", "workers",
-    "machines", "preflight"}.
+    "machines", "preflight"}; when the preflight fails, {"ok": false, "problems": [...]}
+    (and a non-zero exit).
     """
     from caelum_dask.cli.cluster import _describe_machine
     from caelum_dask.deploy import PreflightFailed, load, up as deploy_up
@@ -35,6 +36,8 @@ def up(cluster_file: str, check: bool, as_json: bool) -> None:
     except PreflightFailed as exc:
         for problem in exc.problems:
             click.echo(f"caelum: preflight: {problem}", err=True)
+        if as_json:
+            print_json({"ok": False, "problems": exc.problems})
         raise
     if as_json:
         print_json(result.to_dict())
