@@ -88,6 +88,9 @@ def test_defaults_and_commands() -> None:
     assert "--resources GPU=1" in joined and "--tls ~/tls --tls-name gpubox" in joined
     assert "--memory-limit 8GiB" in joined and "--worker-port 9000:9010" in joined
     assert "--nthreads 4" in joined and "--host 10.0.0.6" in joined
+    assert "known_hosts" not in spec.scheduler.ssh.connect_options()  # asyncssh's default checking
+    off = validate({**BASE, "ssh": {"known_hosts": None, "port": 2200}})
+    assert off.workers[0].ssh.connect_options() == {"port": 2200, "connect_timeout": 10.0, "known_hosts": None}
     sched = scheduler_argv(spec)
     assert sched[:3] == ["-m", "caelum_dask", "scheduler"] and sched[-2:] == ["--tls", "~/tls"]
 

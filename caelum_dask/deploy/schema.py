@@ -124,6 +124,9 @@ _TYPE_WORDS = {
 }
 
 
+ASYNCSSH_DEFAULT = "<asyncssh default>"
+
+
 @dataclass
 class SSHOptions:
     """How to reach a host: the subset of ``asyncssh.connect`` options a cluster file sets."""
@@ -131,7 +134,7 @@ class SSHOptions:
     port: int = 22
     username: str | None = None
     client_keys: list[str] | None = None
-    known_hosts: str | None = "~/.ssh/known_hosts"
+    known_hosts: str | None = ASYNCSSH_DEFAULT  # asyncssh's own default: ~/.ssh/known_hosts
     connect_timeout: float = 10.0
 
     def connect_options(self) -> dict[str, Any]:
@@ -141,7 +144,8 @@ class SSHOptions:
             options["username"] = self.username
         if self.client_keys:
             options["client_keys"] = [os.path.expanduser(k) for k in self.client_keys]
-        options["known_hosts"] = os.path.expanduser(self.known_hosts) if self.known_hosts else None
+        if self.known_hosts != ASYNCSSH_DEFAULT:
+            options["known_hosts"] = os.path.expanduser(self.known_hosts) if self.known_hosts else None
         return options
 
 
