@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from distributed import Client
 
 import caelum_dask
 from caelum_dask.deploy import load, validate
@@ -170,6 +171,20 @@ def test_up_status_idempotent_down(sshd: SSHServer, tmp_path: Path, run_dir: Pat
     assert healed_report["started"] == ["cpu"] and sorted(healed_report["already_running"]) == ["gpu", "scheduler"]
     assert healed_report["workers"] == ["cpu", "gpu"]
     pids = _pidfiles(run_dir)
+
+    # the port registry: a port another service registered on this machine is refused for a new worker
+    reserved = free_port()
+    with Client(report["scheduler"]) as client:
+        machine = caelum_dask.machines(client)[0]["id"]
+        caelum_dask.register_service(client, machine, "ollama", reserved)
+    data = yaml.safe_load(path.read_text())
+    data["workers"].append({"host": "127.0.0.1", "name": "extra", "worker_port": reserved})
+    grown = tmp_path / "grown.yaml"
+    grown.write_text(yaml.safe_dump(data))
+    refused = run_caelum("up", str(grown), "--check")
+    assert refused.returncode != 0
+    assert (f"caelum: preflight: 127.0.0.1 (worker extra): port {reserved} is registered to 'ollama' in the "
+            "cluster's port registry; choose another worker_port") in refused.stderr, refused.stderr
 
     gone = run_caelum("down", str(path), "--json")
     assert gone.returncode == 0, gone.stderr
