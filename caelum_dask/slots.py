@@ -25,9 +25,14 @@ SLOTS_ENV = "CAELUM_WORKER_SLOTS"
 class SlotClaim:
     """A held slot; keep the object alive for as long as the worker runs."""
 
-    index: int
+    index: int  # unique among the processes serving one scheduler on this machine
     count: int
     handle: IO[str] | None
+
+    @property
+    def share(self) -> int:
+        """Which share of the machine this process takes (processes beyond ``count`` wrap)."""
+        return self.index % self.count
 
     def release(self) -> None:
         if self.handle is not None:
@@ -69,4 +74,4 @@ def claim_slot(scheduler_address: str, count: int) -> SlotClaim:
             continue
         handle.write(str(os.getpid()))
         handle.flush()
-        return SlotClaim(index=index % count, count=count, handle=handle)
+        return SlotClaim(index=index, count=count, handle=handle)

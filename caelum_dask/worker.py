@@ -33,7 +33,7 @@ def dask_setup(worker: Any) -> None:
     machine = resources.detect(config.get("resources.disk-path") or worker.local_directory)
     claim = slots.claim_slot(worker.scheduler.address, slots.slot_count(worker.state.nthreads))
     worker._caelum_slot = claim  # held (with its lock) for the life of the worker
-    share = resources.share_for_worker(machine, claim.index, claim.count)
+    share = resources.share_for_worker(machine, claim.share, claim.count)
 
     explicit = dict(worker.state.total_resources)
     advertised = resources.merge_resources(share.resources, explicit)
