@@ -9,7 +9,7 @@ import dask.config
 from distributed import Client, Security
 
 from caelum_dask import config
-from caelum_dask.errors import PortTaken, SchedulerUnreachable
+from caelum_dask.errors import InvalidInput, PortTaken, SchedulerUnreachable
 from caelum_dask.slots import SLOTS_ENV
 
 SCHEDULER_ENV = "CAELUM_SCHEDULER"
@@ -44,6 +44,8 @@ def connect(
     *,
     security: Security | None = None,
     timeout: float | None = None,
+    tls: str | os.PathLike[str] | None = None,
+    tls_name: str | None = None,
     **embedded_overrides: Any,
 ) -> Client:
     """A Dask client for the caelum cluster, or for an embedded one on this machine.
@@ -54,8 +56,18 @@ def connect(
     ``security`` is a Dask Security object for TLS clusters. The returned client owns the
     embedded cluster: closing the client (or leaving its ``with`` block) shuts it down.
     An unreachable scheduler raises :class:`SchedulerUnreachable` after ``timeout`` seconds.
+
+    ``tls`` is a ``caelum certs`` folder (default: the config key ``caelum.tls.dir``): mutual
+    TLS with this machine's certificate (``tls_name``, config ``caelum.tls.name``, host name);
+    see :mod:`caelum_dask.security`.
     """
+    from caelum_dask import security as _security
+
     target = resolve_address(address)
+    if security is None:
+        security = _security.resolve_security(tls, tls_name)
+        if security is not None and target is not None:
+            target = _security.require_tls_address(target)
     if target is None:
         kwargs = {**embedded_cluster_kwargs(), **embedded_overrides}
         if security is not None:
@@ -64,9 +76,19 @@ def connect(
         with dask.config.set({"distributed.worker.daemon": False}):
             return Client(**kwargs)
     timeout = timeout if timeout is not None else float(config.get("connect-timeout"))
+    if security is None and target.startswith(("tls://", "wss://")):
+        raise InvalidInput(
+            f"the scheduler {target} uses TLS but no certificates were given; pass --tls DIR "
+            "(connect(tls=DIR)) or set the config key caelum.tls.dir"
+        )
     try:
         client = Client(target, timeout=f"{timeout}s", security=security)
     except (OSError, TimeoutError) as exc:
+        if security is None and _security.speaks_tls(target):
+            raise SchedulerUnreachable(
+                f"the scheduler at {target} requires TLS: connect to "
+                f"tls://{target.split('://', 1)[-1]} with --tls DIR (or set caelum.tls.dir)"
+            ) from None
         raise SchedulerUnreachable(
             f"cannot reach the scheduler at {target} ({_short(exc)}); start one with "
             "`caelum scheduler`, check the address, or unset --scheduler/CAELUM_SCHEDULER "

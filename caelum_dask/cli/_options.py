@@ -28,6 +28,31 @@ def scheduler_option(func: F) -> F:
     )(func)
 
 
+def tls_option(func: F) -> F:
+    """``--tls DIR`` and ``--tls-name NAME``: mutual TLS with a ``caelum certs`` folder.
+
+    The command receives ``tls`` and ``tls_name`` keyword arguments; pass them on to
+    :func:`open_client` (or :func:`caelum_dask.connect`) unchanged.
+    """
+    func = click.option(
+        "--tls-name",
+        "tls_name",
+        default=None,
+        metavar="NAME",
+        help="Which certificate of the TLS folder to use: NAME.pem/NAME-key.pem "
+        "(default: the config key caelum.tls.name, else this machine's host name).",
+    )(func)
+    return click.option(
+        "--tls",
+        "tls",
+        envvar="CAELUM_TLS",
+        default=None,
+        metavar="DIR",
+        help="Mutual TLS with the certificates in DIR (made by `caelum certs`): ca.pem, NAME.pem, "
+        "NAME-key.pem (default: CAELUM_TLS, the config key caelum.tls.dir, else no TLS).",
+    )(func)
+
+
 def json_option(func: F) -> F:
     """``--json``: machine-readable output on stdout (documented in the README)."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
