@@ -23,6 +23,25 @@ def resolve_address(address: str | None = None) -> str | None:
     return address or os.environ.get(SCHEDULER_ENV) or config.get("scheduler-address") or None
 
 
+def check_address(address: str) -> str:
+    """Refuse a malformed scheduler address with one line (Dask raises a bare ValueError)."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import get_backend
+
+    try:
+        scheme, location = parse_address(address)
+        get_backend(scheme)
+        if scheme in ("tcp", "tls", "ws", "wss"):
+            parse_host_port(location)
+    except ValueError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else "unparsable"
+        raise InvalidInput(
+            f"bad scheduler address {address!r} ({reason}); give one like tcp://10.0.0.5:8786 "
+            "or tls://scheduler.lan:8786"
+        ) from None
+    return address
+
+
 def embedded_cluster_kwargs() -> dict[str, Any]:
     """LocalCluster arguments for the embedded cluster: same preloads as a real cluster."""
     n_workers = config.get("embedded.n-workers") or min(os.cpu_count() or 1, 4)
@@ -66,8 +85,8 @@ def connect(
     target = resolve_address(address)
     if security is None:
         security = _security.resolve_security(tls, tls_name)
-        if security is not None and target is not None:
-            target = _security.require_tls_address(target)
+    if security is not None and security.require_encryption and target is not None:
+        target = _security.require_tls_address(target)
     if target is None:
         kwargs = {**embedded_cluster_kwargs(), **embedded_overrides}
         if security is not None:
@@ -75,6 +94,7 @@ def connect(
             kwargs["protocol"] = "tls://"
         with dask.config.set({"distributed.worker.daemon": False}):
             return Client(**kwargs)
+    check_address(target)
     timeout = timeout if timeout is not None else float(config.get("connect-timeout"))
     if security is None and target.startswith(("tls://", "wss://")):
         raise InvalidInput(

@@ -62,7 +62,11 @@ def json_option(func: F) -> F:
 def open_client(scheduler: str | None, quiet: bool = False, **connect_kwargs: Any) -> Iterator[Client]:
     """Connect (or start the embedded cluster) for the duration of one command."""
     from caelum_dask.cluster import connect, resolve_address
+    from caelum_dask.security import resolve_security
 
+    tls, tls_name = connect_kwargs.pop("tls", None), connect_kwargs.pop("tls_name", None)
+    if connect_kwargs.get("security") is None:  # bad certificate folders fail before anything starts
+        connect_kwargs["security"] = resolve_security(tls, tls_name)
     if resolve_address(scheduler) is None and not quiet:
         click.echo("caelum: no scheduler given; starting an embedded cluster on this machine", err=True)
     client = connect(scheduler, **connect_kwargs)

@@ -17,7 +17,7 @@ import click
 
 from caelum_dask import events
 from caelum_dask.cli._options import json_option, open_client, print_json, scheduler_option, tls_option
-from caelum_dask.cluster import machines, resolve_address
+from caelum_dask.cluster import check_address, machines, resolve_address
 from caelum_dask.errors import InvalidInput, SchedulerUnreachable
 from caelum_dask.slots import SLOTS_ENV
 
@@ -26,7 +26,7 @@ PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 
 @click.command(context_settings=PASSTHROUGH)
 @click.option("--host", default=None, help="Address to listen on (default: all interfaces).")
-@click.option("--port", default=8786, show_default=True, type=int, help="Scheduler port.")
+@click.option("--port", default=8786, show_default=True, type=click.IntRange(0, 65535), help="Scheduler port (0: any free one).")
 @click.option(
     "--protocol",
     type=click.Choice(["tcp", "ws", "tls", "wss"]),
@@ -56,12 +56,15 @@ def scheduler(
     """
     from distributed.cli import dask_scheduler
 
-    tls_args = _tls_setup(tls, tls_name)
+    tls_args = _tls_args(tls, tls_name)
     if tls_args:
         protocol = "wss" if protocol in ("ws", "wss") else "tls"
     elif protocol in ("tls", "wss"):
         raise InvalidInput(f"--protocol {protocol} needs certificates: add --tls DIR (see `caelum certs --help`)")
+    _check_port_free(host, port)
     args = [*tls_args, "--preload", "caelum_dask.scheduler", "--port", str(port), "--protocol", protocol]
+    if tls_args:
+        _require_encryption()
     args += ["--dashboard-address", dashboard_address]
     if host:
         args += ["--host", host]
@@ -103,9 +106,10 @@ def worker(
             "caelum worker needs the scheduler's address, e.g. `caelum worker tcp://10.0.0.5:8786` "
             "(or set CAELUM_SCHEDULER)"
         )
+    check_address(target)
     if nworkers < 1:
         raise InvalidInput(f"--nworkers must be at least 1, not {nworkers}")
-    tls_args = _tls_setup(tls, tls_name)
+    tls_args = _tls_args(tls, tls_name)
     security = resolve_security(tls, tls_name) if tls_args else None
     if security is not None:
         target = require_tls_address(target)
@@ -114,6 +118,8 @@ def worker(
     _check_reachable(target, security=security)
     os.environ[SLOTS_ENV] = str(nworkers)
     args = [target, *tls_args, "--preload", "caelum_dask.worker", "--nworkers", str(nworkers)]
+    if tls_args:
+        _require_encryption()
     if nthreads:
         args += ["--nthreads", str(nthreads)]
     if resources:
@@ -123,24 +129,45 @@ def worker(
     dask_worker.main(args=[*args, *dask_args], prog_name="caelum worker")
 
 
-def _tls_setup(tls: str | None, tls_name: str | None) -> list[str]:
-    """The dask CLI's TLS options for --tls/caelum.tls.dir, with encryption made mandatory.
+def _check_port_free(host: str | None, port: int) -> None:
+    """One clear line for a taken port, instead of Dask's "Scheduler failed to start" traceback."""
+    import socket
 
-    ``distributed.comm.require-encryption`` is set in this process and its environment, so
-    the scheduler/worker (and a nanny's worker processes) refuse every plain-tcp comm.
-    """
-    import dask.config
+    if port == 0:
+        return
+    bind_host = (host or "").split("://")[-1] or ""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in bind_host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((bind_host, port))
+    except OSError as exc:
+        raise InvalidInput(
+            f"cannot listen on {bind_host or 'all interfaces'} port {port} ({exc.strerror}); "
+            "another scheduler may be running: choose another --port"
+        ) from None
 
+
+def _tls_args(tls: str | None, tls_name: str | None) -> list[str]:
+    """The dask CLI's ``--tls-ca-file/--tls-cert/--tls-key`` for --tls/caelum.tls.dir (or none)."""
     from caelum_dask import config
     from caelum_dask.security import dask_cli_args, tls_dir
 
     folder = tls_dir(tls)
     if folder is None:
         return []
-    args = dask_cli_args(folder, tls_name or config.get("tls.name") or None)
+    return dask_cli_args(folder, tls_name or config.get("tls.name") or None)
+
+
+def _require_encryption() -> None:
+    """Refuse every plain-tcp comm in this scheduler/worker process and its children.
+
+    Set just before handing over to Dask's CLI, in the Dask config and the environment (a
+    nanny's worker processes inherit it), so a failed command leaves its process untouched.
+    """
+    import dask.config
+
     dask.config.set({"distributed.comm.require-encryption": True})
     os.environ["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] = "True"
-    return args
 
 
 def _check_reachable(address: str, timeout: float | None = None, security: Any = None) -> None:
