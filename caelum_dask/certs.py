@@ -77,19 +77,32 @@ def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a private key readable by the owner only (created 0600, never wider)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Write via a temporary file and rename: a failure never leaves a half-written PEM.
+
+    The temporary file is created with ``mode`` already (0600 for keys), so a key is never
+    readable by others, not even for a moment.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        os.fchmod(fd, 0o600)
+        os.fchmod(fd, mode)
         os.write(fd, data)
-    finally:
+        os.fsync(fd)
+    except BaseException:
         os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    _write_atomic(path, data, 0o600)
 
 
 def _write_public(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
-    path.chmod(0o644)
+    _write_atomic(path, data, 0o644)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

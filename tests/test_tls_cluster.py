@@ -141,3 +141,16 @@ def test_example_secure_cluster_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "sum of squares over mutual TLS: 328350" in result.stdout
     assert "plain tcp refused:" in result.stdout
+
+
+def test_config_keys_turn_tls_on_for_connect(tls_cluster: tuple[ProcessCluster, Path]) -> None:
+    """caelum.tls.dir + caelum.tls.name: connect() needs no argument but the address."""
+    import dask.config
+
+    cluster, tls = tls_cluster
+    with dask.config.set({"caelum.tls.dir": str(tls), "caelum.tls.name": "laptop"}):
+        with caelum_dask.connect(cluster.address.removeprefix("tls://")) as client:
+            assert client.scheduler.address.startswith("tls://")
+            assert client.submit(sum, [1, 2, 3]).result(timeout=60) == 6
+        with pytest.raises(caelum_dask.InvalidInput, match="is tcp://; use tls://"):
+            caelum_dask.connect("tcp://" + cluster.address.removeprefix("tls://"))

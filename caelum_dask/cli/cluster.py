@@ -135,7 +135,7 @@ def _check_port_free(host: str | None, port: int) -> None:
 
     if port == 0:
         return
-    bind_host = (host or "").split("://")[-1] or ""
+    bind_host = (host or "").split("://")[-1].strip("[]")
     try:
         with socket.socket(socket.AF_INET6 if ":" in bind_host else socket.AF_INET) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
