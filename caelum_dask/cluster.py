@@ -89,10 +89,14 @@ def connect(
         target = _security.require_tls_address(target)
     if target is None:
         kwargs = {**embedded_cluster_kwargs(), **embedded_overrides}
+        settings: dict[str, Any] = {"distributed.worker.daemon": False}
         if security is not None:
+            # Client(security=…) keeps the Security for itself; the LocalCluster it starts
+            # builds its own Security() from the config, so put the files there too.
             kwargs["security"] = security
             kwargs["protocol"] = "tls://"
-        with dask.config.set({"distributed.worker.daemon": False}):
+            settings.update(_security.dask_tls_config(security))
+        with dask.config.set(settings):
             return Client(**kwargs)
     check_address(target)
     timeout = timeout if timeout is not None else float(config.get("connect-timeout"))

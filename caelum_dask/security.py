@@ -95,6 +95,18 @@ def resolve_security(tls: str | os.PathLike[str] | None = None, name: str | None
     return security_from_dir(folder, name or config.get("tls.name") or None)
 
 
+def dask_tls_config(security: Security) -> dict[str, object]:
+    """The ``distributed.comm.tls.*`` config equivalent of ``security`` (for Dask's ``Security()`` defaults)."""
+    config: dict[str, object] = {
+        "distributed.comm.require-encryption": bool(security.require_encryption),
+        "distributed.comm.tls.ca-file": security.tls_ca_file,
+    }
+    for role in ("client", "scheduler", "worker"):
+        config[f"distributed.comm.tls.{role}.cert"] = getattr(security, f"tls_{role}_cert")
+        config[f"distributed.comm.tls.{role}.key"] = getattr(security, f"tls_{role}_key")
+    return config
+
+
 def dask_cli_args(directory: str | os.PathLike[str], name: str | None = None) -> list[str]:
     """``--tls-ca-file/--tls-cert/--tls-key`` for ``dask scheduler``/``dask worker``."""
     files = tls_files(directory, name)

@@ -154,3 +154,15 @@ def test_config_keys_turn_tls_on_for_connect(tls_cluster: tuple[ProcessCluster, 
             assert client.submit(sum, [1, 2, 3]).result(timeout=60) == 6
         with pytest.raises(caelum_dask.InvalidInput, match="is tcp://; use tls://"):
             caelum_dask.connect("tcp://" + cluster.address.removeprefix("tls://"))
+
+
+def test_embedded_cluster_uses_tls_when_configured(tmp_path: Path) -> None:
+    """With caelum.tls.dir set and no scheduler, even the embedded cluster speaks mutual TLS."""
+    import dask.config
+
+    tls = make_cluster_certs(tmp_path / "tls", ["laptop"])
+    with dask.config.set({"caelum.embedded.n-workers": 1}):
+        with caelum_dask.connect(tls=tls, tls_name="laptop") as client:
+            assert client.scheduler.address.startswith("tls://127.0.0.1:")
+            assert all(a.startswith("tls://") for a in client.scheduler_info()["workers"])
+            assert client.submit(pow, 2, 10).result(timeout=60) == 1024
