@@ -71,6 +71,10 @@ ROWS: list[Row] = [
     # caelum events
     Row("events-unreachable", ("events", "--scheduler", "{closed}"), "cannot reach the scheduler", subprocess=True),
     Row("events-bad-count", ("events", "--count", "many"), "'many' is not a valid integer", usage=True),
+    Row("events-count-without-follow", ("events", "--scheduler", "{closed}", "--count", "3"),
+        "--count only applies with --follow"),
+    Row("events-count-zero", ("events", "--scheduler", "{closed}", "--follow", "--count", "0"),
+        "--count must be at least 1"),
     Row("events-tls-missing-dir", ("events", "--scheduler", "{closed}", "--tls", "{missing}"), "does not exist"),
     # caelum worker
     Row("worker-no-address", ("worker",), "needs the scheduler's address"),

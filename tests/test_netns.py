@@ -187,8 +187,9 @@ def test_three_hosts_cut_link_reschedules_and_machine_comes_back(hosts: Hosts, t
         offline = wait_for(lambda: _by_ip(_status(hosts, tls, address)).get(a_ip, {}).get("status") == "offline",
                            timeout=60, interval=1, what="node-a to turn offline")
         assert offline
-        others = _by_ip(_status(hosts, tls, address))
-        assert others[hosts.ip("b")]["status"] in ("online", "busy")
+        b_ip = hosts.ip("b")
+        assert wait_for(lambda: _by_ip(_status(hosts, tls, address))[b_ip]["status"] in ("online", "busy"),
+                        timeout=60, interval=1, what="node-b to stay online")
 
         hosts.set_link("a", "up")
         back = wait_for(lambda: (n := _by_ip(_status(hosts, tls, address)).get(a_ip)) and n["status"] != "offline"

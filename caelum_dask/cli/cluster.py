@@ -271,6 +271,10 @@ def events_command(
     """Print cluster events as JSON lines: {"topic", "timestamp", "message"}."""
     import queue
 
+    if count is not None and not follow:
+        raise InvalidInput("--count only applies with --follow (it stops after that many new events)")
+    if count is not None and count < 1:
+        raise InvalidInput(f"--count must be at least 1, not {count}")
     wanted = list(topics) or list(events.TOPICS)
     with open_client(scheduler, quiet=True, tls=tls, tls_name=tls_name) as client:
         for topic in wanted:
