@@ -196,5 +196,15 @@ def test_three_hosts_cut_link_reschedules_and_machine_comes_back(hosts: Hosts, t
                         and n["workers"] and n, timeout=120, interval=1, what="node-a to come back online")
         assert back["workers"][0]["name"] == "node-a"
         assert len(_status(hosts, tls, address)) == 3
+
+        # the registry announced both transitions on the caelum.machines topic
+        argv = caelum_argv("events", "--scheduler", address, "--tls", str(tls), "--tls-name", "client",
+                           "--topic", "caelum.machines", prefix=hosts.exec_prefix("s"))
+        shown = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        of_a = [json.loads(line)["message"] for line in shown.stdout.splitlines()]
+        of_a = [m["event"] for m in of_a if m.get("ip_address") == a_ip]
+        assert "machine-offline" in of_a
+        assert "machine-online" in of_a[of_a.index("machine-offline"):]
     finally:
         cluster.stop()
