@@ -9,7 +9,7 @@ import dask.config
 from distributed import Client, Security
 
 from caelum_dask import config
-from caelum_dask.errors import PortTaken, SchedulerUnreachable
+from caelum_dask.errors import InvalidInput, PortTaken, SchedulerUnreachable
 from caelum_dask.slots import SLOTS_ENV
 
 SCHEDULER_ENV = "CAELUM_SCHEDULER"
@@ -21,6 +21,25 @@ def resolve_address(address: str | None = None) -> str | None:
     ``None`` means: start an embedded LocalCluster.
     """
     return address or os.environ.get(SCHEDULER_ENV) or config.get("scheduler-address") or None
+
+
+def check_address(address: str) -> str:
+    """Refuse a malformed scheduler address with one line (Dask raises a bare ValueError)."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import get_backend
+
+    try:
+        scheme, location = parse_address(address)
+        get_backend(scheme)
+        if scheme in ("tcp", "tls", "ws", "wss"):
+            parse_host_port(location)
+    except ValueError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else "unparsable"
+        raise InvalidInput(
+            f"bad scheduler address {address!r} ({reason}); give one like tcp://10.0.0.5:8786 "
+            "or tls://scheduler.lan:8786"
+        ) from None
+    return address
 
 
 def embedded_cluster_kwargs() -> dict[str, Any]:
@@ -44,6 +63,8 @@ def connect(
     *,
     security: Security | None = None,
     timeout: float | None = None,
+    tls: str | os.PathLike[str] | None = None,
+    tls_name: str | None = None,
     **embedded_overrides: Any,
 ) -> Client:
     """A Dask client for the caelum cluster, or for an embedded one on this machine.
@@ -54,19 +75,44 @@ def connect(
     ``security`` is a Dask Security object for TLS clusters. The returned client owns the
     embedded cluster: closing the client (or leaving its ``with`` block) shuts it down.
     An unreachable scheduler raises :class:`SchedulerUnreachable` after ``timeout`` seconds.
+
+    ``tls`` is a ``caelum certs`` folder (default: the config key ``caelum.tls.dir``): mutual
+    TLS with this machine's certificate (``tls_name``, config ``caelum.tls.name``, host name);
+    see :mod:`caelum_dask.security`.
     """
+    from caelum_dask import security as _security
+
     target = resolve_address(address)
+    if security is None:
+        security = _security.resolve_security(tls, tls_name)
+    if security is not None and security.require_encryption and target is not None:
+        target = _security.require_tls_address(target)
     if target is None:
         kwargs = {**embedded_cluster_kwargs(), **embedded_overrides}
+        settings: dict[str, Any] = {"distributed.worker.daemon": False}
         if security is not None:
+            # Client(security=…) keeps the Security for itself; the LocalCluster it starts
+            # builds its own Security() from the config, so put the files there too.
             kwargs["security"] = security
             kwargs["protocol"] = "tls://"
-        with dask.config.set({"distributed.worker.daemon": False}):
+            settings.update(_security.dask_tls_config(security))
+        with dask.config.set(settings):
             return Client(**kwargs)
+    check_address(target)
     timeout = timeout if timeout is not None else float(config.get("connect-timeout"))
+    if security is None and target.startswith(("tls://", "wss://")):
+        raise InvalidInput(
+            f"the scheduler {target} uses TLS but no certificates were given; pass --tls DIR "
+            "(connect(tls=DIR)) or set the config key caelum.tls.dir"
+        )
     try:
         client = Client(target, timeout=f"{timeout}s", security=security)
     except (OSError, TimeoutError) as exc:
+        if security is None and _security.speaks_tls(target):
+            raise SchedulerUnreachable(
+                f"the scheduler at {target} requires TLS: connect to "
+                f"tls://{target.split('://', 1)[-1]} with --tls DIR (or set caelum.tls.dir)"
+            ) from None
         raise SchedulerUnreachable(
             f"cannot reach the scheduler at {target} ({_short(exc)}); start one with "
             "`caelum scheduler`, check the address, or unset --scheduler/CAELUM_SCHEDULER "

@@ -16,8 +16,8 @@ from typing import Any
 import click
 
 from caelum_dask import events
-from caelum_dask.cli._options import json_option, open_client, print_json, scheduler_option
-from caelum_dask.cluster import resolve_address, status_report
+from caelum_dask.cli._options import json_option, open_client, print_json, scheduler_option, tls_option
+from caelum_dask.cluster import check_address, resolve_address, status_report
 from caelum_dask.errors import InvalidInput, SchedulerUnreachable
 from caelum_dask.slots import SLOTS_ENV
 
@@ -26,7 +26,7 @@ PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 
 @click.command(context_settings=PASSTHROUGH)
 @click.option("--host", default=None, help="Address to listen on (default: all interfaces).")
-@click.option("--port", default=8786, show_default=True, type=int, help="Scheduler port.")
+@click.option("--port", default=8786, show_default=True, type=click.IntRange(0, 65535), help="Scheduler port (0: any free one).")
 @click.option(
     "--protocol",
     type=click.Choice(["tcp", "ws", "tls", "wss"]),
@@ -37,18 +37,34 @@ PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 @click.option(
     "--dashboard-address", default=":8787", show_default=True, help="Where the dashboard listens."
 )
+@tls_option
 @click.argument("dask_args", nargs=-1, type=click.UNPROCESSED)
 def scheduler(
-    host: str | None, port: int, protocol: str, dashboard_address: str, dask_args: tuple[str, ...]
+    host: str | None,
+    port: int,
+    protocol: str,
+    dashboard_address: str,
+    tls: str | None,
+    tls_name: str | None,
+    dask_args: tuple[str, ...],
 ) -> None:
     """Start the cluster's scheduler with the machine registry (and dashboard pages).
 
     Same as `dask scheduler --preload caelum_dask.scheduler`; any other `dask scheduler`
-    option may follow.
+    option may follow. With --tls DIR it listens on tls:// only and admits only peers whose
+    certificate the cluster CA in DIR signed (docs/security.md).
     """
     from distributed.cli import dask_scheduler
 
-    args = ["--preload", "caelum_dask.scheduler", "--port", str(port), "--protocol", protocol]
+    tls_args = _tls_args(tls, tls_name)
+    if tls_args:
+        protocol = "wss" if protocol in ("ws", "wss") else "tls"
+    elif protocol in ("tls", "wss"):
+        raise InvalidInput(f"--protocol {protocol} needs certificates: add --tls DIR (see `caelum certs --help`)")
+    _check_port_free(host, port)
+    args = [*tls_args, "--preload", "caelum_dask.scheduler", "--port", str(port), "--protocol", protocol]
+    if tls_args:
+        _require_encryption()
     args += ["--dashboard-address", dashboard_address]
     if host:
         args += ["--host", host]
@@ -61,6 +77,7 @@ def scheduler(
 @click.option("--nworkers", default=1, show_default=True, type=int, help="Worker processes on this machine; they split its resources.")
 @click.option("--nthreads", default=None, type=int, help="Threads per worker process (default: cores / nworkers).")
 @click.option("--name", default=None, help="Worker name (suffixed -0, -1… with several processes).")
+@tls_option
 @click.argument("dask_args", nargs=-1, type=click.UNPROCESSED)
 def worker(
     address: str | None,
@@ -68,15 +85,20 @@ def worker(
     nworkers: int,
     nthreads: int | None,
     name: str | None,
+    tls: str | None,
+    tls_name: str | None,
     dask_args: tuple[str, ...],
 ) -> None:
     """Join this machine to the cluster at ADDRESS, advertising its resources.
 
     Cores, memory, disk and NVIDIA GPUs are detected and advertised as the Dask resources
     CPU, MEMORY_GB, DISK_GB, GPU and GPU_MEMORY_GB; several processes split the machine.
-    Same as `dask worker ADDRESS --preload caelum_dask.worker`.
+    Same as `dask worker ADDRESS --preload caelum_dask.worker`. With --tls DIR the worker
+    shows this machine's certificate and trusts only the cluster CA (docs/security.md).
     """
     from distributed.cli import dask_worker
+
+    from caelum_dask.security import require_tls_address, resolve_security
 
     target = resolve_address(address)
     if target is None:
@@ -84,11 +106,20 @@ def worker(
             "caelum worker needs the scheduler's address, e.g. `caelum worker tcp://10.0.0.5:8786` "
             "(or set CAELUM_SCHEDULER)"
         )
-    _check_reachable(target)
+    check_address(target)
     if nworkers < 1:
         raise InvalidInput(f"--nworkers must be at least 1, not {nworkers}")
+    tls_args = _tls_args(tls, tls_name)
+    security = resolve_security(tls, tls_name) if tls_args else None
+    if security is not None:
+        target = require_tls_address(target)
+    elif target.startswith(("tls://", "wss://")):
+        raise InvalidInput(f"the scheduler {target} uses TLS: add --tls DIR with this machine's certificate")
+    _check_reachable(target, security=security)
     os.environ[SLOTS_ENV] = str(nworkers)
-    args = [target, "--preload", "caelum_dask.worker", "--nworkers", str(nworkers)]
+    args = [target, *tls_args, "--preload", "caelum_dask.worker", "--nworkers", str(nworkers)]
+    if tls_args:
+        _require_encryption()
     if nthreads:
         args += ["--nthreads", str(nthreads)]
     if resources:
@@ -98,21 +129,75 @@ def worker(
     dask_worker.main(args=[*args, *dask_args], prog_name="caelum worker")
 
 
-def _check_reachable(address: str, timeout: float | None = None) -> None:
+def _check_port_free(host: str | None, port: int) -> None:
+    """One clear line for a taken port, instead of Dask's "Scheduler failed to start" traceback."""
+    import socket
+
+    if port == 0:
+        return
+    bind_host = (host or "").split("://")[-1].strip("[]")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in bind_host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((bind_host, port))
+    except OSError as exc:
+        raise InvalidInput(
+            f"cannot listen on {bind_host or 'all interfaces'} port {port} ({exc.strerror}); "
+            "another scheduler may be running: choose another --port"
+        ) from None
+
+
+def _tls_args(tls: str | None, tls_name: str | None) -> list[str]:
+    """The dask CLI's ``--tls-ca-file/--tls-cert/--tls-key`` for --tls/caelum.tls.dir (or none)."""
+    from caelum_dask import config
+    from caelum_dask.security import dask_cli_args, tls_dir
+
+    folder = tls_dir(tls)
+    if folder is None:
+        return []
+    return dask_cli_args(folder, tls_name or config.get("tls.name") or None)
+
+
+def _require_encryption() -> None:
+    """Refuse every plain-tcp comm in this scheduler/worker process and its children.
+
+    Set just before handing over to Dask's CLI, in the Dask config and the environment (a
+    nanny's worker processes inherit it), so a failed command leaves its process untouched.
+    """
+    import dask.config
+
+    dask.config.set({"distributed.comm.require-encryption": True})
+    os.environ["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] = "True"
+
+
+def _check_reachable(address: str, timeout: float | None = None, security: Any = None) -> None:
     """Fail fast with one line instead of letting a worker retry an unreachable scheduler."""
     from distributed.comm import connect as comm_connect
 
     from caelum_dask import config
+    from caelum_dask.security import speaks_tls
 
     timeout = timeout if timeout is not None else float(config.get("connect-timeout"))
+    connection_args = security.get_connection_args("worker") if security is not None else {}
 
     async def probe() -> None:
-        comm = await comm_connect(address, timeout=timeout)
+        comm = await comm_connect(address, timeout=timeout, **connection_args)
         await comm.close()
 
     try:
         asyncio.run(probe())
     except (OSError, TimeoutError, ValueError) as exc:
+        if security is None and address.startswith("tcp://") and speaks_tls(address):
+            raise SchedulerUnreachable(
+                f"the scheduler at {address} requires TLS: use tls://{address.split('://', 1)[1]} "
+                "with --tls DIR"
+            ) from None
+        if security is not None:
+            raise SchedulerUnreachable(
+                f"the TLS scheduler at {address} refused this machine or is unreachable "
+                f"({str(exc).splitlines()[0][:160]}); check that its certificate was issued by the "
+                "cluster CA and has not expired (`caelum certs show`)"
+            ) from None
         raise SchedulerUnreachable(
             f"cannot reach the scheduler at {address} ({str(exc).splitlines()[0][:160]}); "
             "start one with `caelum scheduler` or check the address"
@@ -121,13 +206,14 @@ def _check_reachable(address: str, timeout: float | None = None) -> None:
 
 @click.command()
 @scheduler_option
+@tls_option
 @json_option
-def status(scheduler: str | None, as_json: bool) -> None:
+def status(scheduler: str | None, tls: str | None, tls_name: str | None, as_json: bool) -> None:
     """Machines of the cluster: resources, GPUs, services, status and heartbeats.
 
     --json prints {"scheduler", "dashboard", "embedded", "machines": [MachineNode…]} (README).
     """
-    with open_client(scheduler, quiet=as_json) as client:
+    with open_client(scheduler, quiet=as_json, tls=tls, tls_name=tls_name) as client:
         report = status_report(client, scheduler)
     nodes = report["machines"]
     if as_json:
@@ -165,15 +251,27 @@ def _describe_machine(node: dict[str, Any]) -> str:
 
 @click.command(name="events")
 @scheduler_option
+@tls_option
 @click.option("--topic", "topics", multiple=True, help="Topic(s) to show (default: every caelum.* topic).")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events until interrupted.")
 @click.option("--count", type=int, default=None, help="With --follow: stop after this many new events.")
-def events_command(scheduler: str | None, topics: tuple[str, ...], follow: bool, count: int | None) -> None:
+def events_command(
+    scheduler: str | None,
+    tls: str | None,
+    tls_name: str | None,
+    topics: tuple[str, ...],
+    follow: bool,
+    count: int | None,
+) -> None:
     """Print cluster events as JSON lines: {"topic", "timestamp", "message"}."""
     import queue
 
+    if count is not None and not follow:
+        raise InvalidInput("--count only applies with --follow (it stops after that many new events)")
+    if count is not None and count < 1:
+        raise InvalidInput(f"--count must be at least 1, not {count}")
     wanted = list(topics) or list(events.TOPICS)
-    with open_client(scheduler, quiet=True) as client:
+    with open_client(scheduler, quiet=True, tls=tls, tls_name=tls_name) as client:
         for topic in wanted:
             for timestamp, message in client.get_events(topic):
                 click.echo(events.as_json_line(topic, timestamp, message))

@@ -1,0 +1,217 @@
+"""Bad-input sweep over every CLI command: one clear line, non-zero exit, no traceback.
+
+A table: each :class:`Row` is one bad invocation of the ``caelum`` CLI. Every row runs in
+process through click's CliRunner (fast; an exception that escapes the CLI group fails the
+row), and rows marked ``subprocess=True`` also run as the real ``python -m caelum_dask`` to prove
+the entry point prints no traceback. Owners of other commands add their rows to ``ROWS`` (and,
+if they need files, an entry to the ``workspace`` fixture's placeholders). ``{name}`` in argv
+is replaced by a workspace path:
+
+    missing     a path that does not exist
+    file        a plain text file          dir        an empty folder
+    certs       a CA + a certificate "node" (made by caelum certs)
+    badcerts    a folder whose ca.pem and node.pem are not PEM
+    dircert     a folder whose node.pem is a folder (unreadable as a file)
+    garbage     a text file that is not a certificate
+    unreadable  a certificate file with mode 000 (rows using it are skipped as root)
+    closed      tcp://127.0.0.1:PORT with nothing listening (a refused, unreachable scheduler)
+    busyport    a port on 127.0.0.1 that is already taken
+
+The subprocess rows run concurrently (4 at a time) once per module; each parametrised test
+checks one row.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from caelum_dask import certs
+from conftest import run_caelum
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    argv: tuple[str, ...]
+    expect: str  # a substring of the one error line
+    usage: bool = False  # a click usage error ("Error: …", exit 2) rather than "caelum: error: …"
+    needs_non_root: bool = False
+    subprocess: bool = False  # also run the real CLI as a subprocess
+
+
+ROWS: list[Row] = [
+    # caelum status
+    Row("status-unreachable", ("status", "--scheduler", "{closed}"), "cannot reach the scheduler", subprocess=True),
+    Row("status-bad-scheme", ("status", "--scheduler", "foo://x:1"), "bad scheduler address", subprocess=True),
+    Row("status-bad-port", ("status", "--scheduler", "tcp://127.0.0.1:notaport"), "bad scheduler address"),
+    Row("status-bad-address", ("status", "--scheduler", ":::"), "bad scheduler address"),
+    Row("status-tls-missing-dir", ("status", "--scheduler", "{closed}", "--tls", "{missing}"), "does not exist"),
+    Row("status-tls-unknown-name", ("status", "--scheduler", "{closed}", "--tls", "{certs}", "--tls-name", "nobody"),
+        "no certificate for 'nobody'"),
+    Row("status-tls-no-ca", ("status", "--scheduler", "{closed}", "--tls", "{dir}", "--tls-name", "node"),
+        "no cluster CA certificate"),
+    Row("status-tls-corrupt", ("status", "--scheduler", "{closed}", "--tls", "{badcerts}", "--tls-name", "node"),
+        "cannot be used", subprocess=True),
+    Row("status-tls-cert-is-dir", ("status", "--scheduler", "{closed}", "--tls", "{dircert}", "--tls-name", "node"),
+        "cannot be used"),
+    Row("status-tls-unreadable", ("status", "--scheduler", "{closed}", "--tls", "{unreadable}", "--tls-name", "node"),
+        "permission denied", needs_non_root=True),
+    Row("status-tls-with-tcp-address", ("status", "--scheduler", "{closed}", "--tls", "{certs}", "--tls-name", "node"),
+        "is tcp://; use tls://"),
+    Row("status-tls-address-no-certs", ("status", "--scheduler", "tls://127.0.0.1:1"), "no certificates were given"),
+    Row("status-unknown-option", ("status", "--bogus"), "No such option", usage=True),
+    # caelum events
+    Row("events-unreachable", ("events", "--scheduler", "{closed}"), "cannot reach the scheduler", subprocess=True),
+    Row("events-bad-count", ("events", "--count", "many"), "'many' is not a valid integer", usage=True),
+    Row("events-count-without-follow", ("events", "--scheduler", "{closed}", "--count", "3"),
+        "--count only applies with --follow"),
+    Row("events-count-zero", ("events", "--scheduler", "{closed}", "--follow", "--count", "0"),
+        "--count must be at least 1"),
+    Row("events-tls-missing-dir", ("events", "--scheduler", "{closed}", "--tls", "{missing}"), "does not exist"),
+    # caelum worker
+    Row("worker-no-address", ("worker",), "needs the scheduler's address"),
+    Row("worker-unreachable", ("worker", "{closed}"), "cannot reach the scheduler"),
+    Row("worker-bad-address", ("worker", "foo://x:1"), "bad scheduler address", subprocess=True),
+    Row("worker-zero-processes", ("worker", "{closed}", "--nworkers", "0"), "--nworkers must be at least 1"),
+    Row("worker-tls-address-no-certs", ("worker", "tls://127.0.0.1:1"), "uses TLS: add --tls DIR"),
+    Row("worker-tls-missing-dir", ("worker", "{closed}", "--tls", "{missing}"), "does not exist"),
+    Row("worker-tls-refused", ("worker", "tls://127.0.0.1:1", "--tls", "{certs}", "--tls-name", "node"),
+        "refused this machine or is unreachable", subprocess=True),
+    # caelum scheduler
+    Row("scheduler-port-taken", ("scheduler", "--host", "127.0.0.1", "--port", "{busyport}"), "Address already in use", subprocess=True),
+    Row("scheduler-port-range", ("scheduler", "--host", "127.0.0.1", "--port", "99999"), "99999 is not in the range",
+        usage=True),
+    Row("scheduler-tls-protocol-no-certs", ("scheduler", "--host", "127.0.0.1", "--protocol", "tls"),
+        "needs certificates: add --tls DIR"),
+    Row("scheduler-tls-missing-dir", ("scheduler", "--host", "127.0.0.1", "--tls", "{missing}"), "does not exist"),
+    Row("scheduler-bad-protocol", ("scheduler", "--protocol", "udp"), "'udp' is not one of", usage=True),
+    # caelum certs
+    Row("certs-init-on-a-file", ("certs", "init", "{file}"), "is a file", usage=True),
+    Row("certs-init-twice", ("certs", "init", "{certs}"), "already holds a cluster CA"),
+    Row("certs-init-zero-days", ("certs", "init", "{missing}", "--days", "0"), "--days must be at least 1"),
+    Row("certs-issue-no-ca", ("certs", "issue", "node2", "--dir", "{missing}"), "no cluster CA", subprocess=True),
+    Row("certs-issue-corrupt-ca", ("certs", "issue", "node2", "--dir", "{badcerts}"), "not valid PEM"),
+    Row("certs-issue-bad-name", ("certs", "issue", "../etc", "--dir", "{certs}"), "bad certificate name"),
+    Row("certs-issue-reserved-name", ("certs", "issue", "ca", "--dir", "{certs}"), "bad certificate name"),
+    Row("certs-issue-bad-host", ("certs", "issue", "node2", "--dir", "{certs}", "--host", "bad host!"), "bad --host"),
+    Row("certs-issue-exists", ("certs", "issue", "node", "--dir", "{certs}"), "already exists; pass --force"),
+    Row("certs-issue-no-dir", ("certs", "issue", "node2"), "Missing option '--dir'", usage=True),
+    Row("certs-show-missing", ("certs", "show", "{missing}"), "is not a certificate file"),
+    Row("certs-show-garbage", ("certs", "show", "{garbage}"), "is not a PEM certificate", subprocess=True),
+    Row("certs-show-folder", ("certs", "show", "{dir}"), "is not a certificate file"),
+    Row("unknown-command", ("frobnicate",), "No such command 'frobnicate'", usage=True, subprocess=True),
+]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    root = tmp_path_factory.mktemp("bad-input")
+    (root / "file.txt").write_text("just text\n")
+    (root / "empty").mkdir()
+    certs.init_ca(root / "certs")
+    certs.issue("node", root / "certs")
+    bad = root / "badcerts"
+    bad.mkdir()
+    for name in ("ca.pem", "ca-key.pem", "node.pem", "node-key.pem"):
+        (bad / name).write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    dircert = root / "dircert"
+    dircert.mkdir()
+    (dircert / "ca.pem").write_bytes((root / "certs" / "ca.pem").read_bytes())
+    (dircert / "node.pem").mkdir()
+    (dircert / "node-key.pem").write_bytes((root / "certs" / "node-key.pem").read_bytes())
+    unreadable = root / "unreadable"
+    unreadable.mkdir()
+    for name in ("ca.pem", "node.pem", "node-key.pem"):
+        (unreadable / name).write_bytes((root / "certs" / name).read_bytes())
+        (unreadable / name).chmod(0)
+    (root / "garbage.pem").write_text("hello\n")
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        yield {
+            "missing": str(root / "does-not-exist"), "file": str(root / "file.txt"), "dir": str(root / "empty"),
+            "certs": str(root / "certs"), "badcerts": str(bad), "dircert": str(dircert),
+            "garbage": str(root / "garbage.pem"), "unreadable": str(unreadable),
+            "closed": f"tcp://127.0.0.1:{closed.getsockname()[1]}", "busyport": str(busy.getsockname()[1]),
+        }
+    finally:
+        closed.close()
+        busy.close()
+        for name in ("ca.pem", "node.pem", "node-key.pem"):
+            (unreadable / name).chmod(stat.S_IRUSR | stat.S_IWUSR)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    returncode: int
+    stdout: str
+    stderr: str
+    escaped: BaseException | None = None  # an exception that got past the CLI group
+
+
+def _in_process(argv: list[str]) -> Outcome:
+    import dask.config
+    from click.testing import CliRunner
+
+    from caelum_dask.cli import cli
+
+    with dask.config.set({"caelum.connect-timeout": 1}):
+        result = CliRunner().invoke(cli, argv, prog_name="caelum", env={"CAELUM_SCHEDULER": None, "CAELUM_TLS": None})
+    escaped = result.exception if not isinstance(result.exception, SystemExit) else None
+    return Outcome(result.exit_code, result.stdout, result.stderr, escaped)
+
+
+@pytest.fixture(scope="module")
+def results(workspace: dict[str, str]) -> dict[tuple[str, str], Outcome]:
+    env = {"DASK_CAELUM__CONNECT_TIMEOUT": "1", "CAELUM_SCHEDULER": "", "CAELUM_TLS": ""}
+    runnable = [r for r in ROWS if not (r.needs_non_root and os.geteuid() == 0)]
+
+    def argv(row: Row) -> list[str]:
+        return [arg.format(**workspace) for arg in row.argv]
+
+    def run(row: Row) -> tuple[tuple[str, str], Outcome]:
+        done = run_caelum(*argv(row), env=env, timeout=90)
+        return (row.id, "subprocess"), Outcome(done.returncode, done.stdout, done.stderr)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = dict(pool.map(run, [r for r in runnable if r.subprocess]))
+    for row in runnable:
+        outcomes[(row.id, "in-process")] = _in_process(argv(row))
+    return outcomes
+
+
+def test_rows_have_unique_ids() -> None:
+    assert len({r.id for r in ROWS}) == len(ROWS)
+
+
+CASES = [(row, mode) for row in ROWS for mode in ("in-process", "subprocess") if mode == "in-process" or row.subprocess]
+
+
+@pytest.mark.parametrize(("row", "mode"), CASES, ids=[f"{r.id}-{m}" for r, m in CASES])
+def test_bad_input_gives_one_clear_line(row: Row, mode: str, results: dict[tuple[str, str], Outcome]) -> None:
+    if row.needs_non_root and os.geteuid() == 0:
+        pytest.skip("root reads files whatever their mode")
+    result = results[(row.id, mode)]
+    assert result.escaped is None, f"{type(result.escaped).__name__}: {result.escaped}"
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stdout == ""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    if row.usage:
+        assert result.returncode == 2
+        assert lines[-1].startswith("Error: ") and row.expect in lines[-1], result.stderr
+    else:
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("caelum: error: ") and row.expect in lines[0], result.stderr
+        assert len(lines[0]) < 400
