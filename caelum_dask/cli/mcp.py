@@ -8,12 +8,13 @@ import sys
 
 import click
 
-from caelum_dask.cli._options import scheduler_option
+from caelum_dask.cli._options import scheduler_option, tls_option
 from caelum_dask.errors import InvalidInput
 
 
 @click.command(name="mcp")
 @scheduler_option
+@tls_option
 @click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True,
               help="stdio for desktop assistants; http for streamable HTTP.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="HTTP: address to bind (loopback by default).")
@@ -22,17 +23,18 @@ from caelum_dask.errors import InvalidInput
               help="HTTP: environment variable holding the bearer token clients must send (unset: no token).")
 @click.option("--allow-host", "allowed_hosts", multiple=True,
               help="HTTP: extra Host header values to accept (e.g. the machine's LAN name); repeatable.")
-def mcp_command(scheduler: str | None, transport: str, host: str, port: int, token_env: str,
+def mcp_command(scheduler: str | None, tls: str | None, tls_name: str | None, transport: str, host: str, port: int, token_env: str,
                 allowed_hosts: tuple[str, ...]) -> None:
     """Serve the cluster as an MCP server (tools: cluster_status, list_machines, and one set per capability).
 
     Logs go to stderr only; with stdio, stdout carries nothing but the protocol.
     """
     from caelum_dask.mcp_server import build_server
+    from caelum_dask.mcp_server.handle import ClusterHandle
     from caelum_dask.mcp_server.http import serve_http
 
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
-    server = build_server(scheduler)
+    server = build_server(handle=ClusterHandle(scheduler, tls=tls, tls_name=tls_name))
     if transport == "stdio":
         server.run("stdio")
         return

@@ -7,6 +7,7 @@ with the same one-line error as the CLI, and succeeds once the scheduler is back
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from distributed import Client
 
@@ -16,15 +17,16 @@ from caelum_dask.cluster import connect
 class ClusterHandle:
     """The Dask client the tools share (thread-safe; the SDK runs sync tools in threads)."""
 
-    def __init__(self, scheduler: str | None = None) -> None:
+    def __init__(self, scheduler: str | None = None, **connect_kwargs: Any) -> None:
         self.scheduler = scheduler
+        self.connect_kwargs = connect_kwargs  # tls=, tls_name=, security=
         self._client: Client | None = None
         self._lock = threading.Lock()
 
     def client(self) -> Client:
         with self._lock:
             if self._client is None or self._client.status in ("closed", "closing"):
-                self._client = connect(self.scheduler)
+                self._client = connect(self.scheduler, **self.connect_kwargs)
             return self._client
 
     def close(self) -> None:
