@@ -1,0 +1,490 @@
+"""Layouts of the caelum pages: Bokeh models fed by the data sources, refreshed by callbacks.
+
+Each page is a small component class with a ``root`` (the Bokeh layout) and an ``update()``
+that reads the scheduler-side models (:mod:`caelum_dask.dashboard.collector`) and the machine
+registry and pushes only what changed. Pages are attached to their document with Dask's own
+``add_periodic_callback`` (weak references, as Dask's pages do), so they update without a
+reload and simply show fewer rows when a machine leaves.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Any
+
+from bokeh.layouts import column
+from bokeh.models import (
+    ColumnDataSource,
+    DataTable,
+    Div,
+    FactorRange,
+    HoverTool,
+    NumberFormatter,
+    Range1d,
+    Select,
+    StringFormatter,
+    TableColumn,
+)
+from bokeh.plotting import figure
+
+from caelum_dask import config
+from caelum_dask.dashboard.collector import DashboardState, get_state
+from caelum_dask.dashboard.data import llm as llm_data
+from caelum_dask.dashboard.data import machines as machine_data
+from caelum_dask.dashboard.data import tasks as task_data
+from caelum_dask.dashboard.data import tests as test_data
+from caelum_dask.dashboard.data import workflows as wf_data
+from caelum_dask.dashboard.data.utilisation import METRIC_LABELS, METRICS, column as metric_column
+
+# (url path below /caelum/, navbar label, one-line description)
+PAGES: tuple[tuple[str, str, str], ...] = (
+    ("machines", "Machines", "every machine: resources, GPUs, services, status, heartbeat"),
+    ("utilisation", "Utilisation", "CPU, memory, GPU use per machine over time"),
+    ("tasks", "Tasks", "tasks per machine over time by kind"),
+    ("workflows", "Workflows", "recent workflow runs and a run's DAG, live"),
+    ("tests", "Tests", "sharded test runs: shards per machine, pass/fail, durations"),
+    ("llm", "LLM", "the Ollama pool: backends, models, requests in flight, latency"),
+)
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf",
+)
+
+
+def _interval() -> int:
+    return int(config.get("dashboard.update-interval-ms", 1000))
+
+
+def _table(source: ColumnDataSource, columns: list[tuple[str, str] | TableColumn], **kwargs: Any) -> DataTable:
+    cols = [c if isinstance(c, TableColumn) else TableColumn(field=c[0], title=c[1]) for c in columns]
+    kwargs.setdefault("sizing_mode", "stretch_width")
+    kwargs.setdefault("index_position", None)
+    kwargs.setdefault("reorderable", False)  # needs jquery-ui, which the page does not load
+    return DataTable(source=source, columns=cols, **kwargs)
+
+
+def _coloured(field: str, title: str, colour_field: str, width: int | None = None) -> TableColumn:
+    """A table column whose text takes its colour from another column (status colours)."""
+    fmt = StringFormatter(text_color=colour_field, font_style="bold")
+    return TableColumn(field=field, title=title, formatter=fmt, **({"width": width} if width else {}))
+
+
+def _number(field: str, title: str, fmt: str = "0.[00]") -> TableColumn:
+    return TableColumn(field=field, title=title, formatter=NumberFormatter(format=fmt))
+
+
+def _fit(table: DataTable, rows: int, most: int = 600) -> None:
+    """Size a table to its rows (up to ``most`` pixels, then it scrolls)."""
+    height = min(most, 32 + 26 * max(rows, 1))
+    if table.height != height:
+        table.height = height
+
+
+def _set(source: ColumnDataSource, data: dict[str, list[Any]]) -> None:
+    """Replace a source's data only when it differs (no websocket traffic otherwise)."""
+    if dict(source.data) != data:
+        source.data = data
+
+
+def _message(text: str) -> str:
+    return f'<p class="caelum-message">{html.escape(text)}</p>'
+
+
+class Index:
+    """The /caelum/ landing page: one line per page with what it currently has."""
+
+    def __init__(self, scheduler: Any, prefix: str) -> None:
+        self.scheduler = scheduler
+        self.prefix = prefix
+        self.div = Div(text="", sizing_mode="stretch_width")
+        self.root = column(self.div, sizing_mode="stretch_width")
+        self.update()
+
+    def update(self) -> None:
+        state = get_state(self.scheduler)
+        lines = summaries(state) if state is not None else {}
+        items = []
+        for path, label, description in PAGES:
+            status = lines.get(path, "")
+            items.append(
+                f'<li><a href="{self.prefix}caelum/{path}">{label}</a> — {html.escape(description)}'
+                f'<br><span class="caelum-summary" id="summary-{path}">{html.escape(status)}</span></li>'
+            )
+        text = '<h2>caelum</h2><ul class="caelum-index">' + "".join(items) + "</ul>"
+        if self.div.text != text:
+            self.div.text = text
+
+
+def summaries(state: DashboardState) -> dict[str, str]:
+    """One line per page for the index (also what each page says when it has nothing yet)."""
+    nodes = state.nodes()
+    runs = state.workflows.runs
+    tests = state.tests.runs
+    return {
+        "machines": machine_data.summary_text(nodes),
+        "utilisation": f"{len(state.utilisation.machines)} machines sampled, {len(state.utilisation.rows)} samples"
+        if state.utilisation.machines else "no samples yet",
+        "tasks": task_data.totals_text(state.tasks),
+        "workflows": f"{len(runs)} recent runs; latest: {wf_data.run_title(state.workflows.latest())}"
+        if runs else NO_WORKFLOWS,
+        "tests": f"{len(tests)} recent test runs" if tests else NO_TESTS,
+        "llm": llm_data.summary_text(state.llm),
+    }
+
+
+LABELS_UP_TO = 60  # draw task names on the DAG up to this many nodes
+NO_WORKFLOWS = "no workflow runs yet — run `caelum run workflows/…` (runs appear here live)"
+NO_TESTS = "no test runs yet — run `caelum test PATH` (shards appear here as they finish)"
+
+
+class Machines:
+    """Every MachineNode, status coloured, heartbeat age, and one row per GPU."""
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        self.summary = Div(text="", sizing_mode="stretch_width")
+        self.source = ColumnDataSource(machine_data.machines_source([]))
+        self.gpu_source = ColumnDataSource(machine_data.gpus_source([]))
+        self.table = _table(self.source, [
+            ("hostname", "Hostname"), ("ip_address", "IP"),
+            _coloured("status", "Status", "status_colour", 70),
+            ("heartbeat", "Heartbeat"), _number("cpu_cores", "Cores", "0"),
+            _number("memory_gb", "Memory GiB"), _number("disk_space_gb", "Disk free GiB"),
+            ("gpus", "GPUs"), ("resources", "Dask resources"), ("services", "Services"),
+            ("workers", "Workers"), ("platform", "Platform"), ("os", "OS"), ("python", "Python"),
+            ("caelum_version", "caelum"), ("first_seen", "First seen"), ("id", "Id"),
+        ], height=360, name="caelum-machines-table")
+        self.gpu_table = _table(self.gpu_source, [
+            ("hostname", "Machine"), _coloured("status", "Status", "status_colour", 70),
+            _number("index", "GPU", "0"), ("name", "Name"), _number("memory_gb", "Memory GiB"),
+            _number("memory_used_gb", "Used GiB"), _number("utilization", "Utilisation %", "0"),
+            ("uuid", "UUID"),
+        ], height=200, name="caelum-gpus-table")
+        self.root = column(
+            self.summary, self.table, Div(text="<h3>GPUs</h3>"), self.gpu_table,
+            sizing_mode="stretch_width",
+        )
+        self.update()
+
+    def update(self) -> None:
+        state = get_state(self.scheduler)
+        nodes = state.nodes() if state is not None else []
+        text = _message(machine_data.summary_text(nodes))
+        if self.summary.text != text:
+            self.summary.text = text
+        _set(self.source, machine_data.machines_source(nodes, time.time()))
+        _set(self.gpu_source, machine_data.gpus_source(nodes))
+        _fit(self.table, len(self.source.data["id"]))
+        _fit(self.gpu_table, len(self.gpu_source.data["machine"]), 300)
+
+
+class Utilisation:
+    """CPU, memory, GPU utilisation and GPU memory per machine over time (one line each)."""
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        self.state = get_state(scheduler)
+        self.summary = Div(text="", sizing_mode="stretch_width")
+        self.latest = ColumnDataSource({"machine": [], "hostname": [], **{m: [] for m in METRICS}})
+        self.latest_table = _table(self.latest, [
+            ("hostname", "Machine"), _number("cpu", "CPU %", "0.0"), _number("memory", "Memory GiB", "0.00"),
+            _number("gpu_util", "GPU %", "0"), _number("gpu_memory", "GPU memory GiB", "0.00"),
+        ], height=200)
+        self.figures = column(sizing_mode="stretch_width")
+        self.root = column(self.summary, self.figures, self.latest_table, sizing_mode="stretch_width")
+        self.layout_version = -1
+        self.seq = 0
+        self.source: ColumnDataSource | None = None
+        self.update()
+
+    def _build(self) -> None:
+        assert self.state is not None
+        history = self.state.utilisation
+        self.source = ColumnDataSource(history.source())
+        self.seq = history.seq
+        self.layout_version = history.layout_version
+        plots = []
+        x_range = None
+        for metric in METRICS:
+            fig = figure(title=METRIC_LABELS[metric], x_axis_type="datetime", height=180,
+                         sizing_mode="stretch_width", tools="pan,wheel_zoom,reset",
+                         **({"x_range": x_range} if x_range is not None else {}))
+            x_range = fig.x_range
+            for mid, index in history.machines.items():
+                fig.line(x="time", y=metric_column(metric, index), source=self.source,
+                         color=PALETTE[index % len(PALETTE)], line_width=2,
+                         name=history.hostnames.get(mid, mid))
+            fig.add_tools(HoverTool(tooltips=[("machine", "$name"), ("value", "$y{0.00}")]))
+            plots.append(fig)
+        self.figures.children = plots
+
+    def update(self) -> None:
+        if self.state is None:
+            return
+        history = self.state.utilisation
+        text = _message(
+            f"{len(history.machines)} machines, one sample per "
+            f"{config.get('dashboard.sample-interval', '1s')} (hover a line for its machine)"
+            if history.machines else "no samples yet: utilisation appears once a worker has joined"
+        )
+        if self.summary.text != text:
+            self.summary.text = text
+        if history.layout_version != self.layout_version:
+            self._build()
+        elif self.source is not None and history.seq != self.seq:
+            rows = history.rows_since(self.seq)
+            if rows:
+                self.source.stream(rows, rollover=history.maxlen)
+            self.seq = history.seq
+        _set(self.latest, history.latest_source())
+
+
+class Tasks:
+    """Tasks running over time by kind (all machines or one), and completed per machine."""
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        self.state = get_state(scheduler)
+        kinds = list(task_data.KINDS)
+        colours = [task_data.KIND_COLOURS[k] for k in kinds]
+        self.summary = Div(text="", sizing_mode="stretch_width")
+        self.select = Select(title="Machine", value=task_data.ALL_MACHINES, options=[task_data.ALL_MACHINES])
+        self.running = ColumnDataSource({"time": [], **{k: [] for k in kinds}})
+        self.running_fig = figure(title="Tasks running, by kind", x_axis_type="datetime", height=260,
+                                  sizing_mode="stretch_width", tools="pan,wheel_zoom,reset")
+        self.running_fig.varea_stack(kinds, x="time", color=colours, legend_label=kinds, source=self.running)
+        self.running_fig.legend.location = "top_left"
+        self.running_fig.legend.orientation = "horizontal"
+        self.completed = ColumnDataSource(task_data.per_machine_source(task_data.TaskCounter()))
+        self.completed_fig = figure(title="Tasks completed per machine, by kind", height=260,
+                                    y_range=FactorRange(), sizing_mode="stretch_width",
+                                    tools="hover", tooltips="$name @hostname: @$name")
+        self.completed_fig.hbar_stack(kinds, y="machine", height=0.8, color=colours, source=self.completed,
+                                      legend_label=kinds)
+        self.completed_fig.legend.orientation = "horizontal"
+        self.root = column(self.summary, self.select, self.running_fig, self.completed_fig,
+                           sizing_mode="stretch_width")
+        self.update()
+
+    def update(self) -> None:
+        if self.state is None:
+            return
+        counter = self.state.tasks
+        text = _message(task_data.totals_text(counter))
+        if self.summary.text != text:
+            self.summary.text = text
+        machines = counter.machine_names()
+        options = [task_data.ALL_MACHINES, *machines]
+        if list(self.select.options) != options:
+            self.select.options = options
+        machine = self.select.value if self.select.value in options else task_data.ALL_MACHINES
+        _set(self.running, task_data.running_timeseries(counter, machine))
+        data = task_data.per_machine_source(counter, "completed")
+        if list(self.completed_fig.y_range.factors) != data["machine"]:
+            self.completed_fig.y_range.factors = data["machine"]
+            self.completed_fig.height = max(200, 60 + 22 * len(data["machine"]))
+        _set(self.completed, data)
+
+
+class Workflows:
+    """Recent runs, and the selected run's DAG with node colours by state, live."""
+
+    def __init__(self, scheduler: Any, run_id: str | None = None) -> None:
+        self.scheduler = scheduler
+        self.state = get_state(scheduler)
+        self.pinned = run_id
+        self.aggregate_above = int(config.get("dashboard.aggregate-above", 300))
+        self.summary = Div(text="", sizing_mode="stretch_width", name="caelum-workflow-summary")
+        self.runs = ColumnDataSource(wf_data.runs_source(wf_data.WorkflowRuns()))
+        self.runs_table = _table(self.runs, [
+            ("run_id", "Run"), ("workflow", "Workflow"), _coloured("state", "State", "state_colour", 80),
+            _number("nodes", "Tasks", "0"), _number("pending", "Pending", "0"),
+            _number("running", "Running", "0"), _number("completed", "Completed", "0"),
+            _number("cached", "Cached", "0"), _number("failed", "Failed", "0"),
+            ("started", "Started"), ("finished", "Finished"),
+        ], height=180, name="caelum-runs-table")
+        self.runs.selected.on_change("indices", self._on_select)
+        self.title = Div(text="", sizing_mode="stretch_width", name="caelum-run-title")
+        self.nodes = ColumnDataSource({k: [] for k in ("x", "y", "name", "label", "state", "colour", "size",
+                                                       "count", "detail", "machine")})
+        self.edges = ColumnDataSource({"xs": [], "ys": []})
+        self.dag = figure(height=520, sizing_mode="stretch_width", tools="pan,wheel_zoom,reset,save",
+                          x_range=Range1d(-1.1, 1.1), y_range=Range1d(-1.1, 1.1))
+        self.dag.axis.visible = False
+        self.dag.grid.visible = False
+        self.dag.multi_line(xs="xs", ys="ys", source=self.edges, line_color="#999999", line_alpha=0.5)
+        glyph = self.dag.scatter(x="x", y="y", size="size", fill_color="colour", line_color="#333333",
+                                 source=self.nodes)
+        self.labels = self.dag.text(x="x", y="y", text="label", source=self.nodes, text_font_size="11px",
+                                    y_offset=-10, text_align="center", text_color="#333333")
+        self.dag.add_tools(HoverTool(renderers=[glyph], tooltips=[
+            ("task", "@name"), ("state", "@state"), ("tasks", "@count"), ("detail", "@detail"),
+            ("machine", "@machine"),
+        ]))
+        legend = " ".join(
+            f'<span style="color:{c}">&#9679;</span> {s}' for s, c in wf_data.STATE_COLOURS.items()
+        )
+        self.legend = Div(text=legend)
+        self.node_table = _table(self.nodes, [
+            ("name", "Task (group)"), _coloured("state", "State", "colour", 90), _number("count", "Tasks", "0"),
+            ("detail", "States"), ("machine", "Machine"),
+        ], height=240, name="caelum-dag-table")
+        self.root = column(self.summary, self.runs_table, self.title, self.legend, self.dag, self.node_table,
+                           sizing_mode="stretch_width")
+        self.runs_version = -1
+        self.shown: tuple[str, int] | None = None
+        self.structure: tuple[str, int] | None = None
+        self.update()
+
+    def _on_select(self, attr: str, old: Any, new: list[int]) -> None:
+        if new:
+            self.pinned = self.runs.data["run_id"][new[0]]
+            self.update()
+
+    def update(self) -> None:
+        if self.state is None:
+            return
+        runs = self.state.workflows
+        text = _message(f"{len(runs.runs)} recent runs (select one to draw its DAG)" if runs.runs else NO_WORKFLOWS)
+        if self.summary.text != text:
+            self.summary.text = text
+        if runs.version != self.runs_version:
+            self.runs_version = runs.version
+            _set(self.runs, wf_data.runs_source(runs))
+            _fit(self.runs_table, len(runs.runs), 300)
+        run = runs.get(self.pinned) if self.pinned else runs.latest()
+        if run is None:
+            return
+        if self.shown == (run.run_id, run.version):
+            return
+        self.shown = (run.run_id, run.version)
+        data = wf_data.dag_source(run, self.aggregate_above)
+        names = data["nodes"]["name"]
+        data["nodes"]["label"] = names if len(names) <= LABELS_UP_TO else [""] * len(names)
+        self.nodes.data = data["nodes"]
+        if self.structure != (run.run_id, run.structure_version):
+            self.structure = (run.run_id, run.structure_version)
+            self.edges.data = data["edges"]
+        title = html.escape(wf_data.run_title(run))
+        if data["aggregated"]:
+            title += (f" — drawn as {len(data['nodes']['name'])} task groups "
+                      f"(more than {self.aggregate_above} tasks; hover a group for its counts)")
+        self.title.text = f"<h3>{title}</h3>"
+
+
+class Tests:
+    """A test run's shards per machine: outcome counts, shard table and durations."""
+
+    def __init__(self, scheduler: Any, run_id: str | None = None) -> None:
+        self.scheduler = scheduler
+        self.state = get_state(scheduler)
+        self.pinned = run_id
+        self.summary = Div(text="", sizing_mode="stretch_width")
+        self.runs = ColumnDataSource(test_data.runs_source(test_data.TestRuns()))
+        self.runs_table = _table(self.runs, [
+            ("run_id", "Run"), ("state", "State"), ("shards", "Shards"), _number("tests", "Tests", "0"),
+            *(_number(o, o.title(), "0") for o in test_data.OUTCOMES), _number("duration", "Shard time s"),
+        ], height=150)
+        self.runs.selected.on_change("indices", self._on_select)
+        self.per_machine = ColumnDataSource(test_data.machines_source(test_data.TestRun("")))
+        outcomes = list(test_data.OUTCOMES)
+        self.machine_fig = figure(title="Tests per machine", height=220, y_range=FactorRange(),
+                                  sizing_mode="stretch_width", tools="hover",
+                                  tooltips="@machine: @$name $name, @shards shards, @duration{0.0} s")
+        self.machine_fig.hbar_stack(outcomes, y="machine", height=0.8, source=self.per_machine,
+                                    color=[test_data.OUTCOME_COLOURS[o] for o in outcomes], legend_label=outcomes)
+        self.machine_fig.legend.orientation = "horizontal"
+        self.shards = ColumnDataSource(test_data.shards_source(test_data.TestRun("")))
+        self.shards_table = _table(self.shards, [
+            ("shard", "Shard"), ("machine", "Machine"), ("worker", "Worker"),
+            *(_number(o, o.title(), "0") for o in outcomes), _number("duration", "Duration s", "0.00"),
+        ], height=240)
+        self.root = column(self.summary, self.runs_table, self.machine_fig, self.shards_table,
+                           sizing_mode="stretch_width")
+        self.shown: tuple[str, int] | None = None
+        self.runs_version = -1
+        self.update()
+
+    def _on_select(self, attr: str, old: Any, new: list[int]) -> None:
+        if new:
+            self.pinned = self.runs.data["run_id"][new[0]]
+            self.update()
+
+    def update(self) -> None:
+        if self.state is None:
+            return
+        runs = self.state.tests
+        if runs.version != self.runs_version:
+            self.runs_version = runs.version
+            _set(self.runs, test_data.runs_source(runs))
+        run = runs.get(self.pinned) if self.pinned else runs.latest()
+        text = _message(f"run {run.run_id}: {run.state}, {len(run.shards)} shards finished" if run else NO_TESTS)
+        if self.summary.text != text:
+            self.summary.text = text
+        if run is None or self.shown == (run.run_id, run.version):
+            return
+        self.shown = (run.run_id, run.version)
+        data = test_data.machines_source(run)
+        self.machine_fig.y_range.factors = data["machine"]
+        self.machine_fig.height = max(160, 60 + 26 * len(data["machine"]))
+        self.per_machine.data = data
+        self.shards.data = test_data.shards_source(run)
+
+
+class LLM:
+    """The LLM pool: backends with models and requests in flight, latency over time."""
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        self.state = get_state(scheduler)
+        self.summary = Div(text="", sizing_mode="stretch_width")
+        self.backends = ColumnDataSource(llm_data.backends_source(llm_data.LLMState()))
+        self.table = _table(self.backends, [
+            ("url", "Backend"), ("machine", "Machine"), _coloured("up", "Status", "status_colour", 60),
+            ("models", "Models"), ("loaded", "Loaded"), _number("in_flight", "In flight", "0"),
+            _number("requests", "Requests", "0"), _number("errors", "Errors", "0"),
+            _number("latency_mean", "Mean latency s", "0.000"), _number("latency_p95", "p95 s", "0.000"),
+            ("reason", "Last failure"),
+        ], height=200)
+        self.latency = ColumnDataSource(llm_data.latency_source(llm_data.LLMState()))
+        self.fig = figure(title="Request latency (red: failed)", x_axis_type="datetime", height=260,
+                          sizing_mode="stretch_width", tools="pan,wheel_zoom,reset,hover",
+                          tooltips=[("backend", "@backend"), ("model", "@model"), ("latency", "@latency_s{0.000} s")])
+        self.fig.scatter(x="time", y="latency_s", color="colour", size=6, source=self.latency)
+        self.fig.yaxis.axis_label = "seconds"
+        self.root = column(self.summary, self.table, self.fig, sizing_mode="stretch_width")
+        self.version = -1
+        self.update()
+
+    def update(self) -> None:
+        if self.state is None:
+            return
+        llm = self.state.llm
+        text = _message(llm_data.summary_text(llm))
+        if self.summary.text != text:
+            self.summary.text = text
+        if llm.version == self.version:
+            return
+        self.version = llm.version
+        self.backends.data = llm_data.backends_source(llm)
+        self.latency.data = llm_data.latency_source(llm)
+
+
+def build(page: str, scheduler: Any, prefix: str, args: dict[str, str]) -> Any:
+    """The component for ``page`` (a path of :data:`PAGES`, or ``""`` for the index)."""
+    if page == "":
+        return Index(scheduler, prefix)
+    if page == "machines":
+        return Machines(scheduler)
+    if page == "utilisation":
+        return Utilisation(scheduler)
+    if page == "tasks":
+        return Tasks(scheduler)
+    if page == "workflows":
+        return Workflows(scheduler, args.get("run"))
+    if page == "tests":
+        return Tests(scheduler, args.get("run"))
+    if page == "llm":
+        return LLM(scheduler)
+    raise KeyError(page)
