@@ -125,13 +125,17 @@ def _check_reachable(address: str, timeout: float | None = None) -> None:
 def status(scheduler: str | None, as_json: bool) -> None:
     """Machines of the cluster: resources, GPUs, services, status and heartbeats.
 
-    --json prints {"scheduler", "dashboard", "embedded", "machines": [MachineNode…]} (README).
+    --json prints {"scheduler", "dashboard", "caelum_dashboard", "embedded",
+    "machines": [MachineNode…]} (README); caelum_dashboard is the caelum pages' index.
     """
+    from caelum_dask.dashboard import pages_mounted, pages_url
+
     with open_client(scheduler, quiet=as_json) as client:
         nodes = machines(client)
         report = {
             "scheduler": client.scheduler.address,
             "dashboard": client.dashboard_link,
+            "caelum_dashboard": pages_url(client.dashboard_link) if pages_mounted(client) else None,
             "embedded": resolve_address(scheduler) is None,
             "machines": nodes,
         }
@@ -140,6 +144,8 @@ def status(scheduler: str | None, as_json: bool) -> None:
         return
     click.echo(f"scheduler  {report['scheduler']}")
     click.echo(f"dashboard  {report['dashboard']}")
+    if report["caelum_dashboard"]:
+        click.echo(f"caelum     {report['caelum_dashboard']}")
     click.echo(f"machines   {len(nodes)}")
     for node in nodes:
         click.echo("")

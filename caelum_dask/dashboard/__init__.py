@@ -15,7 +15,7 @@ from typing import Any
 
 from caelum_dask.dashboard.collector import PLUGIN_NAME, DashboardState
 
-__all__ = ["PLUGIN_NAME", "DashboardState", "install", "pages_url"]
+__all__ = ["PLUGIN_NAME", "DashboardState", "install", "pages_url", "pages_mounted"]
 
 
 def install(scheduler: Any) -> None:
@@ -36,3 +36,16 @@ def pages_url(dashboard_link: str | None) -> str | None:
         return None
     base = dashboard_link.rsplit("/status", 1)[0] if dashboard_link.endswith("/status") else dashboard_link.rstrip("/")
     return f"{base}/caelum/"
+
+
+def pages_mounted(client: Any) -> bool:
+    """Whether the client's scheduler serves the caelum pages (it ran the caelum preload)."""
+
+    def check(dask_scheduler: Any) -> bool:
+        state = dask_scheduler.plugins.get(PLUGIN_NAME)
+        return state is not None and getattr(state, "bokeh_app", None) is not None
+
+    try:
+        return bool(client.run_on_scheduler(check))
+    except Exception:  # a scheduler that refuses run_on_scheduler: say nothing rather than guess
+        return False

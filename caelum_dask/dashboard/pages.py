@@ -363,6 +363,7 @@ class Workflows:
         names = data["nodes"]["name"]
         data["nodes"]["label"] = names if len(names) <= LABELS_UP_TO else [""] * len(names)
         self.nodes.data = data["nodes"]
+        _fit(self.node_table, len(names), 400)
         if self.structure != (run.run_id, run.structure_version):
             self.structure = (run.run_id, run.structure_version)
             self.edges.data = data["edges"]
