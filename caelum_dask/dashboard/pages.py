@@ -16,6 +16,7 @@ from typing import Any
 from bokeh.layouts import column
 from bokeh.models import (
     ColumnDataSource,
+    CustomJS,
     DataTable,
     Div,
     FactorRange,
@@ -56,12 +57,20 @@ def _interval() -> int:
     return int(config.get("dashboard.update-interval-ms", 1000))
 
 
-def _table(source: ColumnDataSource, columns: list[tuple[str, str] | TableColumn], **kwargs: Any) -> DataTable:
-    cols = [c if isinstance(c, TableColumn) else TableColumn(field=c[0], title=c[1]) for c in columns]
+def _table(source: ColumnDataSource, columns: list[tuple[Any, ...] | TableColumn], **kwargs: Any) -> DataTable:
+    """A table; a column is a TableColumn or ``(field, title[, relative width])``."""
+    cols = [
+        c if isinstance(c, TableColumn) else TableColumn(field=c[0], title=c[1], **({"width": c[2]} if len(c) > 2 else {}))
+        for c in columns
+    ]
     kwargs.setdefault("sizing_mode", "stretch_width")
     kwargs.setdefault("index_position", None)
     kwargs.setdefault("reorderable", False)  # needs jquery-ui, which the page does not load
-    return DataTable(source=source, columns=cols, **kwargs)
+    table = DataTable(source=source, columns=cols, **kwargs)
+    # BokehJS redraws a table when its CDSView changes, and the view only changes when the
+    # number of rows does: new values in the same rows would stay invisible. Re-emit it.
+    source.js_on_change("data", CustomJS(args={"table": table}, code="table.view.change.emit()"))
+    return table
 
 
 def _coloured(field: str, title: str, colour_field: str, width: int | None = None) -> TableColumn:
@@ -70,8 +79,9 @@ def _coloured(field: str, title: str, colour_field: str, width: int | None = Non
     return TableColumn(field=field, title=title, formatter=fmt, **({"width": width} if width else {}))
 
 
-def _number(field: str, title: str, fmt: str = "0.[00]") -> TableColumn:
-    return TableColumn(field=field, title=title, formatter=NumberFormatter(format=fmt))
+def _number(field: str, title: str, fmt: str = "0.[00]", width: int | None = None) -> TableColumn:
+    return TableColumn(field=field, title=title, formatter=NumberFormatter(format=fmt),
+                       **({"width": width} if width else {}))
 
 
 def _fit(table: DataTable, rows: int, most: int = 600) -> None:
@@ -147,17 +157,18 @@ class Machines:
         self.source = ColumnDataSource(machine_data.machines_source([]))
         self.gpu_source = ColumnDataSource(machine_data.gpus_source([]))
         self.table = _table(self.source, [
-            ("hostname", "Hostname"), ("ip_address", "IP"),
-            _coloured("status", "Status", "status_colour", 70),
-            ("heartbeat", "Heartbeat"), _number("cpu_cores", "Cores", "0"),
-            _number("memory_gb", "Memory GiB"), _number("disk_space_gb", "Disk free GiB"),
-            ("gpus", "GPUs"), ("resources", "Dask resources"), ("services", "Services"),
-            ("workers", "Workers"), ("platform", "Platform"), ("os", "OS"), ("python", "Python"),
-            ("caelum_version", "caelum"), ("first_seen", "First seen"), ("id", "Id"),
-        ], height=360, name="caelum-machines-table")
+            ("hostname", "Hostname", 110), ("ip_address", "IP", 90),
+            _coloured("status", "Status", "status_colour", 60),
+            ("heartbeat", "Heartbeat", 80), _number("cpu_cores", "Cores", "0", 45),
+            _number("memory_gb", "Memory GiB", width=75), _number("disk_space_gb", "Disk free GiB", width=80),
+            ("gpus", "GPUs", 300), ("resources", "Dask resources", 260), ("services", "Services", 260),
+            ("workers", "Workers", 100), ("platform", "Platform", 60), ("os", "OS", 200),
+            ("python", "Python", 55), ("caelum_version", "caelum", 50), ("first_seen", "First seen", 130),
+            ("id", "Id", 150),
+        ], height=360, name="caelum-machines-table", autosize_mode="none")
         self.gpu_table = _table(self.gpu_source, [
-            ("hostname", "Machine"), _coloured("status", "Status", "status_colour", 70),
-            _number("index", "GPU", "0"), ("name", "Name"), _number("memory_gb", "Memory GiB"),
+            ("hostname", "Machine"), _coloured("status", "Status", "status_colour", 60),
+            _number("index", "GPU", "0", 40), ("name", "Name", 260), _number("memory_gb", "Memory GiB"),
             _number("memory_used_gb", "Used GiB"), _number("utilization", "Utilisation %", "0"),
             ("uuid", "UUID"),
         ], height=200, name="caelum-gpus-table")
@@ -362,7 +373,7 @@ class Workflows:
         data = wf_data.dag_source(run, self.aggregate_above)
         names = data["nodes"]["name"]
         data["nodes"]["label"] = names if len(names) <= LABELS_UP_TO else [""] * len(names)
-        self.nodes.data = data["nodes"]
+        _set(self.nodes, data["nodes"])
         _fit(self.node_table, len(names), 400)
         if self.structure != (run.run_id, run.structure_version):
             self.structure = (run.run_id, run.structure_version)
