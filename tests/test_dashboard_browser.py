@@ -9,6 +9,7 @@ text (shadow roots included) instead of sleeping. Screenshots go to the test's t
 
 from __future__ import annotations
 
+import operator
 import os
 import shutil
 import socket
@@ -60,11 +61,18 @@ class Page:
     def text(self) -> str:
         return " ".join(self.driver.execute_script(DEEP_TEXT).split())
 
+    def idle(self) -> bool:
+        """BokehJS has rendered every document of the page and has no pending work."""
+        return bool(self.driver.execute_script(
+            "return typeof Bokeh !== 'undefined' && Bokeh.documents.length > 0"
+            " && Bokeh.documents.every((doc) => doc.is_idle)"
+        ))
+
     def wait_for(self, *expected: str, timeout: float = 60) -> str:
         deadline = time.monotonic() + timeout
         while True:
             text = self.text()
-            if all(e in text for e in expected):
+            if all(e in text for e in expected) and self.idle():
                 return text
             if time.monotonic() > deadline:
                 missing = [e for e in expected if e not in text]
@@ -123,6 +131,11 @@ def test_every_page_in_a_browser(process_cluster: Any, page: Page) -> None:
         events.emit(events.WORKFLOWS, "task-state", sink=client, run_id="run-42", task="parse-0",
                     state="running", worker="w", machine="gpu-box")
 
+        # tasks of three kinds, counted per machine
+        futures = [client.submit(operator.add, i, 1, key=f"caelum-{kind}-browser-{i}")
+                   for i, kind in enumerate(["test", "analyze", "wf", "test"])]
+        assert client.gather(futures) == [1, 2, 3, 4]
+
         # the Dask navbar links to the index; the index links every page
         page.open(client.dashboard_link, "Status")
         page.driver.find_element("link text", "Caelum").click()
@@ -143,7 +156,7 @@ def test_every_page_in_a_browser(process_cluster: Any, page: Page) -> None:
         page.wait_for("parse-0 failed")
         page.screenshot("workflows")
 
-        for path, expected in [("utilisation", "machines, one sample per"), ("tasks", "Machine"),
+        for path, expected in [("utilisation", "machines, one sample per"), ("tasks", "4 completed"),
                                ("tests", "no test runs yet"), ("llm", "no LLM pool activity yet")]:
             page.open(f"{base}/caelum/{path}", expected)
             page.screenshot(path)

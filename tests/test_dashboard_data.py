@@ -115,36 +115,37 @@ def test_machine_sample_sums_workers_and_reads_gpus() -> None:
     assert all(math.isnan(v) for v in gone.values())
 
 
-def test_history_streams_new_rows_and_keeps_gaps_for_a_machine_that_left() -> None:
+def test_history_streams_new_rows_and_a_machine_that_left_gets_no_points() -> None:
     history = utilisation.UtilisationHistory(maxlen=3)
     history.add(NOW, {"a": {"cpu": 10.0, "memory": 1.0}}, {"a": "host-a"})
-    assert history.layout_version == 1
     seq = history.seq
     history.add(NOW + 1, {"a": {"cpu": 20.0}, "b": {"cpu": 5.0}}, {"b": "host-b"})
-    assert history.layout_version == 2  # new column: pages rebuild their lines
     history.add(NOW + 2, {"b": {"cpu": 6.0}})  # a left
-    rows = history.rows_since(seq)
-    assert rows["time"] == [(NOW + 1) * 1000, (NOW + 2) * 1000]
-    assert rows["cpu_0"][0] == 20.0 and math.isnan(rows["cpu_0"][1])
-    assert rows["cpu_1"] == [5.0, 6.0]
-    history.add(NOW + 3, {"b": {"cpu": 7.0}})
-    full = history.source()
-    assert len(full["time"]) == 3  # bounded
-    assert math.isnan(full["cpu_1"][0]) is False and full["cpu_1"] == [5.0, 6.0, 7.0]
+    rows = history.long_rows_since(seq)
+    assert rows["time"] == [(NOW + 1) * 1000, (NOW + 1) * 1000, (NOW + 2) * 1000]
+    assert rows["hostname"] == ["host-a", "host-b", "host-b"]
+    assert rows["cpu"] == [20.0, 5.0, 6.0]
+    assert math.isnan(rows["memory"][0])
+    assert rows["colour"][0] != rows["colour"][1]  # one colour per machine
+    history.add(NOW + 3, {"b": {"cpu": 7.0}, "a": {"cpu": 1.0}})  # a is back, same colour
+    full = history.long_source()
+    assert full["time"][0] == (NOW + 1) * 1000  # bounded to 3 samples
+    assert full["colour"][full["hostname"].index("host-a")] == full["colour"][-1]
     latest = history.latest_source()
     assert latest["hostname"] == ["host-a", "host-b"]
-    assert latest["cpu"] == [None, 7.0]
-    assert history.rows_since(history.seq) == {}
+    assert latest["cpu"] == [1.0, 7.0] and latest["memory"] == [None, None]
+    assert history.long_rows_since(history.seq) == {}
 
 
 def test_history_of_fifty_machines() -> None:
     history = utilisation.UtilisationHistory(maxlen=600)
     nodes = [node(i) for i in range(50)]
     metrics = {w["address"]: {"cpu": 100.0, "memory": GIB} for n in nodes for w in n["workers"]}
-    for t in range(10):
+    for t in range(600):
         history.add(NOW + t, {n["id"]: utilisation.machine_sample(n, metrics) for n in nodes})
-    assert len(history.columns()) == 1 + 50 * len(utilisation.METRICS)
-    assert history.rows_since(history.seq - 1)["cpu_49"] == [25.0]
+    assert len(history.long_source()["time"]) == 600 * 50
+    newest = history.long_rows_since(history.seq - 1)
+    assert len(newest["time"]) == 50 and set(newest["cpu"]) == {25.0} and set(newest["memory"]) == {2.0}
 
 
 # -- tasks ----------------------------------------------------------------------------------------

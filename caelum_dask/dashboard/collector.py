@@ -106,7 +106,7 @@ class DashboardState(SchedulerPlugin):
         registry = self.registry
         if registry is None:
             return []
-        return [node.to_dict() for node in list(registry.machines.values())]
+        return [_as_dict(node) for node in list(registry.machines.values())]
 
     def sample(self) -> None:
         """One utilisation row and one task-count row (the sampling tick)."""
@@ -118,6 +118,13 @@ class DashboardState(SchedulerPlugin):
         samples = {n["id"]: machine_sample(n, metrics) for n in nodes if n.get("status") != "offline"}
         self.utilisation.add(now, samples, {n["id"]: n["hostname"] for n in nodes})
         self.tasks.snapshot(now)
+
+
+def _as_dict(node: Any) -> dict[str, Any]:
+    """MachineNode.to_dict() without its deep copy: pages only read, and it runs every tick."""
+    data = dict(vars(node))
+    data["workers"] = [dict(vars(w)) for w in node.workers.values()]
+    return data
 
 
 def get_state(scheduler: Any) -> DashboardState | None:

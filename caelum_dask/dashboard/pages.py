@@ -13,10 +13,12 @@ import html
 import time
 from typing import Any
 
+import numpy as np
 from bokeh.layouts import column
 from bokeh.models import (
     ColumnDataSource,
     CustomJS,
+    DataRange1d,
     DataTable,
     Div,
     FactorRange,
@@ -36,7 +38,7 @@ from caelum_dask.dashboard.data import machines as machine_data
 from caelum_dask.dashboard.data import tasks as task_data
 from caelum_dask.dashboard.data import tests as test_data
 from caelum_dask.dashboard.data import workflows as wf_data
-from caelum_dask.dashboard.data.utilisation import METRIC_LABELS, METRICS, column as metric_column
+from caelum_dask.dashboard.data.utilisation import METRIC_LABELS, METRICS
 
 # (url path below /caelum/, navbar label, one-line description)
 PAGES: tuple[tuple[str, str, str], ...] = (
@@ -46,10 +48,6 @@ PAGES: tuple[tuple[str, str, str], ...] = (
     ("workflows", "Workflows", "recent workflow runs and a run's DAG, live"),
     ("tests", "Tests", "sharded test runs: shards per machine, pass/fail, durations"),
     ("llm", "LLM", "the Ollama pool: backends, models, requests in flight, latency"),
-)
-PALETTE = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf",
 )
 
 
@@ -86,7 +84,7 @@ def _number(field: str, title: str, fmt: str = "0.[00]", width: int | None = Non
 
 def _fit(table: DataTable, rows: int, most: int = 600) -> None:
     """Size a table to its rows (up to ``most`` pixels, then it scrolls)."""
-    height = min(most, 32 + 26 * max(rows, 1))
+    height = min(most, 50 + 26 * max(rows, 1))  # header, rows and a horizontal scrollbar
     if table.height != height:
         table.height = height
 
@@ -95,6 +93,11 @@ def _set(source: ColumnDataSource, data: dict[str, list[Any]]) -> None:
     """Replace a source's data only when it differs (no websocket traffic otherwise)."""
     if dict(source.data) != data:
         source.data = data
+
+
+def _arrays(data: dict[str, list[Any]]) -> dict[str, Any]:
+    """Numeric columns as numpy arrays: Bokeh validates and sends them in bulk (binary)."""
+    return {k: np.asarray(v, dtype=float) if k == "time" or k in METRICS else v for k, v in data.items()}
 
 
 def _message(text: str) -> str:
@@ -191,7 +194,12 @@ class Machines:
 
 
 class Utilisation:
-    """CPU, memory, GPU utilisation and GPU memory per machine over time (one line each)."""
+    """CPU, memory, GPU utilisation and GPU memory per machine over time.
+
+    One long-form source (a row per sample and machine) drawn with one glyph per metric,
+    coloured by machine, and streamed: the cost per tick is the new rows, whatever the size
+    of the cluster.
+    """
 
     def __init__(self, scheduler: Any) -> None:
         self.scheduler = scheduler
@@ -202,33 +210,23 @@ class Utilisation:
             ("hostname", "Machine"), _number("cpu", "CPU %", "0.0"), _number("memory", "Memory GiB", "0.00"),
             _number("gpu_util", "GPU %", "0"), _number("gpu_memory", "GPU memory GiB", "0.00"),
         ], height=200)
-        self.figures = column(sizing_mode="stretch_width")
-        self.root = column(self.summary, self.figures, self.latest_table, sizing_mode="stretch_width")
-        self.layout_version = -1
-        self.seq = 0
-        self.source: ColumnDataSource | None = None
-        self.update()
-
-    def _build(self) -> None:
-        assert self.state is not None
-        history = self.state.utilisation
-        self.source = ColumnDataSource(history.source())
-        self.seq = history.seq
-        self.layout_version = history.layout_version
+        history = self.state.utilisation if self.state is not None else None
+        self.source = ColumnDataSource(_arrays(history.long_source()) if history else
+                                       {"time": [], "machine": [], "hostname": [], "colour": [],
+                                        **{m: [] for m in METRICS}})
+        self.seq = history.seq if history else 0
         plots = []
         x_range = None
         for metric in METRICS:
-            fig = figure(title=METRIC_LABELS[metric], x_axis_type="datetime", height=180,
+            fig = figure(title=METRIC_LABELS[metric], x_axis_type="datetime", height=170,
                          sizing_mode="stretch_width", tools="pan,wheel_zoom,reset",
                          **({"x_range": x_range} if x_range is not None else {}))
             x_range = fig.x_range
-            for mid, index in history.machines.items():
-                fig.line(x="time", y=metric_column(metric, index), source=self.source,
-                         color=PALETTE[index % len(PALETTE)], line_width=2,
-                         name=history.hostnames.get(mid, mid))
-            fig.add_tools(HoverTool(tooltips=[("machine", "$name"), ("value", "$y{0.00}")]))
+            glyph = fig.scatter(x="time", y=metric, color="colour", size=4, source=self.source)
+            fig.add_tools(HoverTool(renderers=[glyph], tooltips=[("machine", "@hostname"), ("value", f"@{metric}{{0.00}}")]))
             plots.append(fig)
-        self.figures.children = plots
+        self.root = column(self.summary, *plots, self.latest_table, sizing_mode="stretch_width")
+        self.update()
 
     def update(self) -> None:
         if self.state is None:
@@ -236,19 +234,18 @@ class Utilisation:
         history = self.state.utilisation
         text = _message(
             f"{len(history.machines)} machines, one sample per "
-            f"{config.get('dashboard.sample-interval', '1s')} (hover a line for its machine)"
+            f"{config.get('dashboard.sample-interval', '1s')}, one colour per machine (hover a point for its machine)"
             if history.machines else "no samples yet: utilisation appears once a worker has joined"
         )
         if self.summary.text != text:
             self.summary.text = text
-        if history.layout_version != self.layout_version:
-            self._build()
-        elif self.source is not None and history.seq != self.seq:
-            rows = history.rows_since(self.seq)
-            if rows:
-                self.source.stream(rows, rollover=history.maxlen)
+        if history.seq != self.seq:
+            rows = history.long_rows_since(self.seq)
+            if rows and rows["time"]:
+                self.source.stream(_arrays(rows), rollover=history.maxlen * max(1, len(history.machines)))
             self.seq = history.seq
         _set(self.latest, history.latest_source())
+        _fit(self.latest_table, len(history.machines), 400)
 
 
 class Tasks:
@@ -269,11 +266,12 @@ class Tasks:
         self.running_fig.legend.orientation = "horizontal"
         self.completed = ColumnDataSource(task_data.per_machine_source(task_data.TaskCounter()))
         self.completed_fig = figure(title="Tasks completed per machine, by kind", height=260,
-                                    y_range=FactorRange(), sizing_mode="stretch_width",
+                                    y_range=FactorRange(), x_range=DataRange1d(start=0),
+                                    sizing_mode="stretch_width",
                                     tools="hover", tooltips="$name @hostname: @$name")
         self.completed_fig.hbar_stack(kinds, y="machine", height=0.8, color=colours, source=self.completed,
                                       legend_label=kinds)
-        self.completed_fig.legend.orientation = "horizontal"
+        self.completed_fig.add_layout(self.completed_fig.legend[0], "right")
         self.root = column(self.summary, self.select, self.running_fig, self.completed_fig,
                            sizing_mode="stretch_width")
         self.update()
@@ -402,11 +400,12 @@ class Tests:
         self.per_machine = ColumnDataSource(test_data.machines_source(test_data.TestRun("")))
         outcomes = list(test_data.OUTCOMES)
         self.machine_fig = figure(title="Tests per machine", height=220, y_range=FactorRange(),
+                                  x_range=DataRange1d(start=0),
                                   sizing_mode="stretch_width", tools="hover",
                                   tooltips="@machine: @$name $name, @shards shards, @duration{0.0} s")
         self.machine_fig.hbar_stack(outcomes, y="machine", height=0.8, source=self.per_machine,
                                     color=[test_data.OUTCOME_COLOURS[o] for o in outcomes], legend_label=outcomes)
-        self.machine_fig.legend.orientation = "horizontal"
+        self.machine_fig.add_layout(self.machine_fig.legend[0], "right")
         self.shards = ColumnDataSource(test_data.shards_source(test_data.TestRun("")))
         self.shards_table = _table(self.shards, [
             ("shard", "Shard"), ("machine", "Machine"), ("worker", "Worker"),

@@ -3,8 +3,9 @@
 Samples come from what the scheduler already has: each worker's heartbeat metrics
 (``WorkerState.metrics["cpu"]``, process CPU percent, and ``["memory"]``, resident bytes) summed
 over the machine's workers, and the registry's NVML readings of the machine's GPUs.
-The history is wide (one column per machine and metric) so a page can ``stream`` just the new
-rows every tick instead of resending every series.
+A page draws the history in long form (one row per sample and machine, every metric a
+column) with one glyph per metric, and ``stream``s just the new rows every tick: 50 machines
+cost 4 glyphs and 50 new rows a second, not 200 line renderers and a resend of every series.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ METRIC_LABELS: dict[str, str] = {
     "gpu_util": "GPU utilisation % (mean of the machine's GPUs)",
     "gpu_memory": "GPU memory used (GiB)",
 }
+PALETTE: tuple[str, ...] = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf",
+)
 _GIB = 1024**3
 NAN = float("nan")
 
@@ -58,69 +63,67 @@ def machine_sample(node: dict[str, Any], worker_metrics: dict[str, dict[str, Any
     }
 
 
-def column(metric: str, index: int) -> str:
-    """Name of the history column of ``metric`` for the machine with stable index ``index``."""
-    return f"{metric}_{index}"
-
-
 @dataclass
 class UtilisationHistory:
-    """A bounded, wide time series: ``time`` plus one column per (metric, machine).
+    """A bounded time series of machine samples, read in long form by the page.
 
-    Machines keep their column index for the life of the history, so a machine that leaves
-    simply gets NaN (a gap in its line) and one that comes back continues its own line.
+    Each row is ``(time in ms, {machine id: (cpu, memory, gpu_util, gpu_memory)})`` with only
+    the machines present at that time, so a machine that leaves simply stops getting points
+    and one that comes back keeps its colour.
     """
 
     maxlen: int = 600
-    machines: dict[str, int] = field(default_factory=dict)  # machine id -> column index
+    machines: dict[str, int] = field(default_factory=dict)  # machine id -> colour index
     hostnames: dict[str, str] = field(default_factory=dict)
-    rows: deque[dict[str, float]] = field(default_factory=deque)
+    rows: deque[tuple[float, dict[str, tuple[float, ...]]]] = field(default_factory=deque)
     seq: int = 0  # number of rows ever added
-    layout_version: int = 0  # bumped when a machine gets a new column
 
     def add(self, now: float, samples: dict[str, dict[str, float]], hostnames: dict[str, str] | None = None) -> None:
         """Append one row: ``samples`` maps machine id to :func:`machine_sample` output."""
         for mid in samples:
-            if mid not in self.machines:
-                self.machines[mid] = len(self.machines)
-                self.layout_version += 1
+            self.machines.setdefault(mid, len(self.machines))
         self.hostnames.update(hostnames or {})
-        row: dict[str, float] = {"time": now * 1000.0}  # Bokeh datetime axes want ms
-        for mid, index in self.machines.items():
-            sample = samples.get(mid) or {}
-            for metric in METRICS:
-                row[column(metric, index)] = sample.get(metric, NAN)
-        self.rows.append(row)
+        values = {mid: tuple(float(sample.get(m, NAN)) for m in METRICS) for mid, sample in samples.items()}
+        self.rows.append((now * 1000.0, values))  # Bokeh datetime axes want ms
         while len(self.rows) > self.maxlen:
             self.rows.popleft()
         self.seq += 1
 
-    def columns(self) -> list[str]:
-        return ["time"] + [column(m, i) for i in self.machines.values() for m in METRICS]
+    def _long(self, rows: list[tuple[float, dict[str, tuple[float, ...]]]]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {"time": [], "machine": [], "hostname": [], "colour": []}
+        metric_columns = [out.setdefault(metric, []) for metric in METRICS]
+        for when, values in rows:
+            for mid, sample in values.items():
+                out["time"].append(when)
+                out["machine"].append(mid)
+                out["hostname"].append(self.hostnames.get(mid, mid))
+                out["colour"].append(PALETTE[self.machines[mid] % len(PALETTE)])
+                for target, value in zip(metric_columns, sample):
+                    target.append(value)
+        return out
 
-    def source(self) -> dict[str, list[float]]:
-        """The whole history as ColumnDataSource data (machines added later are NaN before)."""
-        names = self.columns()
-        return {name: [row.get(name, NAN) for row in self.rows] for name in names}
+    def long_source(self) -> dict[str, list[Any]]:
+        """The whole history, one row per (sample, machine present then)."""
+        return self._long(list(self.rows))
 
-    def rows_since(self, seq: int) -> dict[str, list[float]]:
-        """Rows added after the history had ``seq`` rows, for ``ColumnDataSource.stream``."""
+    def long_rows_since(self, seq: int) -> dict[str, list[Any]]:
+        """The long-form rows of the samples added after the history had ``seq`` rows."""
         new = min(self.seq - seq, len(self.rows))
         if new <= 0:
             return {}
-        tail = list(self.rows)[-new:]
-        return {name: [row.get(name, NAN) for row in tail] for name in self.columns()}
+        return self._long(list(self.rows)[-new:])
 
     def latest_source(self) -> dict[str, list[Any]]:
-        """The latest reading of every machine, for a table."""
+        """The latest reading of every machine seen (None where it has none now), for a table."""
         out: dict[str, list[Any]] = {"machine": [], "hostname": []}
         for metric in METRICS:
             out[metric] = []
-        last = self.rows[-1] if self.rows else {}
-        for mid, index in self.machines.items():
+        last = self.rows[-1][1] if self.rows else {}
+        for mid in self.machines:
             out["machine"].append(mid)
             out["hostname"].append(self.hostnames.get(mid, mid))
-            for metric in METRICS:
-                value = last.get(column(metric, index), NAN)
-                out[metric].append(None if isinstance(value, float) and math.isnan(value) else value)
+            sample = last.get(mid)
+            for i, metric in enumerate(METRICS):
+                value = sample[i] if sample is not None else NAN
+                out[metric].append(None if math.isnan(value) else value)
         return out
