@@ -132,3 +132,19 @@ def test_example_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert re.search(r"workflow run \w+: \{.*'completed': 5", result.stdout)
     assert "page /caelum/workflows: HTTP 200" in result.stdout
+
+
+def test_scheduler_without_dashboard_still_collects() -> None:
+    import asyncio
+
+    from distributed import Scheduler
+
+    async def run() -> tuple[bool, bool]:
+        async with Scheduler(host="127.0.0.1", port=0, dashboard=False, dashboard_address=None,
+                             preload=["caelum_dask.scheduler"]) as scheduler:
+            state = scheduler.plugins["caelum-dashboard"]
+            events.emit(events.WORKFLOWS, "run-started", sink=scheduler, run_id="x", workflow="w",
+                        nodes=["a"], edges=[])
+            return state.bokeh_app is None, state.workflows.get("x") is not None
+
+    assert asyncio.run(run()) == (True, True)

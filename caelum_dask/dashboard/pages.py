@@ -51,7 +51,8 @@ PAGES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _interval() -> int:
+def update_interval_ms() -> int:
+    """How often an open page refreshes (``caelum.dashboard.update-interval-ms``)."""
     return int(config.get("dashboard.update-interval-ms", 1000))
 
 

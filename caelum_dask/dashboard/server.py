@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import functools
 import logging
+import pathlib
 from typing import Any
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader
 from tornado.ioloop import IOLoop
 
-from caelum_dask.dashboard.pages import PAGES, _interval, build
+from caelum_dask.dashboard.pages import PAGES, build, update_interval_ms
 
 logger = logging.getLogger(__name__)
 
 NAV_ENTRY = "caelum"
-_TEMPLATES = __import__("pathlib").Path(__file__).with_name("templates")
+_TEMPLATES = pathlib.Path(__file__).with_name("templates")
 
 
 @functools.cache
@@ -45,7 +46,7 @@ def page_doc(page: str, scheduler: Any, extra: dict[str, Any], doc: Any) -> None
     component = build(page, scheduler, extra.get("prefix", "/"), args)
     label = dict((p, lbl) for p, lbl, _ in PAGES).get(page, "Index")
     doc.title = f"caelum: {label}"
-    add_periodic_callback(doc, component, _interval())
+    add_periodic_callback(doc, component, update_interval_ms())
     doc.add_root(component.root)
     doc.template = _env().get_template("caelum.html")
     doc.template_variables.update(extra)
