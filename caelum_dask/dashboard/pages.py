@@ -59,7 +59,7 @@ def update_interval_ms() -> int:
 def _table(source: ColumnDataSource, columns: list[tuple[Any, ...] | TableColumn], **kwargs: Any) -> DataTable:
     """A table; a column is a TableColumn or ``(field, title[, relative width])``."""
     cols = [
-        c if isinstance(c, TableColumn) else TableColumn(field=c[0], title=c[1], **({"width": c[2]} if len(c) > 2 else {}))
+        c if isinstance(c, TableColumn) else TableColumn(field=c[0], title=c[1], width=c[2] if len(c) > 2 else 110)
         for c in columns
     ]
     kwargs.setdefault("sizing_mode", "stretch_width")
@@ -72,15 +72,14 @@ def _table(source: ColumnDataSource, columns: list[tuple[Any, ...] | TableColumn
     return table
 
 
-def _coloured(field: str, title: str, colour_field: str, width: int | None = None) -> TableColumn:
+def _coloured(field: str, title: str, colour_field: str, width: int = 80) -> TableColumn:
     """A table column whose text takes its colour from another column (status colours)."""
     fmt = StringFormatter(text_color=colour_field, font_style="bold")
-    return TableColumn(field=field, title=title, formatter=fmt, **({"width": width} if width else {}))
+    return TableColumn(field=field, title=title, formatter=fmt, width=width)
 
 
-def _number(field: str, title: str, fmt: str = "0.[00]", width: int | None = None) -> TableColumn:
-    return TableColumn(field=field, title=title, formatter=NumberFormatter(format=fmt),
-                       **({"width": width} if width else {}))
+def _number(field: str, title: str, fmt: str = "0.[00]", width: int = 80) -> TableColumn:
+    return TableColumn(field=field, title=title, formatter=NumberFormatter(format=fmt), width=width)
 
 
 def _fit(table: DataTable, rows: int, most: int = 600) -> None:
@@ -308,16 +307,16 @@ class Workflows:
         self.summary = Div(text="", sizing_mode="stretch_width", name="caelum-workflow-summary")
         self.runs = ColumnDataSource(wf_data.runs_source(wf_data.WorkflowRuns()))
         self.runs_table = _table(self.runs, [
-            ("run_id", "Run"), ("workflow", "Workflow"), _coloured("state", "State", "state_colour", 80),
+            ("run_id", "Run", 120), ("workflow", "Workflow", 140), _coloured("state", "State", "state_colour", 90),
             _number("nodes", "Tasks", "0"), _number("pending", "Pending", "0"),
             _number("running", "Running", "0"), _number("completed", "Completed", "0"),
             _number("cached", "Cached", "0"), _number("failed", "Failed", "0"),
-            ("started", "Started"), ("finished", "Finished"),
+            ("started", "Started", 150), ("finished", "Finished", 150),
         ], height=180, name="caelum-runs-table")
         self.runs.selected.on_change("indices", self._on_select)
         self.title = Div(text="", sizing_mode="stretch_width", name="caelum-run-title")
-        self.nodes = ColumnDataSource({k: [] for k in ("x", "y", "name", "label", "state", "colour", "size",
-                                                       "count", "detail", "machine")})
+        self.nodes = ColumnDataSource({k: [] for k in ("x", "y", "name", "label", "label_offset", "state",
+                                                       "colour", "size", "count", "detail", "machine")})
         self.edges = ColumnDataSource({"xs": [], "ys": []})
         self.dag = figure(height=520, sizing_mode="stretch_width", tools="pan,wheel_zoom,reset,save",
                           x_range=Range1d(-1.1, 1.1), y_range=Range1d(-1.1, 1.1))
@@ -327,7 +326,8 @@ class Workflows:
         glyph = self.dag.scatter(x="x", y="y", size="size", fill_color="colour", line_color="#333333",
                                  source=self.nodes)
         self.labels = self.dag.text(x="x", y="y", text="label", source=self.nodes, text_font_size="11px",
-                                    y_offset=-10, text_align="center", text_color="#333333")
+                                    y_offset="label_offset", text_align="center", text_baseline="top",
+                                    text_color="#333333")
         self.dag.add_tools(HoverTool(renderers=[glyph], tooltips=[
             ("task", "@name"), ("state", "@state"), ("tasks", "@count"), ("detail", "@detail"),
             ("machine", "@machine"),
@@ -337,8 +337,8 @@ class Workflows:
         )
         self.legend = Div(text=legend)
         self.node_table = _table(self.nodes, [
-            ("name", "Task (group)"), _coloured("state", "State", "colour", 90), _number("count", "Tasks", "0"),
-            ("detail", "States"), ("machine", "Machine"),
+            ("name", "Task (group)", 200), _coloured("state", "State", "colour", 90), _number("count", "Tasks", "0"),
+            ("detail", "States", 300), ("machine", "Machine", 150),
         ], height=240, name="caelum-dag-table")
         self.root = column(self.summary, self.runs_table, self.title, self.legend, self.dag, self.node_table,
                            sizing_mode="stretch_width")
@@ -372,6 +372,7 @@ class Workflows:
         data = wf_data.dag_source(run, self.aggregate_above)
         names = data["nodes"]["name"]
         data["nodes"]["label"] = names if len(names) <= LABELS_UP_TO else [""] * len(names)
+        data["nodes"]["label_offset"] = [size / 2 + 3 for size in data["nodes"]["size"]]  # below the dot
         _set(self.nodes, data["nodes"])
         _fit(self.node_table, len(names), 400)
         if self.structure != (run.run_id, run.structure_version):
@@ -394,7 +395,7 @@ class Tests:
         self.summary = Div(text="", sizing_mode="stretch_width")
         self.runs = ColumnDataSource(test_data.runs_source(test_data.TestRuns()))
         self.runs_table = _table(self.runs, [
-            ("run_id", "Run"), ("state", "State"), ("shards", "Shards"), _number("tests", "Tests", "0"),
+            ("run_id", "Run", 120), ("state", "State"), ("shards", "Shards"), _number("tests", "Tests", "0"),
             *(_number(o, o.title(), "0") for o in test_data.OUTCOMES), _number("duration", "Shard time s"),
         ], height=150)
         self.runs.selected.on_change("indices", self._on_select)
@@ -430,6 +431,7 @@ class Tests:
         if runs.version != self.runs_version:
             self.runs_version = runs.version
             _set(self.runs, test_data.runs_source(runs))
+            _fit(self.runs_table, len(runs.runs), 300)
         run = runs.get(self.pinned) if self.pinned else runs.latest()
         text = _message(f"run {run.run_id}: {run.state}, {len(run.shards)} shards finished" if run else NO_TESTS)
         if self.summary.text != text:
@@ -442,6 +444,7 @@ class Tests:
         self.machine_fig.height = max(160, 60 + 26 * len(data["machine"]))
         self.per_machine.data = data
         self.shards.data = test_data.shards_source(run)
+        _fit(self.shards_table, len(run.shards), 500)
 
 
 class LLM:
@@ -453,8 +456,8 @@ class LLM:
         self.summary = Div(text="", sizing_mode="stretch_width")
         self.backends = ColumnDataSource(llm_data.backends_source(llm_data.LLMState()))
         self.table = _table(self.backends, [
-            ("url", "Backend"), ("machine", "Machine"), _coloured("up", "Status", "status_colour", 60),
-            ("models", "Models"), ("loaded", "Loaded"), _number("in_flight", "In flight", "0"),
+            ("url", "Backend", 170), ("machine", "Machine"), _coloured("up", "Status", "status_colour", 60),
+            ("models", "Models", 200), ("loaded", "Loaded", 150), _number("in_flight", "In flight", "0"),
             _number("requests", "Requests", "0"), _number("errors", "Errors", "0"),
             _number("latency_mean", "Mean latency s", "0.000"), _number("latency_p95", "p95 s", "0.000"),
             ("reason", "Last failure"),
@@ -480,6 +483,7 @@ class LLM:
             return
         self.version = llm.version
         self.backends.data = llm_data.backends_source(llm)
+        _fit(self.table, len(self.backends.data["url"]), 400)
         self.latency.data = llm_data.latency_source(llm)
 
 
