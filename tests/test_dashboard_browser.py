@@ -156,6 +156,16 @@ def test_every_page_in_a_browser(process_cluster: Any, page: Page) -> None:
         page.wait_for("parse-0 failed")
         page.screenshot("workflows")
 
+        # a run above the aggregation threshold is drawn as task groups, selected by URL
+        big = [f"shard-{i}" for i in range(1000)] + [f"merge-{i}" for i in range(100)]
+        events.emit(events.WORKFLOWS, "run-started", sink=client, run_id="run-big", workflow="big-wf",
+                    nodes=big, edges=[[f"shard-{i}", f"merge-{i // 10}"] for i in range(1000)])
+        events.emit(events.WORKFLOWS, "task-state", sink=client, run_id="run-big", task="shard-3",
+                    state="running", worker="w", machine="gpu-box")
+        page.open(f"{base}/caelum/workflows?run=run-big", "drawn as 2 task groups",
+                  "shard running 1000 999 pending, 1 running", "merge pending 100 100 pending")
+        page.screenshot("workflows-aggregated")
+
         for path, expected in [("utilisation", "machines, one sample per"), ("tasks", "4 completed"),
                                ("tests", "no test runs yet"), ("llm", "no LLM pool activity yet")]:
             page.open(f"{base}/caelum/{path}", expected)
