@@ -18,6 +18,7 @@ import time
 from distributed import get_worker
 
 from caelum_dask import ResourceRequirements, UnsatisfiableRequirement, connect, machines
+from caelum_dask.dashboard import pages_url
 
 
 def where_am_i() -> str:
@@ -78,6 +79,7 @@ def main() -> int:
 
             section("dashboard")
             print(f"Dask dashboard: {client.dashboard_link}")
+            print(f"caelum pages:   {pages_url(client.dashboard_link)}")
             print("(the cluster stops when this demo ends; run `caelum scheduler` for a lasting one)")
         finally:
             if gpu_box.poll() is None:

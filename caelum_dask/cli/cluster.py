@@ -211,7 +211,8 @@ def _check_reachable(address: str, timeout: float | None = None, security: Any =
 def status(scheduler: str | None, tls: str | None, tls_name: str | None, as_json: bool) -> None:
     """Machines of the cluster: resources, GPUs, services, status and heartbeats.
 
-    --json prints {"scheduler", "dashboard", "embedded", "machines": [MachineNode…]} (README).
+    --json prints {"scheduler", "dashboard", "caelum_dashboard", "embedded",
+    "machines": [MachineNode…]} (README); caelum_dashboard is the caelum pages' index.
     """
     with open_client(scheduler, quiet=as_json, tls=tls, tls_name=tls_name) as client:
         report = status_report(client, scheduler)
@@ -221,6 +222,8 @@ def status(scheduler: str | None, tls: str | None, tls_name: str | None, as_json
         return
     click.echo(f"scheduler  {report['scheduler']}")
     click.echo(f"dashboard  {report['dashboard']}")
+    if report["caelum_dashboard"]:
+        click.echo(f"caelum     {report['caelum_dashboard']}")
     click.echo(f"machines   {len(nodes)}")
     for node in nodes:
         click.echo("")
