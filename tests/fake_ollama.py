@@ -10,6 +10,8 @@ Python client talks to it unchanged. Knobs that make routing observable:
 * ``latency`` seconds per request (spread over the streamed tokens), ``load_latency`` seconds
   to load a model that is not in memory yet, ``parallel=1`` serves one request at a time
   (Ollama's ``OLLAMA_NUM_PARALLEL``), ``max_loaded`` models kept in memory (LRU eviction);
+* ``hold_after_first``: a ``threading.Event`` the server waits for after the first streamed
+  chunk (proves a proxy forwards chunks as they come, without timing anything);
 * ``fail_next(n, status)`` answers the next n requests with an error, ``error_mid_stream``
   sends an ``{"error": …}`` line after k chunks (what Ollama does when a runner crashes),
   ``die_mid_stream`` closes the server (listening socket and connections) after k chunks,
@@ -116,6 +118,7 @@ class FakeOllama:
     name: str = "fake"
     model_size_gb: float = 2.0
     port: int = 0
+    hold_after_first: threading.Event | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -325,6 +328,16 @@ class _Handler(RequestHandler):
         if model not in self.fake._models:
             self._error(404, f'model "{raw}" not found, try pulling it first')
             return None
+        if "options" in body and not isinstance(body["options"], dict):
+            self._error(400, "json: cannot unmarshal string into Go struct field GenerateRequest.options "
+                             "of type map[string]interface {}")
+            return None
+        messages = body.get("messages")
+        if path == "/api/chat" and (not isinstance(messages, list) or any(
+                not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "tool")
+                for m in messages)):
+            self._error(400, "invalid message format: every message needs a role of system, user, assistant or tool")
+            return None
         return model, fault
 
     async def _run(self, model: str, body: dict[str, Any], chunks: list[dict[str, Any]],
@@ -382,6 +395,8 @@ class _Handler(RequestHandler):
                     await asyncio.sleep(step)
                 self.write(json.dumps({**common, "created_at": _now(), **chunk, "done": False}) + "\n")
                 await self.flush()
+                if index == 0 and fake.hold_after_first is not None:
+                    await asyncio.to_thread(fake.hold_after_first.wait, 60)
             total = int((time.perf_counter() - started) * 1e9)
             self.write(json.dumps({**common, "created_at": _now(), **empty, "done": True, "done_reason": "stop", **timing,
                                    "total_duration": total, "eval_duration": total}) + "\n")
