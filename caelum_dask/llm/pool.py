@@ -105,6 +105,8 @@ class LLMPool:
         self._ready = threading.Event()
         self._start_lock = threading.Lock()
         self._closed = False
+        self._local = threading.local()
+        self._sync_clients: list[httpx.Client] = []
         self.refresh_error: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -150,6 +152,8 @@ class LLMPool:
             self._thread.join(10)
             self._loop.close()
         self._closed = True
+        for http in self._sync_clients:
+            http.close()
         self._flush_events()
         if self._owns_client and self.client is not None:
             self.client.close()
@@ -351,31 +355,103 @@ class LLMPool:
                 raise self._give_up(model, tried, last, exc) from None
             started = time.perf_counter()
             try:
-                response = await http.post(backend.url + path, json=body)
-                if response.status_code >= 400:
-                    raise self._classify(backend, response.status_code, response.text)
-                data = response.json()
-            except (httpx.HTTPError, ValueError) as exc:
-                last = f"{backend.url}: {discovery._reason(exc)}"
-                self._failed(backend, model, last, time.perf_counter() - started)
+                response: httpx.Response | Exception = await http.post(backend.url + path, json=body)
+            except httpx.HTTPError as exc:
+                response = exc
+            outcome = self._settle(backend, model, response, started)
+            if isinstance(outcome, str):
+                last = outcome
                 tried.append(backend.url)
                 continue
-            except _Retry as exc:
-                last = exc.reason
-                self._failed(backend, model, last, time.perf_counter() - started, cool=exc.cool)
-                if not exc.cool:
-                    self.router.forget_model(backend, model)
-                tried.append(backend.url)
-                continue
-            except BackendError:
-                self.router.release(backend, model=model, ok=False, cool=False)
-                raise
-            if isinstance(data, dict) and data.get("error"):
-                self.router.release(backend, model=model, ok=False, cool=False)
-                raise BackendError(f"{backend.url}: {data['error']}", 500, backend.url)
-            self._succeeded(backend, model, time.perf_counter() - started)
-            return data, backend
+            return outcome, backend
         raise NoBackendAvailable(f"model {model!r}: {len(tried)} backend(s) failed this request; last failure: {last}")
+
+    def request(self, path: str, body: Message, *, session: str | None = None) -> tuple[Message, Backend]:
+        """The sync twin of :meth:`arequest`, run in the caller's thread (no thread hop)."""
+        model = _model_of(body)
+        self._start()
+        self._ready.wait(30)
+        tried: list[str] = []
+        last: str | None = None
+        http = self._sync_client()
+        for _attempt in range(self.retries + 1):
+            try:
+                backend = self._acquire_sync(model, tried, session)
+            except (ModelUnavailable, NoBackendAvailable) as exc:
+                raise self._give_up(model, tried, last, exc) from None
+            started = time.perf_counter()
+            try:
+                response: httpx.Response | Exception = http.post(backend.url + path, json=body)
+            except httpx.HTTPError as exc:
+                response = exc
+            outcome = self._settle(backend, model, response, started)
+            if isinstance(outcome, str):
+                last = outcome
+                tried.append(backend.url)
+                continue
+            return outcome, backend
+        raise NoBackendAvailable(f"model {model!r}: {len(tried)} backend(s) failed this request; last failure: {last}")
+
+    def _settle(self, backend: Backend, model: str, response: httpx.Response | Exception,
+                started: float) -> Message | str:
+        """Account for one attempt: the reply's JSON, or a failure reason (str) to retry on.
+
+        Raises :class:`BackendError` for failures that retrying elsewhere would not fix.
+        """
+        latency = time.perf_counter() - started
+        try:
+            if isinstance(response, Exception):
+                raise response
+            if response.status_code >= 400:
+                raise self._classify(backend, response.status_code, response.text)
+            data = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            reason = f"{backend.url}: {discovery._reason(exc)}"
+            self._failed(backend, model, reason, latency)
+            return reason
+        except _Retry as exc:
+            self._failed(backend, model, exc.reason, latency, cool=exc.cool)
+            if not exc.cool:
+                self.router.forget_model(backend, model)
+            return exc.reason
+        except BackendError:
+            self.router.release(backend, model=model, ok=False, cool=False)
+            raise
+        if isinstance(data, dict) and data.get("error"):
+            self.router.release(backend, model=model, ok=False, cool=False)
+            raise BackendError(f"{backend.url}: {data['error']}", 500, backend.url)
+        self._succeeded(backend, model, latency)
+        return data
+
+    def _acquire_sync(self, model: str, exclude: list[str], session: str | None) -> Backend:
+        deadline = time.monotonic() + self.queue_timeout
+        while True:
+            event = threading.Event()
+            with self._waiters_lock:
+                self._waiters.add(event.set)
+            try:
+                backend = self.router.choose(model, exclude=exclude, session=session)
+                if backend is not None:
+                    return backend
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise NoBackendAvailable(
+                        f"every backend serving {model!r} stayed at its concurrency cap for "
+                        f"{self.queue_timeout:g}s; raise caelum.llm.max-in-flight or add machines")
+                event.wait(left)
+            finally:
+                with self._waiters_lock:
+                    self._waiters.discard(event.set)
+
+    def _sync_client(self) -> httpx.Client:
+        """One sync httpx client per calling thread (httpx clients are not shared across threads)."""
+        http = getattr(self._local, "http", None)
+        if http is None:
+            timeout = httpx.Timeout(self.request_timeout, connect=min(5.0, self.request_timeout))
+            http = self._local.http = httpx.Client(timeout=timeout)
+            with self._waiters_lock:
+                self._sync_clients.append(http)
+        return http
 
     async def astream(self, path: str, body: Message, *,
                       session: str | None = None) -> tuple[Backend, AsyncIterator[bytes]]:
@@ -479,23 +555,24 @@ class LLMPool:
     def generate(self, model: str, prompt: str = "", *, stream: bool = False,
                  session: str | None = None, **fields: Any) -> Any:
         """``/api/generate`` on the best backend; ``stream=True`` returns an iterator of chunks."""
-        return self._call(self.agenerate(model, prompt, stream=stream, session=session, **fields), stream)
+        if stream:
+            return self._iterate(self._run(self.agenerate(model, prompt, stream=True, session=session, **fields)))
+        body = {"model": model, "prompt": prompt, **fields, "stream": False}
+        return self.request("/api/generate", body, session=session)[0]
 
     def chat(self, model: str, messages: Sequence[Message], *, stream: bool = False,
              session: str | None = None, **fields: Any) -> Any:
         """``/api/chat`` on the best backend; ``stream=True`` returns an iterator of chunks."""
-        return self._call(self.achat(model, messages, stream=stream, session=session, **fields), stream)
+        if stream:
+            return self._iterate(self._run(self.achat(model, messages, stream=True, session=session, **fields)))
+        body = {"model": model, "messages": list(messages), **fields, "stream": False}
+        return self.request("/api/chat", body, session=session)[0]
 
     def embed(self, model: str, input: str | Sequence[str], *, session: str | None = None,
               **fields: Any) -> Message:
         """``/api/embed`` on the best backend."""
-        return self._call(self.aembed(model, input, session=session, **fields), False)
-
-    def _call(self, coro: Any, stream: bool) -> Any:
-        result = self._run(coro)
-        if not stream:
-            return result
-        return self._iterate(result)
+        body = {"model": model, "input": input if isinstance(input, str) else list(input), **fields}
+        return self.request("/api/embed", body, session=session)[0]
 
     def _iterate(self, parts: AsyncIterator[Message]) -> Iterator[Message]:
         loop = self._start()

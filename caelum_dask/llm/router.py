@@ -157,10 +157,11 @@ class Router:
         return next((b for b in free if b.url == entry[0]), None)
 
     def _is_warm(self, backend: Backend, model: str, now: float) -> bool:
+        """Loaded per the last /api/ps, or served here since that probe (ps is the truth then)."""
         if backend.is_loaded(model):
             return True
         seen = self._warm.get((backend.url, model))
-        return seen is not None and now - seen < self.settings.warm_hint_ttl
+        return seen is not None and seen > backend.checked_at and time.time() - seen < self.settings.warm_hint_ttl
 
     def _key(self, backend: Backend, model: str, now: float) -> tuple[int, float, int]:
         free = backend.gpu_free_gb
@@ -191,7 +192,7 @@ class Router:
             if ok:
                 health.failures = 0
                 health.served += 1
-                self._warm[(backend.url, normalize_model(model))] = time.monotonic()
+                self._warm[(backend.url, normalize_model(model))] = time.time()
                 if latency_s is not None:
                     health.latency_ewma = latency_s if health.latency_ewma is None else (
                         0.8 * health.latency_ewma + 0.2 * latency_s)
