@@ -161,15 +161,16 @@ def warm_hits(requests: int, load_latency: float, latency: float) -> tuple[float
     def hit(resp: dict) -> bool:
         return resp["load_duration"] < load_latency * 1e9 / 2
 
-    async def pooled(fakes: list[FakeOllama]) -> float:
+    async def pooled(fakes: list[FakeOllama], cap: int) -> float:
         hits = 0
         async with LLMPool(backends=[f.url for f in fakes], refresh_interval=0.5,
-                           settings=RouterSettings(max_in_flight=2)) as pool:
+                           settings=RouterSettings(max_in_flight=cap)) as pool:
             await pool._await_ready()
 
             async def call(i: int) -> None:
                 nonlocal hits
-                hits += hit(await pool.agenerate(workload[i], "x"))
+                reply = await pool.agenerate(workload[i], "x")  # await first: `hits +=` must not span it
+                hits += hit(reply)
             await _drive(call, requests, 4)
         return hits / requests
 
@@ -181,21 +182,24 @@ def warm_hits(requests: int, load_latency: float, latency: float) -> tuple[float
                 nonlocal hits
                 url = pick.choice(fakes).url
                 r = await http.post(f"{url}/api/generate", json={"model": workload[i], "prompt": "x", "stream": False})
-                hits += hit(r.json())
+                hits += hit(r.json())  # (the await above is complete here)
             await _drive(call, requests, 4)
         return hits / requests
 
-    fakes = start()
-    ours = asyncio.run(pooled(fakes))
-    for f in fakes:
-        f.kill()
+    rates = {}
+    for cap in (4, 1):
+        fakes = start()
+        rates[cap] = asyncio.run(pooled(fakes, cap))
+        for f in fakes:
+            f.kill()
     fakes = start()
     base = asyncio.run(randomly(fakes))
     for f in fakes:
         f.kill()
-    print(f"  warm-model hit rate: pool {ours:.0%} vs random routing {base:.0%} "
-          f"({requests} requests over 4 models, 4 backends holding 1 model each)")
-    return ours, base
+    print(f"  warm-model hit rate: pool {rates[4]:.0%} (max-in-flight 4, the default) / {rates[1]:.0%} "
+          f"(max-in-flight 1: a busy warm backend spills to cold ones) vs random routing {base:.0%} "
+          f"({requests} requests over 4 models, 4 callers, 4 backends holding 1 model each)")
+    return rates[4], base
 
 
 def main() -> None:
