@@ -168,12 +168,27 @@ class LLMDiscovery(WorkerPlugin):
         self.report = {"hostname": describe_local_machine()["hostname"], "backends": list(reports), "gpus": gpus}
         for report in reports:
             previous = self._was_up.get(report["url"])
+            if report["up"] and not previous:
+                await self._register_service(report["url"])
             if previous and not report["up"]:
                 self._emit("backend-down", backend=report["url"], reason=report["error"] or "unreachable")
             elif previous is False and report["up"]:
                 self._emit("backend-up", backend=report["url"])
             self._was_up[report["url"]] = report["up"]
         return self.report
+
+    async def _register_service(self, url: str) -> None:
+        """Show the server in the machine registry's service table (``caelum status``)."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.hostname not in ("127.0.0.1", "localhost", "::1", self.worker.ip) or not parts.port:
+            return
+        hostname = self.report.get("hostname") or ""
+        name = "ollama" if url == configured_hosts()[0] else f"ollama-{parts.port}"
+        try:
+            await self.worker.scheduler.caelum_register_service(
+                machine=machine_id(hostname, self.worker.ip), name=name, port=parts.port)
+        except Exception:  # a scheduler without the caelum registry: nothing to record
+            logger.debug("could not register %s", url, exc_info=True)
 
     def _emit(self, event: str, **fields: Any) -> None:
         try:
