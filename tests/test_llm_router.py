@@ -10,7 +10,7 @@ import asyncio
 import threading
 
 import pytest
-from llm_fixtures import fakes, wait_for  # noqa: F401
+from llm_fixtures import fakes  # noqa: F401
 
 from caelum_dask.llm import Backend, BackendError, LLMPool, ModelUnavailable, NoBackendAvailable, Router
 from caelum_dask.llm.backend import reachable_url

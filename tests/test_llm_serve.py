@@ -8,7 +8,7 @@ import threading
 import httpx
 import ollama
 import pytest
-from llm_fixtures import fakes, llm_serve, wait_for  # noqa: F401
+from llm_fixtures import fakes, llm_serve  # noqa: F401
 
 M = "llama3.2:latest"
 
@@ -94,3 +94,13 @@ def test_async_ollama_client_through_serve(fakes, llm_serve) -> None:  # noqa: F
     texts = asyncio.run(run())
     assert sorted(t.split(":")[1].strip() for t in texts) == sorted(f"p{i}" for i in range(8))
     assert {t.split(":")[0] for t in texts} == {"echo from a", "echo from b"}  # both served
+
+
+def test_session_header_keeps_a_conversation_on_one_backend(fakes, llm_serve) -> None:  # noqa: F811
+    a = fakes(models=[M], loaded=[M], name="a")
+    b = fakes(models=[M], loaded=[M], name="b")
+    served = llm_serve("--backend", a.url, "--backend", b.url)
+    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+    with httpx.Client(base_url=served.url, headers={"X-Caelum-Session": "conv-7"}) as http:
+        backends = {http.post("/api/chat", json=body).headers["x-caelum-backend"] for _ in range(6)}
+    assert len(backends) == 1 and backends <= {a.url, b.url}

@@ -38,7 +38,7 @@ import httpx
 from caelum_dask import config, events
 from caelum_dask.errors import InvalidInput
 from caelum_dask.llm import discovery
-from caelum_dask.llm.backend import Backend, normalize_model
+from caelum_dask.llm.backend import Backend
 from caelum_dask.llm.errors import BackendError, ModelUnavailable, NoBackendAvailable
 from caelum_dask.llm.router import Router, RouterSettings
 
