@@ -82,6 +82,9 @@ class LLMPool:
 
             client = connect()
             self._owns_client = True
+        if client is not None and getattr(client, "asynchronous", False):
+            raise InvalidInput("LLMPool needs a synchronous distributed.Client (its async methods work from "
+                               "any event loop); create the client without asynchronous=True")
         self.client = client
         self._urls = [discovery.parse_host(u) for u in backends] if backends is not None else None
         self.router = Router(settings or RouterSettings.from_config())
