@@ -9,6 +9,10 @@ worker ``metrics`` entry, which Dask ships with every heartbeat and the schedule
 ``WorkerState.metrics``: no side channel, no extra connections. Pools read the table through
 :func:`fetch_backends` (one ``run_on_scheduler`` call that merges the workers of a machine).
 
+Workers started with the caelum preload add the plugin at start-up (``caelum.llm.
+discover-on-start``), so the table is there before anyone asks; plain ``dask worker``s get it
+from the first pool that needs it.
+
 An unreachable server is reported ``up: false`` with the reason and a ``backend-down`` event
 on ``caelum.llm``; it is never an error for the worker.
 """
@@ -233,8 +237,9 @@ def ensure_discovery(client: Any, timeout: float = 10.0) -> None:
     Waits until every worker has sent a report, or ``timeout`` seconds; a worker that is slow
     to report simply joins the table at its next heartbeat.
     """
-    has_plugin = client.run_on_scheduler(_has_plugin)
-    if not has_plugin:
+    # Workers with the caelum preload already run it; register it for the others (and for
+    # workers that join later) unless every worker reports already.
+    if not client.run_on_scheduler(_has_plugin) and not client.run_on_scheduler(_all_reported):
         client.register_plugin(LLMDiscovery(), name=PLUGIN_NAME)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -248,7 +253,8 @@ def _has_plugin(dask_scheduler: Any) -> bool:
 
 
 def _all_reported(dask_scheduler: Any) -> bool:
-    return all(METRICS_KEY in (ws.metrics or {}) for ws in dask_scheduler.workers.values())
+    workers = dask_scheduler.workers.values()
+    return bool(workers) and all(METRICS_KEY in (ws.metrics or {}) for ws in workers)
 
 
 def fetch_backends(client: Any) -> list[Backend]:
