@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 from llm_fixtures import fakes  # noqa: F401
@@ -226,3 +227,17 @@ def test_embed_and_async_api(fakes) -> None:  # noqa: F811
 
     one, two = asyncio.run(run())
     assert len(one["embeddings"]) == 2 and one["embeddings"][0] == two["embeddings"][0]
+
+
+def test_cold_start_avoids_evicting_a_model_in_use() -> None:
+    other = "qwen2.5:0.5b"
+    busy = _backend("http://busy", models=(M, other))
+    idle = _backend("http://idle", models=(M, other))
+    router = Router(RouterSettings(max_in_flight=8))
+    router.update([busy, idle])
+    busy.checked_at = idle.checked_at = time.time() - 5  # the last probe was before this:
+    router.release(busy, model=other, ok=True, latency_s=0.1)  # qwen was just served on "busy"
+    for _ in range(5):
+        chosen = router.choose(M)  # llama3.2 is cold everywhere: load it where nothing else runs
+        assert chosen.url == "http://idle"
+        router.release(chosen, model=M, ok=False, cool=False)

@@ -9,7 +9,9 @@ cooling down and are below their concurrency cap:
 3. the most free GPU memory (NVML), compared in ``gpu-memory-step-gb`` steps so that small
    differences in readings never outweigh load;
 4. the fewest requests in flight;
-5. ties: power of two choices — two tied backends drawn at random, the one with the lower
+5. for a cold start, the backend where the fewest other models were in use lately (loading
+   evicts as little live work as possible);
+6. ties: power of two choices — two tied backends drawn at random, the one with the lower
    recent latency wins — which spreads load without herding onto one "best" backend.
 
 A backend that fails (connection refused, 5xx, died mid-stream) is cooled down —
@@ -49,6 +51,7 @@ class RouterSettings:
     sticky_ttl: float = 300.0
     gpu_step_gb: float = 4.0
     warm_hint_ttl: float = 60.0
+    recent_use_s: float = 10.0
     caps: dict[str, int] = field(default_factory=dict)  # per-backend URL overrides
 
     @classmethod
@@ -163,11 +166,20 @@ class Router:
         seen = self._warm.get((backend.url, model))
         return seen is not None and seen > backend.checked_at and time.time() - seen < self.settings.warm_hint_ttl
 
-    def _key(self, backend: Backend, model: str, now: float) -> tuple[int, float, int]:
+    def _key(self, backend: Backend, model: str, now: float) -> tuple[int, float, int, int]:
         free = backend.gpu_free_gb
         step = self.settings.gpu_step_gb or 1.0
         bucket = int(free // step) if free is not None else 0
-        return (int(self._is_warm(backend, model, now)), bucket, -self._health[backend.url].in_flight)
+        warm = self._is_warm(backend, model, now)
+        # last, before the random tie-break: loading a model here should evict as little
+        # recently used work as possible
+        busy = 0 if warm else self._other_models_in_use(backend, model)
+        return (int(warm), bucket, -self._health[backend.url].in_flight, -busy)
+
+    def _other_models_in_use(self, backend: Backend, model: str) -> int:
+        recent = time.time() - self.settings.recent_use_s
+        return sum(1 for (url, name), seen in self._warm.items()
+                   if url == backend.url and name != model and seen > recent)
 
     def _best(self, model: str, free: list[Backend], now: float) -> Backend:
         keyed = [(self._key(b, model, now), b) for b in free]
