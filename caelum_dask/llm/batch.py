@@ -170,7 +170,7 @@ def run_map(client: Any, model: str, items: Sequence[Any], *, kind: str = "gener
             exc = future.exception()
             if isinstance(exc, LocalBackendFailed) and exc.worker:
                 failed_workers.add(exc.worker)
-            if attempts[index] < retries and len(workers) > 1:
+            if attempts[index] < retries:  # elsewhere when possible; else the same worker again
                 attempts[index] += 1
                 pending.add(submit(index))
                 continue

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import threading
@@ -170,6 +171,8 @@ class LLMPool:
     async def _shutdown(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._refresher
         http = self._http.pop(asyncio.get_running_loop(), None)
         if http is not None:
             await http.aclose()
