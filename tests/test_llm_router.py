@@ -241,3 +241,26 @@ def test_cold_start_avoids_evicting_a_model_in_use() -> None:
         chosen = router.choose(M)  # llama3.2 is cold everywhere: load it where nothing else runs
         assert chosen.url == "http://idle"
         router.release(chosen, model=M, ok=False, cool=False)
+
+
+def test_cancelled_requests_free_their_slot(fakes) -> None:  # noqa: F811
+    gate = threading.Event()
+    a = fakes(models=[M], loaded=[M], hold_after_first=gate, parallel=1)
+
+    async def run(pool: LLMPool) -> None:
+        stream = await pool.agenerate("llama3.2", "a b c d", stream=True)
+        await stream.__anext__()
+        await stream.aclose()  # the caller goes away mid-stream
+        task = asyncio.ensure_future(pool.agenerate("llama3.2", "x"))
+        while len(a.served("/api/generate")) < 2:  # queued at the one-at-a-time backend
+            await asyncio.sleep(0.01)
+        assert pool.router.health(a.url)["in_flight"] == 1
+        task.cancel()  # ... and this caller gives up too
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with LLMPool(backends=[a.url]) as pool:
+        asyncio.run(run(pool))
+        assert pool.router.health(a.url)["in_flight"] == 0  # both slots are free again
+        gate.set()
+        assert pool.generate("llama3.2", "after")["done"]

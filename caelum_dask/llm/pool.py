@@ -364,6 +364,9 @@ class LLMPool:
                 response: httpx.Response | Exception = await http.post(backend.url + path, json=body)
             except httpx.HTTPError as exc:
                 response = exc
+            except BaseException:  # cancelled (the caller went away): free the slot
+                self.router.release(backend, model=model, ok=False, cool=False)
+                raise
             outcome = self._settle(backend, model, response, started)
             if isinstance(outcome, str):
                 last = outcome
@@ -492,10 +495,10 @@ class LLMPool:
                     error = _error_of(first)
                     if error:
                         raise _Retry(f"{backend.url}: {error}")
-            except (httpx.HTTPError, _Retry, BackendError) as exc:
+            except BaseException as exc:
                 if response is not None:
                     await response.aclose()
-                if isinstance(exc, BackendError):
+                if not isinstance(exc, (httpx.HTTPError, _Retry)):  # BackendError, cancellation
                     self.router.release(backend, model=model, ok=False, cool=False)
                     raise
                 cool = exc.cool if isinstance(exc, _Retry) else True
