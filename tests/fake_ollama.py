@@ -2,7 +2,8 @@
 
 It is the only fake in the LLM tests: no model can be downloaded here, so this server speaks
 Ollama's REST protocol (the JSON shapes of ``/api/tags``, ``/api/ps``, ``/api/version``,
-``/api/generate``, ``/api/chat``, ``/api/embed``, ``/api/show`` and ``/api/pull``, NDJSON
+``/api/generate``, ``/api/chat``, ``/api/embed``, ``/api/show`` and ``/api/pull``, and the
+OpenAI-compatible ``/v1/models``, ``/v1/chat/completions`` (SSE) and ``/v1/embeddings``; NDJSON
 streaming with ``stream`` defaulting to true, ``{"error": …}`` bodies and lines, ``:latest``
 tag normalisation, models loaded on first use with ``load_duration``) and the real ``ollama``
 Python client talks to it unchanged. Knobs that make routing observable:
@@ -288,6 +289,10 @@ class _Handler(RequestHandler):
             self._json(self.fake._tags())
         elif path == "api/ps":
             self._json(self.fake._ps())
+        elif path == "v1/models":
+            self._json({"object": "list", "data": [
+                {"id": m, "object": "model", "created": int(t), "owned_by": "library"}
+                for m, t in self.fake._models.items()]})
         else:
             self._error(404, "404 page not found")
 
@@ -305,6 +310,8 @@ class _Handler(RequestHandler):
             "api/embeddings": self._embeddings,
             "api/show": self._show,
             "api/pull": self._pull,
+            "v1/chat/completions": self._openai_chat,
+            "v1/embeddings": self._openai_embeddings,
         }
         handler = routes.get(path)
         if handler is None:
@@ -489,6 +496,58 @@ class _Handler(RequestHandler):
             "capabilities": ["completion"],
             "modified_at": _now(),
         })
+
+    # -- the OpenAI-compatible endpoints Ollama also serves ----------------------------------
+    def _openai_error(self, status: int, message: str) -> None:
+        self._json({"error": {"message": message, "type": "api_error", "param": None, "code": None}}, status)
+
+    async def _openai_chat(self, body: dict[str, Any]) -> None:
+        raw = body.get("model")
+        model = normalize(str(raw or ""))
+        self.fake.requests.append({"path": "/v1/chat/completions", "model": model, "time": time.time(), "body": body})
+        fault = self.fake._take_fault()
+        if fault is not None and fault.kind == "status":
+            self._openai_error(fault.status, fault.message)
+            return
+        if not raw or model not in self.fake._models:
+            self._openai_error(404, f'model "{raw}" not found, try pulling it first')
+            return
+        messages = body.get("messages") or []
+        last = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+        words = self._words(str(last))
+        self.fake._touch(model)
+        common = {"id": f"chatcmpl-{len(self.fake.requests)}", "created": int(time.time()), "model": model,
+                  "system_fingerprint": "fp_ollama"}
+        if self.fake.latency:
+            await asyncio.sleep(self.fake.latency)
+        if not body.get("stream"):
+            self._json({**common, "object": "chat.completion", "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "".join(words)}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 8, "completion_tokens": len(words), "total_tokens": 8 + len(words)}})
+            return
+        self.set_header("Content-Type", "text/event-stream")
+        for word in [*words, None]:
+            delta = {"role": "assistant", "content": word or ""}
+            chunk = {**common, "object": "chat.completion.chunk", "choices": [
+                {"index": 0, "delta": delta, "finish_reason": None if word is not None else "stop"}]}
+            self.write(f"data: {json.dumps(chunk)}\n\n")
+            await self.flush()
+        self.write("data: [DONE]\n\n")
+        self.finish()
+
+    async def _openai_embeddings(self, body: dict[str, Any]) -> None:
+        raw = body.get("model")
+        model = normalize(str(raw or ""))
+        self.fake.requests.append({"path": "/v1/embeddings", "model": model, "time": time.time(), "body": body})
+        if not raw or model not in self.fake._models:
+            self._openai_error(404, f'model "{raw}" not found, try pulling it first')
+            return
+        inputs = body.get("input", "")
+        inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+        self._json({"object": "list", "model": model,
+                    "data": [{"object": "embedding", "embedding": self._vector(str(t)), "index": i}
+                             for i, t in enumerate(inputs)],
+                    "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)}})
 
     async def _pull(self, body: dict[str, Any]) -> None:
         raw = body.get("model") or body.get("name")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 
 import httpx
@@ -104,3 +105,28 @@ def test_session_header_keeps_a_conversation_on_one_backend(fakes, llm_serve) ->
     with httpx.Client(base_url=served.url, headers={"X-Caelum-Session": "conv-7"}) as http:
         backends = {http.post("/api/chat", json=body).headers["x-caelum-backend"] for _ in range(6)}
     assert len(backends) == 1 and backends <= {a.url, b.url}
+
+
+def test_openai_compatible_endpoints_through_serve(fakes, llm_serve) -> None:  # noqa: F811
+    a = fakes(models=[M, "nomic-embed-text"], loaded=[M], name="a")
+    b = fakes(models=["qwen2.5:0.5b"], name="b")
+    served = llm_serve("--backend", a.url, "--backend", b.url)
+    with httpx.Client(base_url=served.url) as http:
+        models = http.get("/v1/models").json()
+        assert models["object"] == "list"
+        assert sorted(m["id"] for m in models["data"]) == sorted([M, "nomic-embed-text:latest", "qwen2.5:0.5b"])
+        chat = {"model": "qwen2.5:0.5b", "messages": [{"role": "user", "content": "hi there"}]}
+        reply = http.post("/v1/chat/completions", json=chat)
+        assert reply.headers["x-caelum-backend"] == b.url
+        assert reply.json()["choices"][0]["message"]["content"] == "echo from b: hi there"
+        with http.stream("POST", "/v1/chat/completions", json={**chat, "stream": True}) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            lines = list(stream.iter_lines())
+        events = [line for line in lines if line]
+        assert events[-1] == "data: [DONE]" and lines[1] == ""  # SSE framing kept
+        text = "".join(json.loads(e[6:])["choices"][0]["delta"]["content"] for e in events[:-1])
+        assert text == "echo from b: hi there"
+        emb = http.post("/v1/embeddings", json={"model": "nomic-embed-text", "input": ["x", "y"]}).json()
+        assert [d["index"] for d in emb["data"]] == [0, 1]
+        missing = http.post("/v1/chat/completions", json={**chat, "model": "nope"})
+        assert missing.status_code == 404 and "caelum llm pull nope" in missing.json()["error"]["message"]

@@ -331,10 +331,7 @@ class LLMPool:
     @staticmethod
     def _classify(backend: Backend, status: int, text: str) -> Exception:
         """What an HTTP error from a backend means: retry elsewhere, or the caller's mistake."""
-        try:
-            message = json.loads(text).get("error", text)
-        except (ValueError, AttributeError):
-            message = text
+        message = _error_of(text) or text.strip()
         if status == 404 and "not found" in str(message):
             return _Retry(f"{backend.url}: {message}", cool=False)
         if status >= 500 or status == 429:
@@ -462,13 +459,15 @@ class LLMPool:
                 self._sync_clients.append(http)
         return http
 
-    async def astream(self, path: str, body: Message, *,
-                      session: str | None = None) -> tuple[Backend, AsyncIterator[bytes]]:
+    async def astream(self, path: str, body: Message, *, session: str | None = None,
+                      sse: bool = False) -> tuple[Backend, AsyncIterator[bytes]]:
         """Open a streaming request; returns the backend and its NDJSON lines (with ``\\n``).
 
         Failures before the first line are retried on other backends; errors are raised here,
         so an HTTP server can still answer with a proper status. A failure after output was
         sent becomes an ``{"error": …}`` line, as Ollama itself reports mid-stream errors.
+        ``sse=True`` relays an OpenAI-compatible (``/v1/…``) server-sent-event stream instead,
+        blank separator lines included.
         """
         model = _model_of(body)
         body = {**body, "stream": True}
@@ -492,7 +491,7 @@ class LLMPool:
                 if first is None:
                     raise _Retry(f"{backend.url}: empty response")
                 if '"error"' in first:
-                    error = _error_of(first)
+                    error = _error_of(first.removeprefix("data: "))
                     if error:
                         raise _Retry(f"{backend.url}: {error}")
             except BaseException as exc:
@@ -508,25 +507,26 @@ class LLMPool:
                     self.router.forget_model(backend, model)
                 tried.append(backend.url)
                 continue
-            return backend, self._relay(backend, model, response, lines, first, started)
+            return backend, self._relay(backend, model, response, lines, first, started, sse)
         raise NoBackendAvailable(f"model {model!r}: {len(tried)} backend(s) failed this request; last failure: {last}")
 
-    async def _relay(self, backend: Backend, model: str, response: httpx.Response,
-                     lines: AsyncIterator[str], first: str, started: float) -> AsyncIterator[bytes]:
+    async def _relay(self, backend: Backend, model: str, response: httpx.Response, lines: AsyncIterator[str],
+                     first: str, started: float, sse: bool = False) -> AsyncIterator[bytes]:
         outcome: str | None = None
         try:
             yield (first + "\n").encode()
             async for line in lines:
-                if not line:
+                if not line and not sse:
                     continue
-                if '"error"' in line and _error_of(line):
-                    outcome = f"{backend.url}: {_error_of(line)}"
+                if '"error"' in line and _error_of(line.removeprefix("data: ")):
+                    outcome = f"{backend.url}: {_error_of(line.removeprefix('data: '))}"
                 yield (line + "\n").encode()
             if outcome is None:
                 outcome = "ok"
         except httpx.HTTPError as exc:
             outcome = f"{backend.url} failed mid-stream: {discovery._reason(exc)}"
-            yield (json.dumps({"error": f"caelum: {outcome}"}) + "\n").encode()
+            error = json.dumps({"error": f"caelum: {outcome}"})
+            yield (f"data: {error}\n\n" if sse else error + "\n").encode()
         finally:
             await response.aclose()
             latency = time.perf_counter() - started
@@ -608,6 +608,15 @@ class LLMPool:
         """``/api/ps`` over the pool: every loaded model of every up backend."""
         return {"models": [info for b in self.router.backends if b.up for info in b.loaded.values()]}
 
+    def openai_models(self) -> Message:
+        """``/v1/models`` over the pool (OpenAI's list shape, as Ollama serves it)."""
+        now = int(time.time())
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": now, "owned_by": "library"}
+                                           for name in self.tags_names()]}
+
+    def tags_names(self) -> list[str]:
+        return [m.get("model") or m.get("name") for m in self.tags()["models"]]
+
     def version(self) -> str:
         """The oldest Ollama version in the pool: what every backend can do."""
         versions = [b.version for b in self.router.backends if b.up and b.version]
@@ -648,11 +657,15 @@ async def _next_line(lines: AsyncIterator[str]) -> str | None:
 
 
 def _error_of(line: str) -> str | None:
+    """The error of an Ollama error line (``{"error": "…"}``) or OpenAI-style body."""
     try:
         data = json.loads(line)
     except ValueError:
         return None
-    return data.get("error") if isinstance(data, dict) else None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):  # OpenAI shape: {"error": {"message": …}}
+        error = error.get("message") or json.dumps(error)
+    return error
 
 
 async def _parsed(lines: AsyncIterator[bytes]) -> AsyncIterator[Message]:
