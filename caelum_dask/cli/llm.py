@@ -65,23 +65,26 @@ def serve(scheduler: str | None, backends: tuple[str, ...], host: str | None, po
     host = host or config.get("llm.serve-host") or "127.0.0.1"
     port = int(config.get("llm.serve-port") or 11434) if port is None else port
     sock = _bind(host, port)
-    with _pool(scheduler, backends) as pool:
-        up = [b for b in pool.backends() if b.up]
-        models = sorted({m for b in up for m in b.models})
-        bound = sock.getsockname()[1]
-        click.echo(f"caelum llm: serving {len(up)} backend(s) up ({', '.join(models) or 'no models'}) "
-                   f"at http://{host}:{bound}", err=True)
-        server = uvicorn.Server(uvicorn.Config(create_app(pool), log_level="warning", access_log=False,
-                                               timeout_graceful_shutdown=5))
-        # uvicorn re-raises the signal that stopped it; make that a clean exit so the pool
-        # closes (and sends its last events) instead of the process dying mid-cleanup.
-        previous = signal.signal(signal.SIGTERM, _exit_cleanly)
-        try:
-            server.run(sockets=[sock])
-        except (KeyboardInterrupt, _Stopped):
-            pass
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+    # uvicorn re-raises the signal that stopped it; make SIGTERM/Ctrl-C a clean exit so the
+    # pool closes (and sends its last events) instead of the process dying mid-cleanup.
+    previous = signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        with _pool(scheduler, backends) as pool:
+            up = [b for b in pool.backends() if b.up]
+            models = sorted({m for b in up for m in b.models})
+            bound = sock.getsockname()[1]
+            click.echo(f"caelum llm: serving {len(up)} backend(s) up ({', '.join(models) or 'no models'}) "
+                       f"at http://{host}:{bound}", err=True)
+            server = uvicorn.Server(uvicorn.Config(create_app(pool), log_level="warning", access_log=False,
+                                                   timeout_graceful_shutdown=5))
+            try:
+                server.run(sockets=[sock])
+            except (KeyboardInterrupt, _Stopped):
+                pass
+    except (KeyboardInterrupt, _Stopped):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     click.echo("caelum llm: stopped", err=True)
 
 
