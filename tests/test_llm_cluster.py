@@ -83,8 +83,9 @@ def test_workers_discover_their_machines_backends(llm_cluster: Setup) -> None:
     assert not down["up"] and down["workers"] == [s.worker["c"]] and "Connect" in down["error"]
     assert "gpus" in a and a["machine"].endswith("@127.0.0.1")
     assert status["models"][M]["loaded_on"] == [s.a.url]
-    services = {name: port for m in machines(s.client) for name, port in m["services"].items()}
-    assert services.get("ollama") in (s.a.port, s.b.port)  # the registry lists the Ollama port
+    services = wait_for(lambda: {name: port for m in machines(s.client) for name, port in m["services"].items()
+                                 if name.startswith("ollama")}, message="ollama in the service table")
+    assert services["ollama"] in (s.a.port, s.b.port)  # the registry lists the Ollama port
 
 
 def test_pool_routes_to_the_loaded_backend(llm_cluster: Setup) -> None:

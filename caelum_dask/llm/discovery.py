@@ -136,6 +136,7 @@ class LLMDiscovery(WorkerPlugin):
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
         self._was_up: dict[str, bool] = {}
+        self._registered: set[str] = set()
 
     async def setup(self, worker: Any) -> None:
         self.worker = worker
@@ -172,7 +173,7 @@ class LLMDiscovery(WorkerPlugin):
         self.report = {"hostname": describe_local_machine()["hostname"], "backends": list(reports), "gpus": gpus}
         for report in reports:
             previous = self._was_up.get(report["url"])
-            if report["up"] and not previous:
+            if report["up"] and report["url"] not in self._registered:
                 await self._register_service(report["url"])
             if previous and not report["up"]:
                 self._emit("backend-down", backend=report["url"], reason=report["error"] or "unreachable")
@@ -189,10 +190,15 @@ class LLMDiscovery(WorkerPlugin):
         hostname = self.report.get("hostname") or ""
         name = "ollama" if url == configured_hosts()[0] else f"ollama-{parts.port}"
         try:
-            await self.worker.scheduler.caelum_register_service(
+            reply = await self.worker.scheduler.caelum_register_service(
                 machine=machine_id(hostname, self.worker.ip), name=name, port=parts.port)
         except Exception:  # a scheduler without the caelum registry: nothing to record
             logger.debug("could not register %s", url, exc_info=True)
+            self._registered.add(url)
+            return
+        # not OK: this worker has not registered yet (retried next probe) or the port is taken
+        if reply.get("status") == "OK" or "already used" in str(reply.get("message")):
+            self._registered.add(url)
 
     def _emit(self, event: str, **fields: Any) -> None:
         try:
