@@ -28,6 +28,7 @@ METRICS_KEY = "caelum_gpus"
 
 def dask_setup(worker: Any) -> None:
     """Preload entry point (Dask calls it with the Worker, before registration)."""
+    _start_llm_discovery(worker)
     if not config.get("resources.detect", True):
         return
     machine = resources.detect(config.get("resources.disk-path") or worker.local_directory)
@@ -61,6 +62,15 @@ def dask_setup(worker: Any) -> None:
     logger.info(
         "caelum: slot %d/%d, advertising %s", claim.index, claim.count, worker.state.total_resources
     )
+
+
+def _start_llm_discovery(worker: Any) -> None:
+    """Find this machine's Ollama server(s) from the start (see caelum_dask.llm.discovery)."""
+    if not config.get("llm.discover-on-start", True):
+        return
+    from caelum_dask.llm.discovery import LLMDiscovery
+
+    worker.loop.add_callback(worker.plugin_add, plugin=LLMDiscovery(), name=LLMDiscovery.name)
 
 
 def dask_teardown(worker: Any) -> None:
