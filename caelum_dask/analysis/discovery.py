@@ -125,7 +125,7 @@ def _walk_with_gitignore(base: Path) -> list[str]:
         rel_dir = "" if rel_dir == "." else rel_dir
         if ".gitignore" in filenames:
             with open(os.path.join(dirpath, ".gitignore"), encoding="utf-8", errors="replace") as fh:
-                specs.append((rel_dir, pathspec.PathSpec.from_lines("gitwildmatch", fh)))
+                specs.append((rel_dir, pathspec.GitIgnoreSpec.from_lines(fh)))
         dirnames[:] = sorted(d for d in dirnames
                              if d != ".git" and not _ignored(specs, _join(rel_dir, d) + "/"))
         found.extend(rel for f in filenames if not _ignored(specs, rel := _join(rel_dir, f)))
