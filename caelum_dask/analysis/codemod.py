@@ -1,7 +1,8 @@
 """Distributed libcst codemods: the same transform, files and diff as ``python -m libcst.tool
 codemod -x MODULE.CLASS PATH --no-format -u 5``, with the files spread over the cluster.
 
-The file list is libcst's own (``gather_files``), files carrying libcst's generated-code marker
+The file list is libcst's own (``gather_files``, made absolute and sorted as libcst.tool
+does; libcst.tool prints files in completion order, we print them sorted), files carrying libcst's generated-code marker
 are skipped as libcst does, module/package names come from libcst's
 ``calculate_module_and_package``, and diffs from its ``diff_code``. The transform's source
 travels with the task, so workers need not have the user's module installed.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 import uuid
 from collections.abc import Callable
@@ -141,14 +143,15 @@ def run_codemod(path: str, transform: str, *, apply: bool = False, client: Any =
     if not Path(path).exists():
         raise InvalidInput(f"no such file or directory: {path}")
     ref = resolve_transform(transform)
-    files = gather_files([path])
+    files = sorted({os.path.abspath(f) for f in gather_files([path])})  # as libcst.tool does
+    repo_root = os.path.abspath(".")
     result = CodemodResult(files=files)
     if not files:
         return result
     items = []
     for filename in files:
         try:
-            names = calculate_module_and_package(".", filename)
+            names = calculate_module_and_package(repo_root, filename)
             module, package = names.name, names.package
         except ValueError:
             module = package = None

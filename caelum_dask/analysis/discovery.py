@@ -32,10 +32,14 @@ class SourceFile:
     rel: str
     abspath: str
     size: int
+    package: str = ""  # dotted package of the root itself, when the root is inside a package
 
     @property
     def module(self) -> str:
-        return module_name(self.rel)
+        name = module_name(self.rel)
+        if not self.package:
+            return name
+        return self.package if name == "__init__" else f"{self.package}.{name}"
 
     @property
     def is_package(self) -> bool:
@@ -52,6 +56,16 @@ def module_name(rel: str) -> str:
     return ".".join(parts) or "__init__"
 
 
+def root_package(folder: Path) -> str:
+    """``a.b`` for a folder ``…/a/b`` where both hold an ``__init__.py``; else empty."""
+    parts: list[str] = []
+    current = folder
+    while (current / "__init__.py").is_file() and current.name.isidentifier():
+        parts.append(current.name)
+        current = current.parent
+    return ".".join(reversed(parts))
+
+
 def discover(root: str | os.PathLike[str], *, include_all: bool = False,
              max_bytes: int | None = None) -> tuple[list[SourceFile], list[dict[str, str]]]:
     """Python files under ``root`` (or ``root`` itself), and the skipped ones with a reason."""
@@ -63,8 +77,10 @@ def discover(root: str | os.PathLike[str], *, include_all: bool = False,
     if base.is_file():
         if not base.name.endswith((".py", ".pyi")):
             raise InvalidInput(f"{root} is not a Python file (.py)")
-        return [SourceFile(base.name, str(base.resolve()), base.stat().st_size)], []
+        full = base.resolve()
+        return [SourceFile(base.name, str(full), base.stat().st_size, root_package(full.parent))], []
     base = base.resolve()
+    package = root_package(base)
     candidates = _git_files(base)
     if candidates is None:
         candidates = _walk_with_gitignore(base)
@@ -81,7 +97,7 @@ def discover(root: str | os.PathLike[str], *, include_all: bool = False,
         if reason:
             skipped.append({"path": rel, "reason": reason})
         else:
-            chosen.append(SourceFile(rel, str(full), size))
+            chosen.append(SourceFile(rel, str(full), size, package))
     return chosen, skipped
 
 
