@@ -163,8 +163,8 @@ def run_codemod(path: str, transform: str, *, apply: bool = False, client: Any =
     try:
         n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
         batches = batch_by_size(items, [len(i[1]) for i in items],
-                                target_bytes=int(config.get("analysis.batch-bytes", 256_000)),
-                                min_batches=4 * n_workers)
+                                target_bytes=int(config.get("analysis.batch-bytes", 64_000)),
+                                min_batches=8 * n_workers)
         futures = [client.submit(codemod_batch, b, ref, context_lines, pure=False,
                                  key=f"caelum-analyze-{run}-codemod-{i:05d}") for i, b in enumerate(batches)]
         done = 0

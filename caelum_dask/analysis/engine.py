@@ -113,9 +113,9 @@ def _run_on_cluster(run_id: str, misses: list[SourceFile], contents: dict[str, b
         client = connect(scheduler)
     try:
         n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
-        target = int(batch_bytes or config.get("analysis.batch-bytes", 256_000))
+        target = int(batch_bytes or config.get("analysis.batch-bytes", 64_000))
         batches = batch_by_size(misses, [f.size for f in misses], target_bytes=target,
-                                min_batches=4 * n_workers)
+                                min_batches=8 * n_workers)
         limit = time_limit if time_limit is not None else config.get("analysis.file-time-limit", 60)
         events.emit(events.ANALYSIS, "run-started", sink=client, run_id=run_id, files=n_files,
                     tasks=len(batches))
