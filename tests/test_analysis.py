@@ -203,7 +203,8 @@ def test_one_worker_gives_the_same_results_as_two(cluster_client: Client) -> Non
 
 
 def test_workflow_step_inside_a_task_and_events(cluster_client: Client, tmp_path: Path) -> None:
-    summary = cluster_client.submit(analyze_step, str(CORPUS), out=str(tmp_path / "out"), pure=False).result()
+    summary = cluster_client.submit(analyze_step, str(CORPUS), out=str(tmp_path / "out"), use_cache=False,
+                                    pure=False).result()
     assert summary["files"] == len(list(CORPUS.glob("*.py")))
     assert summary["analysed"] == summary["files"] and summary["errors"] == 0
     assert Path(summary["outputs"]["report"]).read_text().count("Bokeh") > 0

@@ -48,18 +48,16 @@ def test_missing_path_is_one_clear_line() -> None:
     assert proc.stderr.strip().splitlines() == ["caelum: error: no such file or directory: /no/such/path"]
 
 
-def test_bad_transform_and_bad_plugin_are_one_clear_line(tmp_path: Path) -> None:
+def test_bad_transform_is_one_clear_line() -> None:
     proc = run_caelum("codemod", str(CORPUS), "--transform", "no_such_module:Thing", env=ENV)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("caelum: error: cannot import transform module")
     proc = run_caelum("codemod", str(CORPUS), "--transform", "json:JSONDecoder", env=ENV)
     assert proc.stderr.strip().splitlines() == [
         "caelum: error: json:JSONDecoder is not a libcst Codemod class (e.g. a VisitorBasedCodemodCommand)"]
-    proc = run_caelum("analyze", str(CORPUS), "--plugins", str(tmp_path / "missing"), env=ENV)
-    assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines()[-1] == f"caelum: error: plugin path not found: {tmp_path / 'missing'}"
 
 
+@pytest.mark.slow
 def test_analyze_json_and_out(tmp_path: Path) -> None:
     out = tmp_path / "report"
     proc = run_caelum("analyze", str(CORPUS), "--json", "--out", str(out), "--plugins", str(REPO / "analyzers"),
@@ -97,6 +95,7 @@ def _diffs(stdout: str, root: Path) -> list[str]:
     return sorted("--- " + block for block in re.split(r"(?m)^--- ", text) if block)
 
 
+@pytest.mark.slow
 def test_codemod_diff_and_apply_equal_libcst_tool(tmp_path: Path) -> None:
     ours_dir, theirs_dir = tmp_path / "ours", tmp_path / "theirs"
     _tree(ours_dir)
