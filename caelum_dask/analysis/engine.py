@@ -90,11 +90,13 @@ def analyze(
     misses = [f for f in files if f.rel not in results]
     stats = {"files": len(files), "cached": len(results), "analysed": len(misses), "tasks": 0}
 
-    if misses:
-        stats["tasks"] = _run_on_cluster(run_id, misses, contents, keys, spec, results, cache, client,
-                                         scheduler, batch_bytes, time_limit, progress, len(files))
-    if cache:
-        cache.close()
+    try:
+        if misses:
+            stats["tasks"] = _run_on_cluster(run_id, misses, contents, keys, spec, results, cache, client,
+                                             scheduler, batch_bytes, time_limit, progress, len(files))
+    finally:
+        if cache:
+            cache.close()
     result = _assemble(run_id, str(path), files, skipped, contents, results, stats, from_cache)
     result.summary["seconds"] = round(time.perf_counter() - started, 3)
     return result
