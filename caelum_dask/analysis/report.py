@@ -114,5 +114,10 @@ def _graph_plot(graph: nx.DiGraph, modules: pd.DataFrame) -> figure:
                                                           rendered.node_renderer.data_source.data["index"]]
     rendered.node_renderer.glyph.size = 8
     fig.renderers.append(rendered)
+    layout = rendered.layout_provider.graph_layout
+    names = list(layout)
+    fig.text(x=[layout[n][0] for n in names], y=[layout[n][1] for n in names],
+             text=[n.rsplit(".", 1)[-1] for n in names], text_font_size="8pt",
+             x_offset=5, y_offset=-2)
     fig.add_tools(HoverTool(tooltips=[("module", "@index"), ("fan-in", "@fan_in")]))
     return fig
