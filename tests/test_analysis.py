@@ -78,6 +78,7 @@ def test_bad_files_are_error_rows_and_the_run_goes_on(cluster_client: Client, tm
     assert errors.loc["broken.py", "stage"] == "parse" and "line 1" in errors.loc["broken.py", "message"]
     assert errors.loc["latin1_no_cookie.py", "stage"] == "decode"
     assert result.summary["errors"] == 3
+    assert {e["path"] for e in result.summary["error_files"]} == {"broken.py", "latin1_no_cookie.py", "nul.py"}
     assert result.skipped.to_dict("records") == [{"path": "huge.py", "reason": "huge (> 100000 bytes)"}]
     assert int(result.files.set_index("path").loc["empty.py", "loc"]) == 0
     with dask.config.set({"caelum.analysis.max-file-bytes": 100_000}):

@@ -39,10 +39,14 @@ class TransformRef:
 
     def load(self) -> type:
         module: Any = None
-        if self.source is not None:
+        if not self.module.endswith(".py") and "/" not in self.module:
+            try:  # installed where the worker runs (keeps its own relative imports working)
+                module = importlib.import_module(self.module)
+            except ImportError:
+                if self.source is None:
+                    raise
+        if module is None and self.source is not None:
             module = load_plugin_module(self.source)
-        else:
-            module = importlib.import_module(self.module)
         return getattr(module, self.cls)
 
 

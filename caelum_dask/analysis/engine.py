@@ -204,6 +204,8 @@ def summarize(result: AnalysisResult) -> dict[str, Any]:
         "tasks": int(result.stats.get("tasks", 0)),
         "skipped": int(len(t["skipped"])),
         "errors": int(files["status"].eq("error").sum()) if len(files) else 0,
+        "error_files": [{"path": r.path, "stage": r.stage, "message": r.message}
+                        for r in t["errors"].head(20).itertuples()],
         "lines": int(files["loc"].fillna(0).sum()) if "loc" in files else 0,
         "sloc": int(files["sloc"].fillna(0).sum()) if "sloc" in files else 0,
         "functions": int(len(functions)),
