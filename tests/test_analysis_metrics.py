@@ -168,3 +168,11 @@ def test_discovery_without_git_uses_nested_gitignores(tmp_path: Path) -> None:
     files, skipped = discover(tmp_path, max_bytes=100)
     assert [f.rel for f in files] == ["a.py", "sub/c.py", "sub/secret_ok.py"]
     assert skipped == [{"path": "big.py", "reason": "huge (> 100 bytes)"}]
+
+
+def test_discovery_of_a_folder_the_enclosing_repo_ignores(tmp_path: Path) -> None:
+    _write(tmp_path, {".gitignore": "versions/\n", "versions/lib/.gitignore": "skip.py\n",
+                      "versions/lib/a.py": "", "versions/lib/skip.py": ""})
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    files, _ = discover(tmp_path / "versions" / "lib")
+    assert [f.rel for f in files] == ["a.py"]

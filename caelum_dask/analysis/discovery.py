@@ -1,7 +1,8 @@
 """Which files to analyse: .gitignore respected, vendored/generated/huge files skipped.
 
 Inside a git work tree the list comes from ``git ls-files`` (tracked plus untracked, not
-ignored), so git's own rules apply exactly. Elsewhere every ``.gitignore`` under the root is
+ignored), so git's own rules apply exactly — unless the root itself is ignored by the
+enclosing repository (a folder inside ``~/.pyenv``), which is then walked like a plain folder. Elsewhere every ``.gitignore`` under the root is
 applied with ``pathspec``'s gitignore matcher, each relative to its own folder.
 """
 
@@ -125,6 +126,10 @@ def _git_files(base: Path) -> list[str] | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     if top.returncode != 0:
+        return None
+    ignored = subprocess.run(["git", "-C", str(base), "check-ignore", "-q", str(base)],
+                             capture_output=True, timeout=30)
+    if ignored.returncode == 0:  # the root itself is git-ignored (e.g. inside ~/.pyenv): walk it
         return None
     out = subprocess.run(
         ["git", "-C", str(base), "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "."],

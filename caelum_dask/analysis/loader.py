@@ -90,6 +90,8 @@ def make_spec(analyzers: list[str] | tuple[str, ...] | None = None, plugins: lis
     unknown = [n for n in names if n not in BUILTINS]
     if unknown:
         raise InvalidInput(f"unknown analyzer(s) {', '.join(unknown)}; built-ins are {', '.join(BUILTINS)}")
+    needed = {r for n in names for r in BUILTINS[n].requires} | set(names)  # e.g. mi needs raw, cc, halstead
+    names = tuple(n for n in BUILTINS if n in needed)
     from caelum_dask import config
 
     merged = {**(config.get("analysis.plugin-options", {}) or {}), **(options or {})}
