@@ -51,7 +51,7 @@ def module_table(graph: nx.DiGraph) -> pd.DataFrame:
     and the import cycle (strongly connected component) it belongs to, if any."""
     if graph.number_of_nodes() == 0:
         return pd.DataFrame(columns=["module", "fan_in", "fan_out", "centrality", "cycle"])
-    k = None if graph.number_of_nodes() <= 1500 else 500
+    k = None if graph.number_of_nodes() <= 500 else 128  # sampled (seeded) on big graphs
     between = nx.betweenness_centrality(graph, k=k, seed=0)
     cycle_of: dict[str, int] = {}
     for index, comp in enumerate(sorted((c for c in nx.strongly_connected_components(graph) if len(c) > 1),
