@@ -188,9 +188,20 @@ def test_parsers_are_chosen_by_the_enabled_analyzers(monkeypatch: pytest.MonkeyP
     assert calls == [] and out["file"]["status"] == "ok"
     from caelum_dask.analysis.loader import make_spec
 
+    from libcst.metadata import MetadataWrapper, PositionProvider, QualifiedNameProvider
+
+    resolved: list[object] = []
+    real_resolve = MetadataWrapper.resolve_many
+    monkeypatch.setattr(MetadataWrapper, "resolve_many",
+                        lambda self, providers: resolved.extend(providers) or real_resolve(self, providers))
     spec = make_spec([], [str(PLUGINS / "todo_comments.py")])
     out = analyze_file("decorators.py", "decorators", False, data, spec.classes(), {})
     assert calls == ["cst"] and out["file"]["status"] == "ok"
+    assert PositionProvider in resolved and QualifiedNameProvider not in resolved  # only what is declared
+    spec = make_spec([], [str(PLUGINS)])
+    out = analyze_file("decorators.py", "decorators", False, data, spec.classes(), {})
+    assert calls == ["cst", "cst"]  # three CST plugins, one parse
+    assert QualifiedNameProvider in resolved
 
 
 def test_one_worker_gives_the_same_results_as_two(cluster_client: Client) -> None:
