@@ -1,0 +1,195 @@
+"""Distributed libcst codemods: the same transform, files and diff as ``python -m libcst.tool
+codemod -x MODULE.CLASS PATH --no-format -u 5``, with the files spread over the cluster.
+
+The file list is libcst's own (``gather_files``, made absolute and sorted as libcst.tool
+does; libcst.tool prints files in completion order, we print them sorted), files carrying libcst's generated-code marker
+are skipped as libcst does, module/package names come from libcst's
+``calculate_module_and_package``, and diffs from its ``diff_code``. The transform's source
+travels with the task, so workers need not have the user's module installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from caelum_dask.analysis.batching import batch_by_size
+from caelum_dask.analysis.loader import PluginSource, load_plugin_module
+from caelum_dask.errors import InvalidInput
+
+GENERATED_MARKER = "@gen" + "erated"  # libcst.tool's default marker (split so this file is not "generated")
+DIFF_CONTEXT = 5
+
+
+@dataclass(frozen=True)
+class TransformRef:
+    """A codemod class that can be rebuilt on any worker: import by name, else from source."""
+
+    module: str
+    cls: str
+    source: PluginSource | None
+
+    def load(self) -> type:
+        module: Any = None
+        if not self.module.endswith(".py") and "/" not in self.module:
+            try:  # installed where the worker runs (keeps its own relative imports working)
+                module = importlib.import_module(self.module)
+            except ImportError:
+                if self.source is None:
+                    raise
+        if module is None and self.source is not None:
+            module = load_plugin_module(self.source)
+        return getattr(module, self.cls)
+
+
+@dataclass
+class CodemodResult:
+    """Per file: the diff (empty when unchanged), new bytes when changed, skips and failures."""
+
+    files: list[str] = field(default_factory=list)
+    diffs: dict[str, str] = field(default_factory=dict)
+    new_code: dict[str, bytes] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    written: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> list[str]:
+        return sorted(self.new_code)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"files": len(self.files), "changed": self.changed, "skipped": self.skipped,
+                "failed": self.failed, "written": self.written}
+
+
+def resolve_transform(spec: str) -> TransformRef:
+    """``module:Class`` or ``module.Class`` (module importable, or a path to a .py file)."""
+    import libcst.codemod as codemod
+
+    module_name, sep, cls_name = spec.rpartition(":")
+    if not sep:
+        module_name, _, cls_name = spec.rpartition(".")
+    if not module_name or not cls_name:
+        raise InvalidInput(f"--transform {spec!r} must look like module:Class")
+    source = None
+    if module_name.endswith(".py") or "/" in module_name:
+        path = Path(module_name)
+        if not path.is_file():
+            raise InvalidInput(f"transform file not found: {module_name}")
+        source = PluginSource(str(path), path.read_text(encoding="utf-8"))
+        module: Any = load_plugin_module(source)
+    else:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise InvalidInput(f"cannot import transform module {module_name!r}: {exc}") from None
+        origin = getattr(module, "__file__", None)
+        if origin and origin.endswith(".py") and not _installed(origin):
+            source = PluginSource(origin, Path(origin).read_text(encoding="utf-8"))
+    cls = getattr(module, cls_name, None)
+    if not (inspect.isclass(cls) and issubclass(cls, codemod.Codemod)):
+        raise InvalidInput(f"{spec} is not a libcst Codemod class (e.g. a VisitorBasedCodemodCommand)")
+    return TransformRef(module_name, cls_name, source)
+
+
+def _installed(origin: str) -> bool:
+    return "site-packages" in origin or "dist-packages" in origin or origin.startswith(sys.prefix + "/lib")
+
+
+def codemod_batch(items: list[tuple[str, bytes, str | None, str | None]], ref: TransformRef,
+                  context_lines: int) -> list[tuple[str, str, Any, str]]:
+    """Transform each (filename, bytes, module, package): ("ok", new bytes, diff) / ("skip", …) / ("fail", …)."""
+    from libcst import PartialParserConfig, parse_module
+    from libcst.codemod import CodemodContext, SkipFile, diff_code
+
+    transform = ref.load()
+    out: list[tuple[str, str, Any, str]] = []
+    for filename, old, module, package in items:
+        if GENERATED_MARKER.encode() in old:
+            out.append((filename, "skip", None, "Generated file."))
+            continue
+        try:
+            instance = transform(CodemodContext(filename=filename, full_module_name=module,
+                                                full_package_name=package))
+            tree = parse_module(old, config=PartialParserConfig())
+            result = instance.transform_module(tree)
+            new, encoding = result.bytes, result.encoding
+        except SkipFile as exc:
+            out.append((filename, "skip", None, str(exc)))
+            continue
+        except Exception as exc:
+            out.append((filename, "fail", None, f"{type(exc).__name__}: {exc}"))
+            continue
+        diff = diff_code(old.decode(encoding), new.decode(encoding), context_lines, filename=filename)
+        out.append((filename, "ok", new if new != old else None, diff))
+    return out
+
+
+def run_codemod(path: str, transform: str, *, apply: bool = False, client: Any = None,
+                scheduler: str | None = None, context_lines: int = DIFF_CONTEXT,
+                progress: Callable[[int, int], None] | None = None) -> CodemodResult:
+    """Run the codemod over ``path`` on the cluster; with ``apply`` write changed files."""
+    from distributed import as_completed
+    from libcst.codemod import gather_files
+    from libcst.helpers import calculate_module_and_package
+
+    from caelum_dask import config
+    from caelum_dask.cluster import connect
+
+    if not Path(path).exists():
+        raise InvalidInput(f"no such file or directory: {path}")
+    ref = resolve_transform(transform)
+    files = sorted({os.path.abspath(f) for f in gather_files([path])})  # as libcst.tool does
+    repo_root = os.path.abspath(".")
+    result = CodemodResult(files=files)
+    if not files:
+        return result
+    items = []
+    for filename in files:
+        try:
+            names = calculate_module_and_package(repo_root, filename)
+            module, package = names.name, names.package
+        except ValueError:
+            module = package = None
+        items.append((filename, Path(filename).read_bytes(), module, package))
+    owned = client is None
+    if owned:
+        client = connect(scheduler)
+    run = uuid.uuid4().hex[:12]
+    try:
+        n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
+        batches = batch_by_size(items, [len(i[1]) for i in items],
+                                target_bytes=int(config.get("analysis.batch-bytes", 64_000)),
+                                min_batches=8 * n_workers)
+        futures = [client.submit(codemod_batch, b, ref, context_lines, pure=False,
+                                 key=f"caelum-analyze-{run}-codemod-{i:05d}") for i, b in enumerate(batches)]
+        done = 0
+        for future in as_completed(futures):
+            for filename, status, new, text in future.result():
+                if status == "ok":
+                    result.diffs[filename] = text
+                    if new is not None:
+                        result.new_code[filename] = new
+                elif status == "skip":
+                    result.skipped[filename] = text
+                else:
+                    result.failed[filename] = text
+                done += 1
+            if progress:
+                progress(done, len(items))
+    finally:
+        if owned:
+            client.close()
+    if apply:
+        for filename in result.changed:
+            Path(filename).write_bytes(result.new_code[filename])
+            result.written.append(filename)
+    return result
