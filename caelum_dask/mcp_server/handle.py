@@ -7,6 +7,7 @@ with the same one-line error as the CLI, and succeeds once the scheduler is back
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from distributed import Client
@@ -22,6 +23,11 @@ class ClusterHandle:
         self.connect_kwargs = connect_kwargs  # tls=, tls_name=, security=
         self._client: Client | None = None
         self._lock = threading.Lock()
+        self._closers: list[Callable[[], None]] = []
+
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Run ``closer`` when the server shuts down (pools and other per-server helpers)."""
+        self._closers.append(closer)
 
     def client(self) -> Client:
         with self._lock:
@@ -30,6 +36,9 @@ class ClusterHandle:
             return self._client
 
     def close(self) -> None:
+        for closer in reversed(self._closers):
+            closer()
+        self._closers.clear()
         with self._lock:
             if self._client is not None:
                 self._client.close()

@@ -1,0 +1,99 @@
+"""MCP tools of the capabilities, against the same engines the CLI uses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import dask.config
+import pytest
+from mcp import Client
+
+from caelum_dask.cluster import connect
+from caelum_dask.mcp_server import build_server
+from caelum_dask.mcp_server.handle import ClusterHandle
+
+from conftest import run_caelum
+from llm_fixtures import fakes  # noqa: F401  (fixture)
+
+
+def _project(tmp_path):
+    root = tmp_path / "proj"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "__init__.py").write_text("")
+    (root / "pkg" / "a.py").write_text(
+        "def f(x):\n    if x > 1 and x < 5:\n        return x\n    for i in range(x):\n        print(i)\n    return 0\n")
+    (root / "pkg" / "b.py").write_text("from pkg import a\n\n\nclass B:\n    def g(self):\n        return a.f(3)\n")
+    return root
+
+
+def test_analyze_codebase_matches_the_cli_and_reports_progress(client, tmp_path):
+    root = _project(tmp_path)
+    handle = ClusterHandle(client.scheduler.address)
+    server = build_server(handle=handle)
+    progress: list[tuple[float, float | None]] = []
+
+    async def go():
+        async def on_progress(done, total, message):
+            progress.append((done, total))
+
+        async with Client(server) as mcp:
+            ok = await mcp.call_tool("analyze_codebase", {"path": str(root), "out": str(tmp_path / "report")},
+                                     progress_callback=on_progress)
+            missing = await mcp.call_tool("analyze_codebase", {"path": str(tmp_path / "nope")})
+            return ok, missing
+
+    try:
+        ok, missing = asyncio.run(go())
+    finally:
+        handle.close()
+    assert not ok.is_error, ok.content
+    summary = ok.structured_content
+    cli = run_caelum("analyze", str(root), "--json", "--no-cache", "--scheduler", client.scheduler.address)
+    assert cli.returncode == 0, cli.stderr
+    expected = json.loads(cli.stdout)
+    assert summary["files"] == expected["files"] == 3
+    assert summary["functions"] == expected["functions"]
+    assert (tmp_path / "report" / "report.html").exists() and summary["report"] == str(tmp_path / "report")
+    assert progress and progress[-1][0] == progress[-1][1]
+
+    assert missing.is_error
+    cli_missing = run_caelum("analyze", str(tmp_path / "nope"), "--scheduler", client.scheduler.address)
+    message = cli_missing.stderr.strip().removeprefix("caelum: error: ")
+    assert message in missing.content[0].text
+
+
+@pytest.mark.slow
+def test_llm_tools_route_through_the_pool(fakes, tmp_path):  # noqa: F811
+    fake = fakes(models=["llama3.2:latest", "nomic-embed-text:latest"], loaded=["llama3.2:latest"])
+    with dask.config.set({"caelum.llm.hosts": [fake.url], "caelum.llm.probe-default": False,
+                         "caelum.embedded.n-workers": 1}):
+        client = connect()
+    handle = ClusterHandle(client.scheduler.address)
+    server = build_server(handle=handle)
+
+    async def go():
+        async with Client(server) as mcp:
+            models = await mcp.call_tool("llm_models", {})
+            generated = await mcp.call_tool("llm_generate", {"model": "llama3.2", "prompt": "hello"})
+            chat = await mcp.call_tool("llm_chat", {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]})
+            embedded = await mcp.call_tool("llm_embed", {"model": "nomic-embed-text", "input": ["a", "b"]})
+            unknown = await mcp.call_tool("llm_generate", {"model": "no-such-model", "prompt": "x"})
+            return models, generated, chat, embedded, unknown
+
+    try:
+        models, generated, chat, embedded, unknown = asyncio.run(go())
+        cli = run_caelum("llm", "status", "--json", "--scheduler", client.scheduler.address)
+    finally:
+        handle.close()
+        client.close()
+    assert not models.is_error, models.content
+    assert "llama3.2:latest" in models.structured_content["models"]
+    assert cli.returncode == 0, cli.stderr
+    assert set(json.loads(cli.stdout)["models"]) == set(models.structured_content["models"])
+    assert not generated.is_error and generated.structured_content["response"]
+    assert generated.structured_content["model"].startswith("llama3.2")
+    assert not chat.is_error and chat.structured_content["message"]["role"] == "assistant"
+    assert not embedded.is_error and len(embedded.structured_content["embeddings"]) == 2
+    assert unknown.is_error and "no-such-model" in unknown.content[0].text
+    assert len(fake.requests) >= 3
