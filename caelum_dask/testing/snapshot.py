@@ -58,12 +58,18 @@ def _git_files(root: Path) -> list[str] | None:
     except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
         return None
     names = [n for n in out.decode("utf-8", "surrogateescape").split("\0") if n]
-    return [n for n in names if not _excluded(n) and (root / n).is_file()]
+    venvs = tuple(n[: -len("pyvenv.cfg")] for n in names if n == "pyvenv.cfg" or n.endswith("/pyvenv.cfg"))
+    return [n for n in names if not _excluded(n) and not (venvs and n.startswith(venvs)) and (root / n).is_file()]
+
+
+#: never shipped even when git does not ignore them
+_ALWAYS_EXCLUDED = frozenset({".git", ".caelum", "__pycache__", ".venv", ".tox", ".nox", ".pytest_cache",
+                              ".mypy_cache", ".ruff_cache"})
 
 
 def _excluded(relpath: str) -> bool:
     parts = relpath.split("/")
-    return bool(set(parts[:-1]) & {".git", ".caelum", "__pycache__"}) or relpath.endswith(EXCLUDED_SUFFIXES)
+    return bool(set(parts[:-1]) & _ALWAYS_EXCLUDED) or relpath.endswith(EXCLUDED_SUFFIXES)
 
 
 def _walk_files(root: Path) -> list[str]:
@@ -129,6 +135,7 @@ def ensure_unpacked(digest: str, fetch: Callable[[], bytes], root: Path | None =
     so the bytes are fetched and unpacked once per machine however many shards start at once.
     """
     root = root or cache_root()
+    root.mkdir(parents=True, exist_ok=True)
     target = root / digest
     if (target / COMPLETE_MARK).exists():
         return target, False
