@@ -106,7 +106,7 @@ def test_environment_drops_dask_injected_values_only() -> None:
 def test_results_equal_plain_pytest_and_junit_complete(shard_cluster, tmp_path: Path) -> None:
     project = make_project(tmp_path / "basic", BASIC)
     plain_rc, plain = plain_pytest_outcomes(project)
-    assert plain_rc == 1 and len(plain) == 13, plain
+    assert plain_rc == 1 and len(plain) == 14, plain
     junit = tmp_path / "out" / "junit.xml"
     proc, summary = _caelum_json(str(project), "--scheduler", shard_cluster.scheduler.address, "--shards", "3",
                                  "--junit", str(junit), "--retry-failed", "0")
@@ -121,7 +121,7 @@ def test_results_equal_plain_pytest_and_junit_complete(shard_cluster, tmp_path: 
     cases = {p.get("value"): case for case in suite.iter("testcase") for p in case.iter("property")
              if p.get("name") == "caelum_nodeid"}
     assert set(cases) == set(plain)
-    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("13", "2", "1", "2")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("14", "2", "1", "2")
     assert cases["tests/test_basic.py::test_fail"].find("failure") is not None
     assert "assert [1, 2] == [1, 3]" in cases["tests/test_basic.py::test_fail"].find("failure").text
 

@@ -15,6 +15,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 from caelum_dask.cluster import embedded_cluster_kwargs
+from caelum_dask.testing.shard import clean_environment
 
 BASIC = {
     "tests/test_basic.py": '''
@@ -151,8 +152,8 @@ _WORDS = {"PASSED": "passed", "FAILED": "failed", "SKIPPED": "skipped", "XFAIL":
 
 def plain_pytest_outcomes(project: Path, env: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:
     """Run plain ``pytest -v`` on the project: (exit code, {nodeid: outcome})."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    full_env.update(env or {})
+    # the user's environment: this process' minus what Dask's in-process nanny put into it
+    full_env, _ = clean_environment(dict(os.environ), env)
     proc = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-p", "no:randomly",
                            "--rootdir", "."], cwd=project, capture_output=True, text=True, timeout=120, env=full_env)
     outcomes: dict[str, str] = {}

@@ -36,6 +36,8 @@ PLUGIN_MODULE = "_caelum_shard_plugin"
 #: variables a pytest run exports to its own process; a worker running inside pytest leaks them
 _PYTEST_OWN = ("PYTEST_CURRENT_TEST", "PYTEST_VERSION", "PYTEST_XDIST_WORKER",
                "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
+#: variables Dask sets in its own processes (an in-process scheduler, proctitle)
+_DASK_OWN = ("DASK_SCHEDULER_ADDRESS", "__DASK_PARENT_PID")
 OUTPUT_TAIL = 6000
 #: the exit code reported when the interpreter could not be started at all
 CANNOT_START = 127
@@ -76,7 +78,7 @@ def clean_environment(base: dict[str, str] | None = None,
         if env.get(key) == value:
             del env[key]
             removed.append(key)
-    for key in _PYTEST_OWN:
+    for key in (*_PYTEST_OWN, *_DASK_OWN):
         if env.pop(key, None) is not None:
             removed.append(key)
     env.update(extra or {})
