@@ -291,5 +291,9 @@ def test_killed_worker_gives_the_same_results(process_cluster, tmp_path: Path) -
     process_cluster.kill_worker(victim)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 1, err
-    assert _outcomes(json.loads(out)) == _outcomes(json.loads(clean.stdout))
+    killed = json.loads(out)
+    assert _outcomes(killed) == _outcomes(json.loads(clean.stdout))
+    survivor = next(iter(process_cluster.workers.values()))
+    assert survivor.poll() is None
+    assert len({s["worker"] for s in killed["platforms"][0]["shards"]}) == 1  # the victim's shard re-ran
     assert set(_outcomes(json.loads(out)).values()) == {"passed", "failed"}

@@ -9,6 +9,8 @@ pytest's output is kept to show collection errors exactly as pytest prints them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -84,16 +86,33 @@ def run_collection(spec: dict[str, Any]) -> dict[str, Any]:
     from caelum_dask.testing import shard as shard_mod
 
     root, _ = shard_mod.snapshot_here(spec["snapshot"])
-    events = shard_mod.events_path(root, spec["run_id"], "collect")
     options, selection = split_pytest_args(spec.get("pytest_args", []))
     command = collect_command(spec.get("python") or sys.executable, [*options, *selection])
+    cache = _cache_file(root, command, spec.get("env") or {})
+    if cache.exists():  # same snapshot, interpreter, arguments: same tests (saves a pytest start-up)
+        try:
+            return {**json.loads(cache.read_text()), "cached": True, **shard_mod.where()}
+        except ValueError:
+            pass
+    events = shard_mod.events_path(root, spec["run_id"], "collect")
     env = shard_mod.shard_environment(spec, events, "collect")
     proc = shard_mod.run_watched(command, Path(root), env, events, spec.get("collect_timeout", 300))
     records = shard_mod.read_events(events)
-    os.unlink(events) if events.exists() else None
+    events.unlink(missing_ok=True)
     nodeids: list[str] = []
     for record in records:
         if "collected" in record:
             nodeids = record["collected"]
-    return {"rc": proc.rc, "timed_out": proc.timed_out, "nodeids": nodeids, "output": proc.output,
-            "command": command, **shard_mod.where()}
+    result = {"rc": proc.rc, "timed_out": proc.timed_out, "nodeids": nodeids, "output": proc.output,
+              "command": command}
+    if proc.rc == 0 and not proc.timed_out and nodeids:
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(result))
+        os.replace(tmp, cache)
+    return {**result, "cached": False, **shard_mod.where()}
+
+
+def _cache_file(root: Path, command: Sequence[str], env: dict[str, str]) -> Path:
+    """Where this machine remembers the collection of one snapshot/command/environment."""
+    key = hashlib.sha256(json.dumps([root.name, list(command), sorted(env.items())]).encode()).hexdigest()[:16]
+    return root.parent / f"{root.name}.collect-{key}.json"

@@ -218,7 +218,8 @@ def _run_shipped(root: Path, options: TestOptions, client: Client, say: Progress
         if prun.collection["rc"] == CANNOT_START:
             raise InvalidInput(f"--python: {prun.collection['output']} (on {prun.collection['machine']}); "
                                "give an interpreter that exists on the workers")
-        say(f"[{prun.label}] collected {len(prun.nodeids)} tests on {prun.collection['machine']}")
+        cached = " (cached)" if prun.collection.get("cached") else ""
+        say(f"[{prun.label}] collected {len(prun.nodeids)} tests on {prun.collection['machine']}{cached}")
     if any(_collection_failed(p.collection) for p in runs):
         return _finish(root, options, client, run_id, started, snap, runs, say, collection_failed=True)
 
