@@ -80,8 +80,12 @@ def test(path: str, shards: str, dist: str, platforms: str | None, retry_failed:
     def progress(message: str) -> None:
         click.echo(f"caelum test: {message}", err=True)
 
-    with open_client(scheduler, quiet=as_json) as client:
-        summary = run_tests(path, options, client=client, progress=progress)
+    try:
+        with open_client(scheduler, quiet=as_json) as client:
+            summary = run_tests(path, options, client=client, progress=progress)
+    except KeyboardInterrupt:  # pytest's meaning of 2; closing the client cancels the shards
+        click.echo("caelum test: interrupted; the run's shards were cancelled", err=True)
+        sys.exit(2)
     if as_json:
         print_json(summary)
     else:
