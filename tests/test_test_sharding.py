@@ -179,6 +179,7 @@ def test_crash_and_hang_lose_no_tests(shard_cluster, tmp_path: Path) -> None:
     assert {c.get("name") for c in cases.iter("testcase")} == set(tests)
 
 
+@pytest.mark.slow
 def test_flaky_test_passes_on_rerun(shard_cluster, tmp_path: Path) -> None:
     project = make_project(tmp_path / "flaky", FLAKY)
     state = tmp_path / "flaky-state"
