@@ -172,6 +172,7 @@ def test_crash_and_hang_lose_no_tests(shard_cluster, tmp_path: Path) -> None:
         "test_after_hang": "passed"}
     assert tests["test_crash"]["message"].startswith("crashed: the Python interpreter exited with code 3")
     assert tests["test_hang"]["message"].startswith("hung: no progress for 4s")
+    assert tests["test_hang"]["duration"] >= 4  # it ran until the no-progress limit killed it
     assert summary["exit_code"] == 1
     assert len(summary["platforms"][0]["shards"][0]["runs"]) == 3  # two restarts
     cases = ET.parse(junit).getroot().find("testsuite")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import pytest
@@ -50,7 +51,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_runtest_logstart(nodeid: str, location: Any) -> None:
     _STATE[nodeid] = {"nodeid": nodeid, "outcome": "passed", "duration": 0.0,
                       "longrepr": "", "message": ""}
-    _write({"start": nodeid})
+    _write({"start": nodeid, "t": time.time()})
 
 
 def _message(report: pytest.TestReport) -> str:

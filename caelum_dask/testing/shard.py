@@ -245,6 +245,7 @@ def run_shard(spec: dict[str, Any]) -> dict[str, Any]:
         env = shard_environment(spec, progress, name)
         command = shard_command(spec.get("python") or sys.executable, options, remaining, junit_path, progress.with_suffix(".args"))
         proc = run_watched(command, root, env, progress, timeout)
+        ended = time.time()
         records = read_events(progress)
         finished = next((r["finished"] for r in records if "finished" in r), None)
         reported = {r["report"]["nodeid"] for r in records if "report" in r}
@@ -282,6 +283,9 @@ def run_shard(spec: dict[str, Any]) -> dict[str, Any]:
                                          proc.output[-OUTPUT_TAIL:], here)
             break
         results[culprit] = _error(culprit, reason, proc.output[-OUTPUT_TAIL:], here)
+        began = next((r.get("t") for r in reversed(records) if r.get("start") == culprit), None)
+        if began:  # how long it ran before it died or was killed
+            results[culprit]["duration"] = round(max(0.0, ended - float(began)), 3)
         remaining = [t for t in remaining if t not in results]
     ordered = [results[t] for t in spec["nodeids"] if t in results]
     duration = time.time() - started
