@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import textwrap
 from pathlib import Path
@@ -46,7 +47,16 @@ def main() -> int:
     if not args.project:
         (project / "tests").mkdir()
         (project / "tests" / "test_sample.py").write_text(SAMPLE)
-    with connect(args.scheduler) as client:
+    try:
+        run_twice(project, args.scheduler)
+    finally:
+        if not args.project:
+            shutil.rmtree(project, ignore_errors=True)
+    return 0
+
+
+def run_twice(project: Path, scheduler: str | None) -> None:
+    with connect(scheduler) as client:
         for attempt in (1, 2):
             summary = run_tests(project, TestOptions(shards=2, retry_failed=0), client=client)
             platform = summary["platforms"][0]
@@ -55,7 +65,6 @@ def main() -> int:
                 "shards": [{"tests": s["nodeids"], "estimate": round(s["estimate"], 3)} for s in platform["shards"]],
                 "durations_file": summary["durations_file"],
             }))
-    return 0
 
 
 if __name__ == "__main__":
