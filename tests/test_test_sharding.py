@@ -235,6 +235,7 @@ def test_cli_bad_input(shard_cluster, tmp_path: Path) -> None:
         (["test", str(project), "--shards", "0"], "--shards must be"),
         (["test", str(project), "--shards", "many"], "--shards must be"),
         (["test", str(project), "--env", "NOEQUALS"], "expected KEY=VALUE"),
+        (["test", str(project), "--scheduler", address, "--junit", "/proc/nope/junit.xml"], "--junit /proc/nope"),
         (["test", str(project), "--scheduler", address, "--platforms", "plan9"], "no machine runs plan9"),
         (["test", str(project), "--scheduler", address, "--python", "/no/such/python"], "--python: cannot run"),
         (["test", str(project), "--scheduler", "tcp://127.0.0.1:1"], "cannot reach the scheduler"),

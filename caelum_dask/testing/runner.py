@@ -20,7 +20,7 @@ from typing import Any
 from distributed import Client, as_completed
 
 from caelum_dask import events as ev
-from caelum_dask.errors import InvalidInput, UnsatisfiableRequirement
+from caelum_dask.errors import CaelumError, InvalidInput, UnsatisfiableRequirement
 from caelum_dask.testing import durations as durations_mod
 from caelum_dask.testing import merge
 from caelum_dask.testing.collect import run_collection
@@ -30,6 +30,12 @@ from caelum_dask.testing.snapshot import build_snapshot, is_unpacked
 
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed", "flaky", "notrun")
 Progress = Callable[[str], None]
+
+
+class RunInterrupted(CaelumError):
+    """The cluster could not run the suite at all (pytest's exit code 2: interrupted)."""
+
+    exit_code = 2
 
 
 @dataclass
@@ -148,6 +154,14 @@ def run_tests(path: str | os.PathLike[str], options: TestOptions | None = None, 
     if not root.is_dir():
         raise InvalidInput(f"{path}: no such project folder; give the folder that holds the tests")
     root = root.resolve()
+    if options.junit:  # fail before running anything, not after
+        junit_dir = Path(options.junit).expanduser().resolve().parent
+        try:
+            junit_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInput(f"--junit {options.junit}: cannot create {junit_dir} ({exc.strerror})") from None
+        if not os.access(junit_dir, os.W_OK):
+            raise InvalidInput(f"--junit {options.junit}: {junit_dir} is not writable")
     say = progress or (lambda _msg: None)
     own_client = client is None
     if client is None:
@@ -213,7 +227,11 @@ def _run_shipped(root: Path, options: TestOptions, client: Client, say: Progress
         futures[prun.label] = client.submit(run_collection, spec, key=f"caelum-test-{run_id}-collect-{prun.label}",
                                             pure=False, **_placement(prun.platform, workers))
     for prun in runs:
-        prun.collection = futures[prun.label].result()
+        try:
+            prun.collection = futures[prun.label].result()
+        except Exception as exc:  # the task itself failed (lost workers, unreadable snapshot)
+            raise RunInterrupted(f"collecting the tests failed on the cluster: {type(exc).__name__}: {exc}; "
+                                 "check `caelum status` and the worker logs") from None
         prun.nodeids = list(prun.collection["nodeids"])
         if prun.collection["rc"] == CANNOT_START:
             raise InvalidInput(f"--python: {prun.collection['output']} (on {prun.collection['machine']}); "
@@ -380,7 +398,10 @@ def _finish(root: Path, options: TestOptions, client: Client, run_id: str, start
         junit_path.write_text(merge.junit_document(suites), encoding="utf-8")
     durations_file = None
     if options.record_durations and measured and not collection_failed:
-        durations_file = str(durations_mod.save(root, measured))
+        try:
+            durations_file = str(durations_mod.save(root, measured))
+        except OSError as exc:  # a read-only checkout still gets its results
+            say(f"durations not recorded: {exc}")
     totals = {k: sum(p["counts"][k] for p in platforms) for k in (*OUTCOMES, "total")}
     summary = {
         "run_id": run_id, "project": str(root), "exit_code": exit_code, "duration": round(duration, 3),
