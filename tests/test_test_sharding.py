@@ -300,3 +300,14 @@ def test_killed_worker_gives_the_same_results(process_cluster, tmp_path: Path) -
     assert survivor.poll() is None
     assert len({s["worker"] for s in killed["platforms"][0]["shards"]}) == 1  # the victim's shard re-ran
     assert set(_outcomes(json.loads(out)).values()) == {"passed", "failed"}
+
+
+def test_pytest_args_select_at_collection_and_stop_shards(shard_cluster, tmp_path: Path) -> None:
+    project = make_project(tmp_path / "args", {k: v for k, v in BASIC.items() if "basic" in k})
+    summary = run_tests(project, TestOptions(shards=1, retry_failed=0, pytest_args=["-x", "-k", "not slow"]),
+                        client=shard_cluster)
+    got = _outcomes(summary)
+    assert "tests/test_basic.py::test_slow" not in got and len(got) == 10  # -k applied at collection
+    assert got["tests/test_basic.py::test_fail"] == "failed"
+    assert got["tests/test_basic.py::test_skip"] == "notrun"  # -x stopped the shard after test_fail
+    assert summary["exit_code"] == 1
