@@ -311,3 +311,23 @@ def test_pytest_args_select_at_collection_and_stop_shards(shard_cluster, tmp_pat
     assert got["tests/test_basic.py::test_fail"] == "failed"
     assert got["tests/test_basic.py::test_skip"] == "notrun"  # -x stopped the shard after test_fail
     assert summary["exit_code"] == 1
+
+
+@pytest.mark.slow
+def test_shard_that_keeps_killing_its_worker_is_reported_not_lost(tmp_path: Path) -> None:
+    """A shard Dask gives up on (KilledWorker) comes back as errors naming why; exit code 2."""
+    import dask.config
+    from distributed import Client, LocalCluster
+
+    from caelum_dask.cluster import embedded_cluster_kwargs
+
+    project = make_project(tmp_path / "killer", {"tests/test_killer.py": (
+        "import os, signal\n\ndef test_kills_its_worker():\n    os.kill(os.getppid(), signal.SIGKILL)\n")})
+    kwargs = embedded_cluster_kwargs()
+    kwargs.update(n_workers=1, threads_per_worker=1)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0, "distributed.worker.daemon": False}):
+        with LocalCluster(**kwargs) as cluster, Client(cluster) as client:
+            summary = run_tests(project, TestOptions(shards=1, retry_failed=0), client=client)
+    [test] = summary["platforms"][0]["tests"]
+    assert test["outcome"] == "error" and "lost: KilledWorker" in test["message"]
+    assert summary["exit_code"] == 2 and summary["platforms"][0]["lost_shards"] == 1

@@ -116,7 +116,7 @@ def _lost(nodeids: Sequence[str], exc: BaseException, shard: str) -> dict[str, A
     return {"shard": shard, "worker": "", "machine": "", "duration": 0.0, "runs": [], "junit": [],
             "lost": True, "output_tail": "",
             "results": [{"nodeid": n, "outcome": "error", "duration": 0.0, "message": reason,
-                         "longrepr": reason, "worker": "", "machine": ""} for n in nodeids]}
+                         "longrepr": reason, "worker": "", "machine": "", "lost": True} for n in nodeids]}
 
 
 class _PlatformRun:
@@ -286,15 +286,18 @@ def _run_shipped(root: Path, options: TestOptions, client: Client, say: Progress
             for result in failing:
                 by_machine.setdefault(result.get("machine", ""), []).append(result["nodeid"])
             for machine, ids in by_machine.items():
-                others = [w["address"] for w in prun.workers if w["hostname"] != machine]
+                other_workers = [w for w in prun.workers if w["hostname"] != machine]
+                others = [w["address"] for w in other_workers]
                 placement = ({"workers": others, "allow_other_workers": False} if others
                              else _placement(prun.platform, workers))
-                name = f"{prun.label}-retry{attempt}-{len(retry)}"
-                spec = {**base, "python": options.python, "platform": prun.platform,
-                        "shard": name, "nodeids": ids, "attempt": attempt}
-                future = client.submit(run_shard, spec, key=f"caelum-test-{run_id}-shard-{name}",
-                                       pure=False, **placement)
-                retry[future] = (prun, {"shard": name, "nodeids": ids, "estimate": 0.0})
+                slots = sum(int(w.get("nthreads") or 1) for w in other_workers) or prun.slots
+                for part in partition(ids, prun.estimates, max(1, slots), "load"):
+                    name = f"{prun.label}-retry{attempt}-{len(retry)}"
+                    spec = {**base, "python": options.python, "platform": prun.platform,
+                            "shard": name, "nodeids": part.nodeids, "attempt": attempt}
+                    future = client.submit(run_shard, spec, key=f"caelum-test-{run_id}-shard-{name}",
+                                           pure=False, **placement)
+                    retry[future] = (prun, {"shard": name, "nodeids": part.nodeids, "estimate": part.estimate})
         if not retry:
             break
         say(f"re-running {sum(len(s['nodeids']) for _, s in retry.values())} failed test(s) (attempt {attempt})")
@@ -315,8 +318,8 @@ def _gather_shards(pending: dict[Any, tuple[_PlatformRun, dict[str, Any]]], say:
         for result in out["results"]:
             result = {**result, "shard": shard["shard"]}
             previous = prun.results.get(result["nodeid"])
-            if previous is None:
-                prun.results[result["nodeid"]] = result
+            if previous is None or (previous.get("lost") and not result.get("lost")):
+                prun.results[result["nodeid"]] = result  # first result, or the first real one
             elif result["outcome"] in ("passed", "xfailed", "skipped", "xpassed"):
                 earlier = previous.get("flaky_failures", []) + [
                     {k: previous.get(k) for k in ("message", "longrepr", "machine", "outcome")}]
@@ -347,7 +350,7 @@ def _exit_code(prun: _PlatformRun, flaky_fails: bool) -> int:
         return int(rc)
     if not prun.nodeids:
         return 5
-    if prun.lost:
+    if any(r.get("lost") for r in prun.results.values()):  # tests that never got to run
         return 2
     bad = {"failed", "error"} | ({"flaky"} if flaky_fails else set())
     return 1 if any(r["outcome"] in bad for r in prun.results.values()) else 0
@@ -387,6 +390,7 @@ def _finish(root: Path, options: TestOptions, client: Client, run_id: str, start
             "shards": [{k: s.get(k) for k in ("shard", "worker", "machine", "estimate", "duration", "runs", "lost")}
                        | {"tests": len(s["nodeids"]), "nodeids": s["nodeids"]} for s in prun.shards],
             "imbalance": round(imbalance(shard_times), 3) if prun.shards else None,
+            "lost_shards": prun.lost,
             "env_removed": next((s.get("env_removed") for s in prun.shards if s.get("env_removed")), []),
             "tests": ordered,
         })
