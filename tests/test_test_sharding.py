@@ -21,8 +21,8 @@ from caelum_dask.testing.partition import auto_shard_count, imbalance, partition
 from caelum_dask.testing.shard import clean_environment
 from caelum_dask.testing.snapshot import build_snapshot, ensure_unpacked
 from caelum_dask.testing.steps import test_step as shard_test_step
-from tests.conftest import REPO, run_caelum
-from tests.testshard_fixtures import (BASIC, BROKEN, CRASHY, EMPTY, FLAKY, make_project, plain_pytest_outcomes,
+from conftest import REPO, run_caelum
+from testshard_fixtures import (BASIC, BROKEN, CRASHY, EMPTY, FLAKY, make_project, plain_pytest_outcomes,
                                       shard_cluster, skewed)
 
 __all__ = ["shard_cluster"]
