@@ -1,0 +1,96 @@
+"""``caelum test``: a pytest suite sharded over the cluster."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from caelum_dask import config
+from caelum_dask.cli._options import json_option, open_client, print_json, scheduler_option
+from caelum_dask.errors import InvalidInput
+
+
+def _env_pairs(values: tuple[str, ...]) -> dict[str, str]:
+    env = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"--env {item!r}: expected KEY=VALUE")
+        env[key] = value
+    return env
+
+
+@click.command(context_settings={"ignore_unknown_options": False})
+@click.argument("path", type=click.Path(file_okay=False, path_type=str))
+@click.option("--shards", default="auto", show_default=True, metavar="auto|N",
+              help="How many pytest processes to split the suite into; auto: from the cluster's "
+                   "slots and the recorded durations.")
+@click.option("--dist", type=click.Choice(["load", "loadfile", "loadscope"]), default="load", show_default=True,
+              help="load: tests spread freely; loadfile: a file's tests stay together; loadscope: a "
+                   "module's or class's tests stay together (their fixtures set up once).")
+@click.option("--platforms", default=None, metavar="all|LIST",
+              help="Run the suite once per platform: 'all' (every platform in the cluster) or e.g. linux,darwin.")
+@click.option("--retry-failed", type=int, default=None, metavar="N",
+              help="Re-run failed tests up to N times, on another machine when there is one; a test "
+                   "that passes on a re-run is reported flaky (default: caelum.testing.retry-failed, 1).")
+@click.option("--flaky-fails", is_flag=True, help="Count flaky tests as failures in the exit code.")
+@click.option("--junit", "junit", default=None, metavar="FILE", help="Write the merged JUnit XML here.")
+@click.option("--python", "python", default=None, metavar="PY",
+              help="Interpreter to run pytest with on the workers (default: the worker's own Python).")
+@click.option("--timeout", type=float, default=None, metavar="SECONDS",
+              help="Kill a shard's pytest when no test starts or finishes for this long; the running test "
+                   "is reported as hung (default: caelum.testing.timeout, 300).")
+@click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Extra environment for the tests (repeatable).")
+@click.option("--no-record", is_flag=True, help="Do not update .caelum/test-durations.json.")
+@scheduler_option
+@json_option
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def test(path: str, shards: str, dist: str, platforms: str | None, retry_failed: int | None, flaky_fails: bool,
+         junit: str | None, python: str | None, timeout: float | None, env: tuple[str, ...], no_record: bool,
+         scheduler: str | None, as_json: bool, pytest_args: tuple[str, ...]) -> None:
+    """Run the pytest suite in PATH sharded over the cluster's machines.
+
+    The project is shipped to each machine once (git-tracked plus untracked, non-ignored
+    files), its tests are collected with `pytest --collect-only`, split into shards balanced
+    by the durations recorded in PATH/.caelum/test-durations.json (or pytest-split's
+    .test_durations), and each shard runs as `python -m pytest` on a worker. Failed tests are
+    re-run to tell flaky from broken. Anything after `--` goes to pytest, e.g.
+    `caelum test . -- -x -k smoke`. Workers need the project's test dependencies installed.
+
+    Exit status as pytest's: 0 passed, 1 tests failed, 2 interrupted (collection errors,
+    lost shards), 4 usage error, 5 no tests collected.
+    """
+    from caelum_dask.testing.report import render
+    from caelum_dask.testing.runner import TestOptions, run_tests
+
+    options = TestOptions(
+        shards=shards, dist=dist, platforms=platforms,
+        retry_failed=int(config.get("testing.retry-failed", 1) if retry_failed is None else retry_failed),
+        junit=junit, python=python, pytest_args=list(pytest_args),
+        timeout=float(config.get("testing.timeout", 300) if timeout is None else timeout),
+        env=_env_pairs(env), flaky_fails=flaky_fails, record_durations=not no_record,
+    )
+    options.validate()  # bad options fail before a cluster is started
+    from pathlib import Path
+
+    if not Path(path).expanduser().is_dir():
+        raise InvalidInput(f"{path}: no such project folder; give the folder that holds the tests")
+
+    def progress(message: str) -> None:
+        click.echo(f"caelum test: {message}", err=True)
+
+    try:
+        with open_client(scheduler, quiet=as_json) as client:
+            summary = run_tests(path, options, client=client, progress=progress)
+    except KeyboardInterrupt:  # pytest's meaning of 2; closing the client cancels the shards
+        click.echo("caelum test: interrupted; the run's shards were cancelled", err=True)
+        sys.exit(2)
+    if as_json:
+        print_json(summary)
+    else:
+        click.echo(render(summary))
+    sys.exit(summary["exit_code"])
+
+
+COMMANDS = [test]

@@ -1,0 +1,48 @@
+"""The test-suite step for workflows (e.g. the code-health workflow).
+
+``test_step(path, **opts)`` runs ``caelum test`` on ``path`` and returns a small JSON-able
+summary. Inside a Dask task it submits its shards through ``distributed.worker_client()``
+(the task secedes from the worker's thread pool while the shards run, so it cannot deadlock
+a small cluster); outside one it uses :func:`caelum_dask.connect`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from caelum_dask.testing.runner import TestOptions, run_tests
+
+
+def _in_task() -> bool:
+    try:
+        from distributed import get_worker
+
+        get_worker()
+        return True
+    except ValueError:
+        return False
+
+
+def test_step(path: str, **opts: Any) -> dict[str, Any]:
+    """Run the suite at ``path``; ``opts`` are :class:`TestOptions` fields (shards, dist, junit…).
+
+    Returns ``{run_id, exit_code, counts, duration, junit, failed: [nodeid, …], flaky: [...]}``.
+    """
+    options = TestOptions(**opts)
+    if _in_task():
+        from distributed import worker_client
+
+        with worker_client() as client:
+            summary = run_tests(path, options, client=client)
+    else:
+        summary = run_tests(path, options)
+    tests = [t for p in summary["platforms"] for t in p["tests"]]
+    return {
+        "run_id": summary["run_id"], "exit_code": summary["exit_code"], "counts": summary["counts"],
+        "duration": summary["duration"], "junit": summary["junit"],
+        "failed": [t["nodeid"] for t in tests if t["outcome"] in ("failed", "error")],
+        "flaky": [t["nodeid"] for t in tests if t["outcome"] == "flaky"],
+    }
+
+
+test_step.__test__ = False  # type: ignore[attr-defined]  # not a pytest test, despite the name
