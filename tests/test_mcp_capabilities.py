@@ -97,3 +97,41 @@ def test_llm_tools_route_through_the_pool(fakes, tmp_path):  # noqa: F811
     assert not embedded.is_error and len(embedded.structured_content["embeddings"]) == 2
     assert unknown.is_error and "no-such-model" in unknown.content[0].text
     assert len(fake.requests) >= 3
+
+
+def _suite(tmp_path):
+    root = tmp_path / "suite"
+    root.mkdir()
+    (root / "test_mod.py").write_text(
+        "def test_ok():\n    assert 1 + 1 == 2\n\n"
+        "def test_bad():\n    assert [1, 2] == [1, 3]\n\n"
+        "import pytest\n\n@pytest.mark.skip(reason='later')\ndef test_skip():\n    pass\n")
+    return root
+
+
+@pytest.mark.slow
+def test_run_tests_matches_caelum_test(client, tmp_path):
+    root = _suite(tmp_path)
+    handle = ClusterHandle(client.scheduler.address)
+    server = build_server(handle=handle)
+
+    async def go():
+        async with Client(server) as mcp:
+            ok = await mcp.call_tool("run_tests", {"path": str(root), "retry_failed": 0})
+            bad = await mcp.call_tool("run_tests", {"path": str(root), "dist": "sideways"})
+            return ok, bad
+
+    try:
+        ok, bad = asyncio.run(go())
+    finally:
+        handle.close()
+    assert not ok.is_error, ok.content
+    result = ok.structured_content
+    cli = run_caelum("test", str(root), "--json", "--retry-failed", "0", "--no-record",
+                     "--scheduler", client.scheduler.address)
+    expected = json.loads(cli.stdout)
+    assert result["exit_code"] == expected["exit_code"] == cli.returncode == 1
+    assert result["counts"] == expected["counts"]
+    (failure,) = result["failures"]
+    assert failure["nodeid"] == "test_mod.py::test_bad" and "assert" in failure["traceback"]
+    assert bad.is_error and "unknown --dist 'sideways'" in bad.content[0].text
