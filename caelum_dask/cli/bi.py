@@ -1,0 +1,58 @@
+"""``caelum bi``: dev analytics reports gathered from every machine."""
+
+from __future__ import annotations
+
+import click
+
+from caelum_dask.cli._options import json_option, open_client, print_json, scheduler_option
+
+
+@click.group("bi")
+def bi() -> None:
+    """Business intelligence: git history, test results, code metrics and resource samples
+    collected on every machine (one pinned task per machine), aggregated into reports."""
+
+
+@bi.command("report")
+@click.argument("definition", type=click.Path(dir_okay=False))
+@click.option("--roots", "roots", multiple=True, metavar="DIR",
+              help="Folder to search for git repositories on every machine, in addition to its "
+                   "caelum.bi.roots (repeatable).")
+@click.option("--since", default=None, metavar="WINDOW",
+              help="History window: 90d, 12w, 6m, 1y, an ISO date, or 'all' (default: the report's SINCE).")
+@click.option("--out", "out", default=None, type=click.Path(file_okay=False), metavar="DIR",
+              help="Write CSV + Parquet per table, report.xlsx and report.html here "
+                   "(default: reports/<report name>).")
+@click.option("--per", type=click.Choice(["machine", "worker"]), default="machine", show_default=True,
+              help="One collector per machine, or per worker (each worker reading its own roots).")
+@scheduler_option
+@json_option
+def report(definition: str, roots: tuple[str, ...], since: str | None, out: str | None, per: str,
+           scheduler: str | None, as_json: bool) -> None:
+    """Run the report DEFINITION (a file like bi/weekly_team.py) and export its tables.
+
+    Problems on one machine (a missing root, a folder with no repository, a repository with
+    no commits) are listed and the other machines' data is kept.
+    """
+    from pathlib import Path
+
+    from caelum_dask.bi.definition import load
+    from caelum_dask.bi.report import run_report
+
+    defn = load(definition)  # bad definitions fail before any cluster starts
+    target = out or str(Path("reports") / defn.name)
+    with open_client(scheduler, quiet=as_json) as client:
+        result = run_report(defn, client=client, roots=list(roots), since=since, out=target,
+                            per=per, progress=lambda msg: click.echo(f"caelum bi: {msg}", err=True))  # type: ignore[arg-type]
+    for row in result.problems.to_dict("records"):
+        click.echo(f"caelum bi: warning: {row['machine']} ({row['worker']}): {row['message']}", err=True)
+    if as_json:
+        print_json(result.to_json())
+        return
+    click.echo(f"{result.title}: {len(result.tables)} tables in {result.out} ({result.seconds:.1f}s)")
+    for name, frame in result.tables.items():
+        click.echo(f"  {name:<18} {len(frame):>7} rows")
+    click.echo(f"  html:  {result.files['html']}\n  excel: {result.files['excel']}")
+
+
+COMMANDS = [bi]
