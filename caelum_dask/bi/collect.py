@@ -114,7 +114,7 @@ def collect_here(machine: str, roots: list[str] | None = None, since: int | None
         out["resources"] = _to_time(_frame(rows_now, list(rows_now[0]), ident), "time")
     out["problems"] = _frame(problems, PROBLEM_COLUMNS[2:], ident)[PROBLEM_COLUMNS]
     rows = int(sum(len(f) for f in out.values()))
-    events.emit(events.BI, "collect-finished", machine=machine, worker=str(worker), run_id=run_id,
+    events.emit(events.BI, "collect-finished", machine=machine, collector=str(worker), run_id=run_id,
                 rows=rows, repos=len(repos), commits=len(commits), problems=len(problems))
     return out
 

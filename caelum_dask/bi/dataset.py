@@ -79,9 +79,18 @@ class Dataset:
 def dedup(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """Commits once per hash, file changes once per (commit, path), tags once per (repo, tag)."""
     out = dict(tables)
+    repos = out.get("repos")
+    if repos is not None and len(repos):
+        # one name per repository, whatever each clone's folder is called (the shortest, then A-Z)
+        names = (repos.assign(n=repos["repo"].str.len()).sort_values(["n", "repo"])
+                 .drop_duplicates("repo_id").set_index("repo_id")["repo"])
+        for name in ("repos", "commits", "files", "tags"):
+            if name in out and len(out[name]):
+                out[name] = out[name].assign(repo=out[name]["repo_id"].map(names).fillna(out[name]["repo"]))
     if len(out.get("commits", ())):
         commits = out["commits"]
-        clones = commits.groupby("commit")["machine"].nunique().rename("seen_on")
+        source = commits["machine"].astype(str) + "/" + commits["worker"].astype(str)
+        clones = source.groupby(commits["commit"]).nunique().rename("seen_on")
         commits = commits.drop_duplicates("commit", ignore_index=True)
         out["commits"] = commits.merge(clones, left_on="commit", right_index=True, how="left")
     if len(out.get("files", ())):

@@ -23,12 +23,36 @@ def week_of(times: pd.Series) -> pd.Series:
     return (times - pd.to_timedelta(times.dt.weekday, unit="D")).dt.normalize()
 
 
+def canonical_paths(files: pd.DataFrame) -> pd.Series:
+    """Each change's path under the file's LATEST name, following renames (old -> new).
+
+    code-maat counts a renamed file as two; following renames keeps a file's revisions and its
+    size (added − deleted over its whole history) together. Chains (a -> b -> c) are resolved.
+    """
+    renames = files.loc[files["old_path"].notna(), ["repo_id", "old_path", "path", "author_time"]]
+    if not len(renames):
+        return files["path"]
+    latest: dict[tuple[str, str], str] = {}
+    for repo_id, old, new, _t in renames.sort_values("author_time").itertuples(index=False):
+        latest[(repo_id, old)] = new
+
+    def resolve(repo_id: str, path: str) -> str:
+        seen = {path}
+        while (repo_id, path) in latest and latest[(repo_id, path)] not in seen:
+            path = latest[(repo_id, path)]
+            seen.add(path)
+        return path
+
+    return pd.Series([resolve(r, p) for r, p in zip(files["repo_id"], files["path"])], index=files.index)
+
+
 def _files(ds: Dataset) -> pd.DataFrame:
+    """File changes with ``path`` replaced by the canonical (latest) name of the file."""
     files = ds.files
     if not len(files):
-        return pd.DataFrame(columns=["commit", "path", "added", "deleted", "binary", "author",
+        return pd.DataFrame(columns=["commit", "path", "old_path", "added", "deleted", "binary", "author",
                                      "author_time", "repo_id", "repo"])
-    return files
+    return files.assign(path=canonical_paths(files))
 
 
 def activity(ds: Dataset) -> pd.DataFrame:

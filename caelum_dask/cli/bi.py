@@ -39,7 +39,10 @@ def report(definition: str, roots: tuple[str, ...], since: str | None, out: str 
     from caelum_dask.bi.definition import load
     from caelum_dask.bi.report import run_report
 
-    defn = load(definition)  # bad definitions fail before any cluster starts
+    from caelum_dask.bi.dataset import parse_since
+
+    defn = load(definition)  # bad definitions and windows fail before any cluster starts
+    parse_since(since)
     target = out or str(Path("reports") / defn.name)
     with open_client(scheduler, quiet=as_json) as client:
         result = run_report(defn, client=client, roots=list(roots), since=since, out=target,
