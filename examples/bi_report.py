@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from caelum_dask import connect
-from caelum_dask.bi import metrics, run_report
+from caelum_dask.bi import run_report
 
 HERE = Path(__file__).resolve().parent.parent
 
@@ -25,7 +25,6 @@ def main() -> None:
     print(result.tables["authors"].to_string(index=False))
     print(result.tables["ownership"].to_string(index=False))
     print(f"report: {result.files['html']}")
-    del metrics  # the same tables are available one by one: metrics.churn(dataset), …
 
 
 if __name__ == "__main__":

@@ -95,7 +95,8 @@ def run_report(definition: str | Path | ReportDefinition, *, client: Client | No
     if wanted_large:
         sizes = client.gather([client.submit(_rows, f, key=f"caelum-bi-{run_id}-size-{n}")
                                for n, f in enumerate(futures)])
-        if sum(sizes) > int(config.get("bi.dask-threshold") or 500_000):
+        threshold = config.get("bi.dask-threshold")
+        if sum(sizes) > int(500_000 if threshold is None else threshold):
             say(f"{sum(sizes)} file changes: aggregating churn/activity with dask.dataframe")
             files = large.files_from_futures(futures)
             big = large.aggregate_on_cluster(client, files)
