@@ -1,61 +1,65 @@
-"""The same file-change aggregations on pandas or on dask.dataframe (for data that is large).
+"""File-change aggregations for large data: one definition, run on pandas or over the cluster.
 
-The functions here only use the API pandas and dask.dataframe share, so one definition runs
-single-process (a pandas DataFrame) or as one Dask computation over the collectors' partitions
-where they already are (a dask DataFrame built from the collector futures): no row travels to
-the client, only the aggregated tables do.
+Collected rows only repeat across collectors when the same repository is cloned on several
+machines, and then a commit's file rows are identical everywhere. So deduplication needs no
+shuffle: partition *i* keeps a commit only if no earlier partition has it (it receives the
+earlier partitions' commit ids, which are small, not their rows). After that every commit
+lives in exactly one partition, so churn per file and weekly activity (including distinct
+commit counts) are exact map-reduce sums: per-partition ``groupby`` then a combine of the
+small partial tables. Through the cluster the partitions are the collectors' results where
+they already are (a dask.dataframe built from the collector futures); single-process it is
+the same code on one pandas DataFrame.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import dask
 import dask.dataframe as dd
+import numpy as np
 import pandas as pd
 from distributed import Client, Future
 
 from caelum_dask.bi.metrics import week_of
 
-
-def _with_week(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.assign(week=week_of(frame["author_time"]), churn=frame["added"] + frame["deleted"])
+DEDUP_KEY = ["commit", "path", "old_path"]
 
 
-def file_aggregates(files: Any) -> dict[str, Any]:
-    """Dedup file changes by (commit, path, old_path), then churn per file and weekly activity.
+def commit_ids(part: pd.DataFrame) -> np.ndarray:
+    """The distinct commits of one partition (what later partitions must not count again)."""
+    return pd.unique(part["commit"].to_numpy())
 
-    ``files`` is a pandas or dask DataFrame with the collector's ``files`` columns; the result
-    holds lazy dask objects for a dask input (compute them together with ``dask.compute``).
-    """
-    files = files.drop_duplicates(subset=["commit", "path", "old_path"])
-    if isinstance(files, dd.DataFrame):
-        files = files.map_partitions(_with_week)
-    else:
-        files = _with_week(files)
-    churn = files.groupby(["repo", "path"]).agg(
+
+def partial_aggregates(part: pd.DataFrame, *earlier: np.ndarray) -> dict[str, pd.DataFrame]:
+    """Dedup one partition against itself and the earlier partitions' commits, then aggregate."""
+    part = part.drop_duplicates(subset=DEDUP_KEY)
+    if earlier:
+        part = part[~part["commit"].isin(np.concatenate(earlier))]
+    part = part.assign(week=week_of(part["author_time"]), churn=part["added"] + part["deleted"])
+    churn = part.groupby(["repo", "path"]).agg(
         revisions=("commit", "count"), added=("added", "sum"), deleted=("deleted", "sum"),
         churn=("churn", "sum"))
-    activity = files.groupby(["week", "author", "repo"]).agg(
-        file_changes=("commit", "count"), added=("added", "sum"), deleted=("deleted", "sum"))
-    commits = files[["week", "author", "repo", "commit"]].drop_duplicates().groupby(
-        ["week", "author", "repo"])["commit"].count()
-    return {"churn": churn, "activity": activity, "commits": commits}
-
-
-def finish(parts: dict[str, pd.DataFrame | pd.Series]) -> dict[str, pd.DataFrame]:
-    """Computed parts -> the ``churn`` and ``activity`` tables, sorted like the pandas ones."""
-    churn = parts["churn"].reset_index().sort_values(["churn", "path"], ascending=[False, True],
-                                                     ignore_index=True)
-    activity = parts["activity"].join(parts["commits"].rename("commits")).reset_index()
-    activity = activity.sort_values(["week", "repo", "author"], ignore_index=True)
+    activity = part.groupby(["week", "author", "repo"]).agg(
+        file_changes=("commit", "count"), added=("added", "sum"), deleted=("deleted", "sum"),
+        commits=("commit", "nunique"))
     return {"churn": churn, "activity": activity}
+
+
+def combine(partials: list[dict[str, pd.DataFrame]]) -> dict[str, pd.DataFrame]:
+    """Sum the partial tables and sort them like the pandas tables in ``metrics``."""
+    churn = pd.concat([p["churn"] for p in partials]).groupby(level=["repo", "path"]).sum()
+    activity = pd.concat([p["activity"] for p in partials]).groupby(level=["week", "author", "repo"]).sum()
+    churn = churn.reset_index().sort_values(["churn", "repo", "path"], ascending=[False, True, True],
+                                            ignore_index=True)
+    activity = activity.reset_index().sort_values(["week", "repo", "author"], ignore_index=True)
+    return {"churn": churn, "activity": activity[["week", "author", "repo", "file_changes", "added",
+                                                  "deleted", "commits"]]}
 
 
 def files_from_futures(futures: list[Future], meta: pd.DataFrame | None = None) -> dd.DataFrame:
     """One dask partition per collector, read from the futures where they already live."""
-    from dask import delayed
-
-    parts = [delayed(_files_of)(f) for f in futures]
+    parts = [dask.delayed(_files_of)(f) for f in futures]
     return dd.from_delayed(parts, meta=meta, verify_meta=False)
 
 
@@ -63,13 +67,19 @@ def _files_of(part: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return part["files"]
 
 
+def aggregate_lazy(files: dd.DataFrame) -> Any:
+    """The map-reduce graph over the partitions of ``files`` (a Delayed of the combined tables)."""
+    parts = files.to_delayed()
+    ids = [dask.delayed(commit_ids)(p) for p in parts]
+    partials = [dask.delayed(partial_aggregates)(p, *ids[:i]) for i, p in enumerate(parts)]
+    return dask.delayed(combine)(partials)
+
+
 def aggregate_on_cluster(client: Client, files: dd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Run :func:`file_aggregates` as one Dask computation on ``client``'s cluster."""
-    lazy = file_aggregates(files)
-    computed = client.compute(list(lazy.values()), sync=True)
-    return finish(dict(zip(lazy, computed)))
+    """Churn and activity as one Dask computation on ``client``'s cluster."""
+    return client.compute(aggregate_lazy(files), sync=True)
 
 
 def aggregate_in_pandas(files: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The single-process baseline: the same definition on one pandas DataFrame."""
-    return finish(file_aggregates(files))
+    return combine([partial_aggregates(files)])
