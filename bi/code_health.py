@@ -5,7 +5,8 @@ results on each machine when they exist. Run: ``caelum bi report bi/code_health.
 TITLE = "Code health"
 SINCE = "180d"
 SOURCES = ["git", "tests", "metrics", "workflows", "resources"]
-TABLES = ["repositories", "hotspots", "coupling", "ownership", "code_health", "test_runs", "test_health"]
+TABLES = ["repositories", "hotspots", "coupling", "ownership", "code_health", "test_runs", "test_health",
+          "workflow_runs"]
 
 
 def tables(data, built):

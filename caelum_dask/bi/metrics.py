@@ -340,6 +340,22 @@ def code_health(ds: Dataset) -> pd.DataFrame:
     return out
 
 
+def workflow_runs(ds: Dataset) -> pd.DataFrame:
+    """Per workflow from the run stores: runs, completed, failed, success rate, last state."""
+    cols = ["workflow", "runs", "completed", "failed", "success_rate", "last_state", "last_started"]
+    runs = ds.workflows
+    if not len(runs):
+        return pd.DataFrame(columns=cols)
+    runs = runs.assign(started=pd.to_datetime(runs["started"], utc=True, errors="coerce", format="mixed"),
+                       ok=runs["state"].isin(["completed", "success", "succeeded"]),
+                       bad=runs["state"].isin(["failed", "error"])).sort_values("started")
+    out = runs.groupby("workflow", as_index=False).agg(
+        runs=("run_id", "nunique"), completed=("ok", "sum"), failed=("bad", "sum"),
+        last_state=("state", "last"), last_started=("started", "max"))
+    out["success_rate"] = out["completed"] / out["runs"]
+    return out[cols]
+
+
 def repositories(ds: Dataset) -> pd.DataFrame:
     """Each repository once (by root commit) with the machines holding a clone."""
     cols = ["repo_id", "repo", "clones", "machines", "commits", "authors", "first_commit", "last_commit"]
@@ -359,4 +375,5 @@ BUILDERS = {
     "repositories": repositories, "activity": activity, "authors": authors, "churn": churn,
     "hotspots": hotspots, "coupling": coupling, "ownership": ownership, "deployments": deployments,
     "delivery": delivery, "test_runs": test_runs, "test_health": test_health, "code_health": code_health,
+    "workflow_runs": workflow_runs,
 }
