@@ -74,7 +74,8 @@ def collect_here(machine: str, roots: list[str] | None = None, since: int | None
                              "no roots configured on this machine (set caelum.bi.roots or pass --roots)"})
         revs = str(config.get("bi.git-revs") or "--all")
         depth = int(config.get("bi.max-depth") or 3)
-        for item in gitlog.iter_histories(all_roots, since, revs, depth):
+        threads = int(config.get("bi.git-threads") or 4)
+        for item in gitlog.iter_histories(all_roots, since, revs, depth, threads):
             if isinstance(item, tuple):
                 problems.append(dict(zip(("location", "kind", "message"), item)))
                 continue

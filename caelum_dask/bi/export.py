@@ -19,6 +19,8 @@ from bokeh.plotting import figure
 from bokeh.resources import INLINE
 
 MAX_HTML_ROWS = 200
+_TABLE_CSS = ("<style>table{border-collapse:collapse;font:12px sans-serif}"
+              "th,td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}</style>")
 
 
 def _excel_safe(frame: pd.DataFrame) -> pd.DataFrame:
@@ -104,7 +106,8 @@ def write_html(tables: dict[str, pd.DataFrame], path: Path, title: str, plots: l
     for name, frame in tables.items():
         shown = frame.head(MAX_HTML_ROWS).to_html(index=False, border=0, na_rep="")
         more = f"<p>{len(frame) - MAX_HTML_ROWS} more rows in {name}.csv</p>" if len(frame) > MAX_HTML_ROWS else ""
-        parts.append(Div(text=f"<h2>{html.escape(name)} ({len(frame)} rows)</h2>{shown}{more}", width=1100))
+        parts.append(Div(text=f"{_TABLE_CSS}<h2>{html.escape(name)} ({len(frame)} rows)</h2>{shown}{more}",
+                         width=1100))
     path.write_text(file_html(column(*parts), INLINE, title))
     return str(path)
 

@@ -20,7 +20,7 @@ from caelum_dask.bi.dataset import Dataset
 def week_of(times: pd.Series) -> pd.Series:
     """Monday 00:00 UTC of the week each timestamp falls in."""
     times = pd.to_datetime(times, utc=True)
-    return (times - pd.to_timedelta(times.dt.weekday, unit="D")).dt.normalize()
+    return (times - pd.to_timedelta(times.dt.day_of_week, unit="D")).dt.normalize()
 
 
 def canonical_paths(files: pd.DataFrame) -> pd.Series:
