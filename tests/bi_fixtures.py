@@ -7,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+REVS = ("HEAD", "--branches", "--tags", "--remotes")  # caelum.bi.git-revs default
 PEOPLE = {name: f"{name.lower()}@example.com" for name in ("Alice", "Bob", "Carol", "Dave", "Erin", "Frank")}
 
 
@@ -91,13 +92,13 @@ def clone(source: Path, target: Path) -> Path:
 
 
 def rev_count(repo: Path) -> int:
-    return int(git(repo, "rev-list", "--count", "--all").strip())
+    return int(git(repo, "rev-list", "--count", *REVS).strip())
 
 
 def numstat_sums(repo: Path) -> tuple[int, int]:
-    """Lines added/deleted as plain ``git log --all --numstat`` prints them ('-' counts 0)."""
+    """Lines added/deleted as plain ``git log --numstat`` prints them ('-' counts 0)."""
     added = deleted = 0
-    for line in git(repo, "log", "--all", "--numstat", "-M", "--format=").splitlines():
+    for line in git(repo, "log", *REVS, "--numstat", "-M", "--format=").splitlines():
         if line.strip():
             a, d, _ = line.split("\t", 2)
             added += 0 if a == "-" else int(a)

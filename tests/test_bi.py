@@ -38,6 +38,8 @@ UTC = "UTC"
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("bi-world")
     alpha = make_alpha(base / "A" / "src" / "alpha")
+    (alpha / "README.md").write_text("work in progress\n")
+    git(alpha, "stash", "-q")  # a stash is not history: it must not be counted
     clone(alpha, base / "B" / "code" / "alpha-clone")
     beta = make_beta(base / "B" / "code" / "beta")
     (base / "C" / "plain").mkdir(parents=True)
@@ -105,6 +107,7 @@ def test_counts_equal_git_and_clone_counts_once(data: Dataset, world: dict[str, 
     alpha_id = git(world["alpha"], "rev-list", "--max-parents=0", "HEAD").strip()
     beta_id = git(world["beta"], "rev-list", "--max-parents=0", "HEAD").strip()
     assert per_repo[alpha_id] == rev_count(world["alpha"]) == rev_count(world["clone"]) == 8
+    assert int(git(world["alpha"], "rev-list", "--count", "--all")) > 8  # --all would count the stash
     assert per_repo[beta_id] == rev_count(world["beta"]) == 3
     assert len(commits) == commits["commit"].nunique() == 11
     # the clone was read on B, the original on A: both seen, counted once

@@ -72,7 +72,7 @@ def collect_here(machine: str, roots: list[str] | None = None, since: int | None
         if not all_roots:
             problems.append({"location": "", "kind": "no-roots", "message":
                              "no roots configured on this machine (set caelum.bi.roots or pass --roots)"})
-        revs = str(config.get("bi.git-revs") or "--all")
+        revs = str(config.get("bi.git-revs") or gitlog.DEFAULT_REVS)
         depth = int(config.get("bi.max-depth") or 3)
         threads = int(config.get("bi.git-threads") or 4)
         for item in gitlog.iter_histories(all_roots, since, revs, depth, threads):

@@ -21,6 +21,7 @@ _RS, _US = "\x1e", "\x1f"
 # hash, parents, author name, author email, author time, committer name, committer time, subject
 _FORMAT = "%x1e%H%x1f%P%x1f%an%x1f%ae%x1f%at%x1f%cn%x1f%ct%x1f%s"
 
+DEFAULT_REVS = "HEAD --branches --tags --remotes"
 COMMIT_COLUMNS = ["commit", "parents", "n_parents", "author", "email", "author_time", "committer",
                   "commit_time", "subject", "is_merge"]
 FILE_COLUMNS = ["commit", "path", "old_path", "added", "deleted", "binary"]
@@ -128,7 +129,7 @@ def read_tags(repo: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def read_repository(repo: str | Path, since: int | None = None, revs: str = "--all") -> RepoHistory:
+def read_repository(repo: str | Path, since: int | None = None, revs: str = DEFAULT_REVS) -> RepoHistory:
     """Read one repository's whole history: one ``git log``, plus root/HEAD/tags look-ups.
 
     ``since`` is a Unix time (commits committed before it are left out). Raises
