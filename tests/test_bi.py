@@ -255,6 +255,13 @@ def test_report_exports_read_back(health: Any) -> None:
     assert set(risks["directory"]) >= {"src", "."} and (risks["bus_factor"] == 1).all()
 
 
+def test_failing_user_tables_is_one_clear_error(cluster: tuple[Any, str], tmp_path: Path) -> None:
+    bad = tmp_path / "boom.py"
+    bad.write_text("TABLES = ['churn']\ndef tables(data, built):\n    return {'x': built['nope']}\n")
+    with pytest.raises(InvalidInput, match=r"tables\(\) failed: KeyError: 'nope'"):
+        run_report(bad, client=cluster[0], since="all", per="worker")
+
+
 def test_large_path_uses_dask_dataframe(cluster: tuple[Any, str], world: dict[str, Path]) -> None:
     with dask.config.set({"caelum.bi.dask-threshold": 0}):
         result = run_report(REPO / "bi" / "weekly_team.py", client=cluster[0], since="all", per="worker")
@@ -278,6 +285,19 @@ def test_cli_report_json(cluster: tuple[Any, str], tmp_path: Path) -> None:
     assert {p["kind"] for p in summary["problems"]} == {"missing-root", "no-repositories", "git-error"}
     assert "warning" in proc.stderr and "has no commits" in proc.stderr
     assert Path(summary["files"]["html"]).is_file() and Path(summary["files"]["excel"]).is_file()
+
+
+@pytest.mark.slow
+def test_cli_collect_and_tables(cluster: tuple[Any, str], tmp_path: Path) -> None:
+    proc = run_caelum("bi", "collect", "--per", "worker", "--out", str(tmp_path / "raw"), "--json",
+                      "--scheduler", cluster[1])
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["collected"]["commits"] == 11
+    assert sorted((c["worker"], c["repo"]) for c in summary["clones"]) == [("A", "alpha"), ("B", "alpha"), ("B", "beta")]
+    assert len(pd.read_parquet(tmp_path / "raw" / "commits.parquet")) == 11
+    listing = run_caelum("bi", "tables", "--json")
+    assert listing.returncode == 0 and set(json.loads(listing.stdout)) == set(metrics.BUILDERS)
 
 
 @pytest.mark.parametrize("args, message", [

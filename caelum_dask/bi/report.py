@@ -26,6 +26,7 @@ from caelum_dask.bi.dataset import Dataset, parse_since
 from caelum_dask.bi.definition import ReportDefinition, load
 from caelum_dask.bi.export import export_all
 from caelum_dask.bi.metrics import BUILDERS
+from caelum_dask.errors import InvalidInput
 
 
 @dataclass
@@ -62,7 +63,11 @@ def aggregate(table_names: list[str], extra_pickled: bytes | None,
     data = Dataset.merge(list(parts))
     built = {name: precomputed[name] if name in precomputed else BUILDERS[name](data) for name in table_names}
     if extra is not None:
-        for name, frame in (extra(data, built) or {}).items():
+        try:
+            derived = dict(extra(data, built) or {})
+        except Exception as exc:  # noqa: BLE001 - user code: one clear line, not a worker traceback
+            raise InvalidInput(f"the report definition's tables() failed: {type(exc).__name__}: {exc}") from None
+        for name, frame in derived.items():
             built[str(name)] = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
     return {"tables": built, "problems": data.problems, "collected": data.summary()}
 
@@ -110,7 +115,11 @@ def run_report(definition: str | Path | ReportDefinition, *, client: Client | No
                           problems=result["problems"], collected=result["collected"])
     if out is not None:
         notes = [f"{r['machine']} ({r['worker']}): {r['message']}" for r in report.problems.to_dict("records")]
-        report.files = export_all(report.tables, Path(out), defn.title, defn.plots(report.tables), notes)
+        try:
+            plots = defn.plots(report.tables)
+        except Exception as exc:  # noqa: BLE001 - user code
+            raise InvalidInput(f"the report definition's plots() failed: {type(exc).__name__}: {exc}") from None
+        report.files = export_all(report.tables, Path(out), defn.title, plots, notes)
         report.out = str(out)
         say(f"wrote {out}")
     report.seconds = time.monotonic() - started

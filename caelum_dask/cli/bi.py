@@ -58,4 +58,59 @@ def report(definition: str, roots: tuple[str, ...], since: str | None, out: str 
     click.echo(f"  html:  {result.files['html']}\n  excel: {result.files['excel']}")
 
 
+@bi.command("collect")
+@click.option("--roots", "roots", multiple=True, metavar="DIR",
+              help="Folder to search for git repositories on every machine (repeatable).")
+@click.option("--since", default="all", show_default=True, metavar="WINDOW",
+              help="History window: 90d, 12w, 6m, 1y, an ISO date, or 'all'.")
+@click.option("--out", "out", default=None, type=click.Path(file_okay=False), metavar="DIR",
+              help="Also write the raw collected tables (deduplicated) as Parquet here.")
+@click.option("--per", type=click.Choice(["machine", "worker"]), default="machine", show_default=True,
+              help="One collector per machine, or per worker.")
+@scheduler_option
+@json_option
+def collect_cmd(roots: tuple[str, ...], since: str, out: str | None, per: str, scheduler: str | None,
+                as_json: bool) -> None:
+    """Run only the collectors: what each machine holds (repositories, commits, problems)."""
+    from pathlib import Path
+
+    from caelum_dask.bi.collect import collect
+    from caelum_dask.bi.dataset import parse_since
+
+    window = parse_since(since)
+    with open_client(scheduler, quiet=as_json) as client:
+        data = collect(client, roots=list(roots), since=window, per=per)  # type: ignore[arg-type]
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        for name, frame in data.tables.items():
+            frame.to_parquet(Path(out) / f"{name}.parquet", index=False)
+    repos = data.repos
+    clones = repos[["machine", "worker", "repo", "repo_id", "path", "commits", "file_changes", "tags"]] \
+        .to_dict(orient="records") if len(repos) else []
+    summary = {"collected": data.summary(), "clones": clones,
+               "problems": data.problems.to_dict(orient="records"), "out": out}
+    if as_json:
+        print_json(summary)
+        return
+    for row in clones:
+        click.echo(f"{row['machine']} ({row['worker']}): {row['repo']} {row['commits']} commits  {row['path']}")
+    for row in summary["problems"]:
+        click.echo(f"{row['machine']} ({row['worker']}): {row['kind']}: {row['message']}")
+    click.echo(f"{data.summary()['commits']} distinct commits, {data.summary()['files']} file changes")
+
+
+@bi.command("tables")
+@json_option
+def tables_cmd(as_json: bool) -> None:
+    """List the built-in tables a report definition can name in TABLES."""
+    from caelum_dask.bi.metrics import BUILDERS
+
+    docs = {name: (fn.__doc__ or "").strip().splitlines()[0] for name, fn in BUILDERS.items()}
+    if as_json:
+        print_json(docs)
+        return
+    for name, doc in docs.items():
+        click.echo(f"{name:<14} {doc}")
+
+
 COMMANDS = [bi]
