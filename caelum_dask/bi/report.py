@@ -119,7 +119,11 @@ def run_report(definition: str | Path | ReportDefinition, *, client: Client | No
             plots = defn.plots(report.tables)
         except Exception as exc:  # noqa: BLE001 - user code
             raise InvalidInput(f"the report definition's plots() failed: {type(exc).__name__}: {exc}") from None
-        report.files = export_all(report.tables, Path(out), defn.title, plots, notes)
+        try:
+            report.files = export_all(report.tables, Path(out), defn.title, plots, notes)
+        except OSError as exc:
+            raise InvalidInput(f"cannot write the report to {out}: {exc.strerror or exc}; "
+                               "choose another --out folder") from None
         report.out = str(out)
         say(f"wrote {out}")
     report.seconds = time.monotonic() - started

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
+import os
+
 from caelum_dask.cli._options import json_option, open_client, print_json, scheduler_option
+
+
+def absolute_roots(roots: tuple[str, ...]) -> list[str]:
+    """Relative --roots mean "here": make them absolute. ``~`` stays for each machine to expand."""
+    return [r if r.startswith("~") or os.path.isabs(r) else os.path.abspath(r) for r in roots]
 
 
 @click.group("bi")
@@ -33,6 +40,12 @@ def report(definition: str, roots: tuple[str, ...], since: str | None, out: str 
 
     Problems on one machine (a missing root, a folder with no repository, a repository with
     no commits) are listed and the other machines' data is kept.
+
+    \b
+    Examples:
+      caelum bi report bi/weekly_team.py --since 90d --out reports/weekly
+      caelum bi report bi/code_health.py --roots ~/src --since all --json
+    Tables, definitions and the files read: docs/bi.md.
     """
     from pathlib import Path
 
@@ -45,7 +58,7 @@ def report(definition: str, roots: tuple[str, ...], since: str | None, out: str 
     parse_since(since)
     target = out or str(Path("reports") / defn.name)
     with open_client(scheduler, quiet=as_json) as client:
-        result = run_report(defn, client=client, roots=list(roots), since=since, out=target,
+        result = run_report(defn, client=client, roots=absolute_roots(roots), since=since, out=target,
                             per=per, progress=lambda msg: click.echo(f"caelum bi: {msg}", err=True))  # type: ignore[arg-type]
     for row in result.problems.to_dict("records"):
         click.echo(f"caelum bi: warning: {row['machine']} ({row['worker']}): {row['message']}", err=True)
@@ -79,7 +92,7 @@ def collect_cmd(roots: tuple[str, ...], since: str, out: str | None, per: str, s
 
     window = parse_since(since)
     with open_client(scheduler, quiet=as_json) as client:
-        data = collect(client, roots=list(roots), since=window, per=per)  # type: ignore[arg-type]
+        data = collect(client, roots=absolute_roots(roots), since=window, per=per)  # type: ignore[arg-type]
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         for name, frame in data.tables.items():
