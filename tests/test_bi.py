@@ -28,6 +28,7 @@ from conftest import REPO, ProcessCluster, run_caelum
 
 from caelum_dask.bi import collect, load, metrics, parse_since, run_report
 from caelum_dask.bi.dataset import Dataset
+from caelum_dask.bi.export import sheet_names
 from caelum_dask.bi.steps import report_step
 from caelum_dask.errors import InvalidInput
 
@@ -247,7 +248,7 @@ def test_report_exports_read_back(health: Any) -> None:
         pd.testing.assert_frame_equal(pd.read_parquet(out / f"{name}.parquet"), frame.reset_index(drop=True),
                                       check_dtype=False, check_index_type=False)
         assert_same_values(frame, pd.read_csv(out / f"{name}.csv"))
-        assert_same_values(frame, pd.read_excel(out / "report.xlsx", sheet_name=name[:31]))
+        assert_same_values(frame, pd.read_excel(out / "report.xlsx", sheet_name=sheet_names(list(health.tables))[name]))
     html = (out / "report.html").read_text()
     assert "<title>Code health</title>" in html and "Bokeh" in html and "cdn.bokeh.org" not in html
     assert "does not exist on this machine" in html  # collection notes are in the report
@@ -338,6 +339,12 @@ def test_bad_definitions(text: str, message: str, tmp_path: Path) -> None:
     bad.write_text(text)
     with pytest.raises(InvalidInput, match=re.escape(message)):
         load(bad)
+
+
+def test_excel_sheet_names() -> None:
+    names = sheet_names(["a/b:c", "x" * 40, "x" * 39 + "y", "ok"])
+    assert names["a/b:c"] == "a_b_c" and names["ok"] == "ok"
+    assert len(set(names.values())) == 4 and all(len(n) <= 31 for n in names.values())
 
 
 def test_parse_since() -> None:

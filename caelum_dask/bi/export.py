@@ -7,6 +7,7 @@ file opens anywhere without network access.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,25 @@ def write_csv_parquet(tables: dict[str, pd.DataFrame], out: Path) -> dict[str, d
     return files
 
 
+def sheet_names(names: list[str]) -> dict[str, str]:
+    """Excel sheet names: at most 31 characters, none of ``[]:*?/\\``, unique."""
+    out: dict[str, str] = {}
+    for name in names:
+        base = re.sub(r"[\[\]:*?/\\]", "_", name)[:31] or "table"
+        candidate, n = base, 1
+        while candidate in out.values():
+            n += 1
+            candidate = f"{base[:31 - len(str(n)) - 1]}~{n}"
+        out[name] = candidate
+    return out
+
+
 def write_excel(tables: dict[str, pd.DataFrame], path: Path) -> str:
+    """One sheet per table (names from :func:`sheet_names`)."""
+    names = sheet_names(list(tables))
     with pd.ExcelWriter(path, engine="openpyxl") as writer:
         for name, frame in tables.items():
-            _excel_safe(frame).to_excel(writer, sheet_name=name[:31], index=False)
+            _excel_safe(frame).to_excel(writer, sheet_name=names[name], index=False)
     return str(path)
 
 
