@@ -135,3 +135,43 @@ def test_run_tests_matches_caelum_test(client, tmp_path):
     (failure,) = result["failures"]
     assert failure["nodeid"] == "test_mod.py::test_bad" and "assert" in failure["traceback"]
     assert bad.is_error and "unknown --dist 'sideways'" in bad.content[0].text
+
+
+@pytest.mark.slow
+def test_bi_report_matches_the_cli(client, tmp_path):
+    from bi_fixtures import make_alpha, rev_count
+
+    from conftest import REPO
+
+    roots = tmp_path / "roots"
+    repo = make_alpha(roots / "alpha")
+    handle = ClusterHandle(client.scheduler.address)
+    server = build_server(handle=handle)
+    definition = str(REPO / "bi" / "weekly_team.py")
+
+    async def go():
+        async with Client(server) as mcp:
+            ok = await mcp.call_tool("bi_report", {"definition": definition, "roots": [str(roots)], "since": "all",
+                                                   "out": str(tmp_path / "mcp-out")})
+            bad = await mcp.call_tool("bi_report", {"definition": str(tmp_path / "missing.py")})
+            return ok, bad
+
+    try:
+        ok, bad = asyncio.run(go())
+    finally:
+        handle.close()
+    assert not ok.is_error, ok.content
+    cli = run_caelum("bi", "report", definition, "--roots", str(roots), "--since", "all", "--out",
+                     str(tmp_path / "cli-out"), "--json", "--scheduler", client.scheduler.address)
+    assert cli.returncode == 0, cli.stderr
+    expected = json.loads(cli.stdout)
+    got = ok.structured_content
+    assert {k: v["rows"] for k, v in got["tables"].items()} == {k: v["rows"] for k, v in expected["tables"].items()}
+    assert got["collected"] == expected["collected"]
+    import pandas as pd
+
+    activity = pd.read_parquet(tmp_path / "mcp-out" / "activity.parquet")
+    assert activity["commits"].sum() == rev_count(repo)
+    assert bad.is_error
+    cli_bad = run_caelum("bi", "report", str(tmp_path / "missing.py"), "--scheduler", client.scheduler.address)
+    assert cli_bad.stderr.strip().removeprefix("caelum: error: ") in bad.content[0].text
