@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from distributed import Client
+from distributed import Client, wait
 
 from caelum_dask import events
 from caelum_dask.cluster import connect, machines
@@ -197,7 +197,7 @@ def _run(wf: Workflow, client: Client, params: dict[str, Any], bindings: Any, st
         if progress is None or (not force and time.monotonic() - last_report < 0.5):
             return
         last_report = time.monotonic()
-        progress(_counts(states, len(order)))
+        progress({"run_id": run_id, **_counts(states, len(order))})
 
     try:
         pending = list(futures.values())
@@ -208,7 +208,10 @@ def _run(wf: Workflow, client: Client, params: dict[str, Any], bindings: Any, st
                 report()
             pending = [f for f in pending if not f.done()]
             if pending and not batch:
-                time.sleep(poll)
+                try:
+                    wait(pending, timeout=poll)
+                except TimeoutError:
+                    pass
         # the final events travel ahead of the results on the same streams; allow stragglers
         deadline = time.monotonic() + 10
         while any(states.get(n) not in FINAL_STATES for n in expected) and time.monotonic() < deadline:

@@ -79,13 +79,19 @@ class NodeRuntime:
     item_annotations: dict[str, Any] = field(default_factory=dict)
 
 
+_WHERE: dict[str, tuple[str, str]] = {}
+
+
 def current_machine() -> tuple[str, str]:
     """(worker address, machine id) of the worker running the current task."""
     from distributed import get_worker
 
-    worker = get_worker()
-    host = worker.address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
-    return worker.address, machine_id(socket.gethostname(), host)
+    address = get_worker().address
+    where = _WHERE.get(address)
+    if where is None:
+        host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+        where = _WHERE[address] = (address, machine_id(socket.gethostname(), host))
+    return where
 
 
 def worker_resources() -> dict[str, float]:
