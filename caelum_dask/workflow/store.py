@@ -83,19 +83,27 @@ class RunStore:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
     def migrate(self) -> None:
-        """Bring the file up to :data:`SCHEMA_VERSION`, one transaction per step."""
-        current = self.version
-        if current > SCHEMA_VERSION:
-            raise InvalidInput(f"run store {self.path} has schema {current}, newer than this caelum ({SCHEMA_VERSION}); upgrade caelum-dask")
-        for number in range(current, SCHEMA_VERSION):
+        """Bring the file up to :data:`SCHEMA_VERSION`, one transaction per step.
+
+        Each step re-reads the version under a write lock, so two processes opening a new
+        store at once never apply a step twice.
+        """
+        while True:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                for statement in MIGRATIONS[number].split(";"):
+                current = self.version
+                if current > SCHEMA_VERSION:
+                    raise InvalidInput(f"run store {self.path} has schema {current}, newer than this caelum "
+                                       f"({SCHEMA_VERSION}); upgrade caelum-dask")
+                if current == SCHEMA_VERSION:
+                    self.db.execute("COMMIT")
+                    return
+                for statement in MIGRATIONS[current].split(";"):
                     if statement.strip():
                         self.db.execute(statement)
-                self.db.execute(f"PRAGMA user_version = {number + 1}")
+                self.db.execute(f"PRAGMA user_version = {current + 1}")
                 self.db.execute("COMMIT")
-            except Exception:
+            except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
 
