@@ -144,6 +144,10 @@ class RunStore:
                 self.db.execute(
                     "UPDATE attempts SET state='failed', finished=?, error=?, traceback=? WHERE run_id=? AND task=? AND attempt=?",
                     (stamp, msg["previous_error"], msg.get("previous_traceback"), run_id, task, attempts))
+            elif attempts:  # started again without failing: its worker was lost, Dask rescheduled it
+                self.db.execute(
+                    "UPDATE attempts SET state='lost', finished=?, error=? WHERE run_id=? AND task=? AND attempt=? "
+                    "AND state='running'", (stamp, f"worker {msg.get('worker')} took over", run_id, task, attempts))
             attempts += 1
             self.db.execute(
                 "INSERT OR REPLACE INTO attempts (run_id, task, attempt, state, started, machine, worker) VALUES (?,?,?,?,?,?,?)",
