@@ -29,7 +29,7 @@ def parse_param(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
         try:
             return name, type(default)(raw)
         except ValueError:
-            raise InvalidInput(f"parameter {name!r} must be a {type(default).__name__}; got {raw!r}") from None
+            raise InvalidInput(f"parameter {name!r} must be of type {type(default).__name__}; got {raw!r}") from None
     if isinstance(default, str):
         return name, raw
     try:
