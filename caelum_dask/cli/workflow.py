@@ -10,32 +10,7 @@ from typing import Any
 import click
 
 from caelum_dask.cli._options import json_option, open_client, print_json, scheduler_option
-from caelum_dask.errors import InvalidInput
-
-
-def parse_param(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
-    """``name=value``; the value takes the type of the parameter's default (else JSON, else text)."""
-    if "=" not in text:
-        raise InvalidInput(f"parameter {text!r} is not NAME=VALUE")
-    name, raw = text.split("=", 1)
-    name = name.strip()
-    default = defaults.get(name)
-    if isinstance(default, bool):
-        lowered = raw.strip().lower()
-        if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-            raise InvalidInput(f"parameter {name!r} is a true/false switch; got {raw!r}")
-        return name, lowered in ("1", "true", "yes", "on")
-    if isinstance(default, (int, float)) and not isinstance(default, bool):
-        try:
-            return name, type(default)(raw)
-        except ValueError:
-            raise InvalidInput(f"parameter {name!r} must be of type {type(default).__name__}; got {raw!r}") from None
-    if isinstance(default, str):
-        return name, raw
-    try:
-        return name, json.loads(raw)
-    except ValueError:
-        return name, raw
+from caelum_dask.workflow.params import parse_params
 
 
 def _progress_printer() -> Any:
@@ -84,7 +59,7 @@ def run_command(file: str, params: tuple[str, ...], resume: str | None, workflow
     from caelum_dask.workflow.validation import validate
 
     wf = load_workflow(file, workflow_name)
-    given = dict(parse_param(p, wf.params) for p in params)
+    given = parse_params(params, wf.params)
     if not resume:
         validate(wf, given)  # bad input fails before a cluster starts
     with open_client(scheduler, quiet=as_json) as client:

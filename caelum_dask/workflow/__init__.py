@@ -24,12 +24,13 @@ See docs/workflows.md for node attributes, options, the CLI and the event/JSON s
 from __future__ import annotations
 
 from caelum_dask.workflow.model import REQUIRED, MapRef, ParamRef, Ref, Task, Workflow, task
-from caelum_dask.workflow.runner import RunResult, run
+from caelum_dask.workflow.loader import load_workflow
+from caelum_dask.workflow.runner import RunResult, run, run_file
 from caelum_dask.workflow.runtime import TaskTimeout, worker_resources
 from caelum_dask.workflow.store import RunStore
 from caelum_dask.workflow.validation import WorkflowInvalid, validate
 
 __all__ = [
     "REQUIRED", "MapRef", "ParamRef", "Ref", "RunResult", "RunStore", "Task", "TaskTimeout", "Workflow",
-    "WorkflowInvalid", "run", "task", "validate", "worker_resources",
+    "WorkflowInvalid", "load_workflow", "run", "run_file", "task", "validate", "worker_resources",
 ]

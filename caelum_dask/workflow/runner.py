@@ -148,6 +148,21 @@ def run(workflow: Workflow, client: Client | None = None, params: dict[str, Any]
             run_store.close()
 
 
+def run_file(path: str, client: Client | None = None, params: dict[str, Any] | None = None,
+             resume: str | None = None, *, workflow: str | None = None, **options: Any) -> RunResult:
+    """Load the workflow defined in the file at ``path`` and :func:`run` it.
+
+    String parameter values are converted to the type of the parameter's default, as on the
+    command line, so callers such as the MCP server can pass what they received as text.
+    """
+    from caelum_dask.workflow.loader import load_workflow
+    from caelum_dask.workflow.params import coerce
+
+    wf = load_workflow(path, workflow)
+    values = {k: coerce(k, v, wf.params.get(k)) if isinstance(v, str) else v for k, v in (params or {}).items()}
+    return run(wf, client=client, params=values, resume=resume, file=str(path), **options)
+
+
 def _run(wf: Workflow, client: Client, params: dict[str, Any], bindings: Any, store: RunStore,
          previous: dict[str, Any] | None, use_cache: bool, cache_url: str, progress: ProgressCallback | None,
          file: str | None, poll: float) -> RunResult:
