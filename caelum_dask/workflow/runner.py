@@ -234,6 +234,17 @@ def _run(wf: Workflow, client: Client, params: dict[str, Any], bindings: Any, st
             time.sleep(0.05)
         absorb(_drain(q))
         results, errors = _collect(client, compiled, futures, states, store, run_id)
+    except BaseException:  # Ctrl-C, lost scheduler: the run is recorded as cancelled, not "running"
+        absorb(_drain(q))
+        store.finish_run(run_id, "cancelled", _counts(states, len(order)))
+        client.cancel(list(futures.values()))
+        counts = _counts(states, len(order))
+        try:
+            events.emit(events.WORKFLOWS, "run-finished", sink=client, run_id=run_id, state="cancelled",
+                        computed=counts["computed"], cached=counts["cached"], failed=counts["failed"])
+        except Exception:  # noqa: BLE001 - the scheduler may be the reason we are here
+            pass
+        raise
     finally:
         getattr(client, _DISPATCH_ATTR, {}).pop(run_id, None)
         for f in futures.values():

@@ -101,11 +101,66 @@ def worker_resources() -> dict[str, float]:
     return dict(get_worker().state.total_resources)
 
 
-def _emit(ctx: RunContext, task: str, state: str, where: tuple[str, str], **extra: Any) -> None:
+def _emit(ctx: RunContext, task: str, state: str, where: tuple[str, str], sink: Any = None, **extra: Any) -> None:
     from distributed import get_worker
 
-    events.emit(events.WORKFLOWS, "task-state", sink=get_worker(), run_id=ctx.run_id, task=task, state=state,
+    events.emit(events.WORKFLOWS, "task-state", sink=sink or get_worker(), run_id=ctx.run_id, task=task, state=state,
                 worker=where[0], machine=where[1], **extra)
+
+
+class _Announcer:
+    """Emits ``running`` only for tasks still running after ``delay`` seconds.
+
+    A trivial task would otherwise cost two events (running, completed) for one result; quick
+    tasks report just their final state, which carries when they started and where. One
+    daemon thread per worker process, started on first use; the lock orders each task's
+    ``running`` before its final state.
+    """
+
+    delay = 0.2
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active: dict[int, tuple[float, RunContext, str, tuple[str, str], Any, dict[str, Any]]] = {}
+        self.thread: threading.Thread | None = None
+        self.counter = 0
+
+    def begin(self, ctx: RunContext, task: str, where: tuple[str, str], **extra: Any) -> int:
+        from distributed import get_worker
+
+        worker = get_worker()
+        with self.lock:
+            self.counter += 1
+            token = self.counter
+            if extra:  # a retry: say at once that the previous attempt failed
+                _emit(ctx, task, "running", where, sink=worker, **extra)
+            else:
+                self.active[token] = (time.monotonic(), ctx, task, where, worker, extra)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._loop, name="caelum-wf-announcer", daemon=True)
+                self.thread.start()
+        return token
+
+    def end(self, token: int, ctx: RunContext, task: str, state: str, where: tuple[str, str], **extra: Any) -> None:
+        with self.lock:
+            self.active.pop(token, None)
+            _emit(ctx, task, state, where, **extra)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.delay / 2)
+            now = time.monotonic()
+            with self.lock:
+                for token, (t0, ctx, task, where, worker, extra) in list(self.active.items()):
+                    if now - t0 >= self.delay:
+                        del self.active[token]
+                        try:
+                            _emit(ctx, task, "running", where, sink=worker, attempt=extra.get("attempt", 1))
+                        except Exception:  # noqa: BLE001 - a closing worker: nothing to announce to
+                            pass
+
+
+_ANNOUNCER = _Announcer()
 
 
 def _first_unfinished(values: Any, depth: int = 0) -> Unfinished | None:
@@ -174,7 +229,7 @@ def run_node(rt: NodeRuntime, ctx: RunContext, /, *args: Any, **kwargs: Any) -> 
     while True:
         attempt += 1
         started = time.time()
-        _emit(ctx, rt.name, "running", where, attempt=attempt, **previous)
+        token = _ANNOUNCER.begin(ctx, rt.name, where, **({"attempt": attempt, **previous} if previous else {}))
         try:
             value = _call(rt, args, kwargs)
         except BaseException as exc:  # noqa: BLE001 - every failure is reported, none escapes
@@ -185,16 +240,19 @@ def run_node(rt: NodeRuntime, ctx: RunContext, /, *args: Any, **kwargs: Any) -> 
             if attempt <= rt.retries:
                 delay = rt.retry_delay * rt.retry_backoff ** (attempt - 1)
                 delay += delay * rt.retry_jitter * random.random()
+                with _ANNOUNCER.lock:  # not announced yet: never will be; the retry reports it
+                    _ANNOUNCER.active.pop(token, None)
                 # the next attempt's "running" event carries this attempt's error
-                previous = {"previous_error": error, "previous_traceback": tb, "retry_delay": delay}
+                previous = {"previous_error": error, "previous_traceback": tb, "previous_started": started,
+                            "retry_delay": delay}
                 time.sleep(delay)
                 continue
-            _emit(ctx, rt.name, "failed", where, attempt=attempt, error=error, traceback=tb,
-                  duration=time.time() - started)
+            _ANNOUNCER.end(token, ctx, rt.name, "failed", where, attempt=attempt, started=started, error=error,
+                           traceback=tb, duration=time.time() - started)
             return TaskFailure(rt.name, error)
         stored = cache.store(key, value) if cache is not None and key else False
-        _emit(ctx, rt.name, "completed", where, attempt=attempt, duration=time.time() - started,
-              cache_key=key if stored else None)
+        _ANNOUNCER.end(token, ctx, rt.name, "completed", where, attempt=attempt, started=started,
+                       duration=time.time() - started, cache_key=key if stored else None)
         return value
 
 
@@ -229,10 +287,10 @@ def run_map(rt: NodeRuntime, ctx: RunContext, /, *args: Any, **kwargs: Any) -> A
     failed = [v for v in values if isinstance(v, Unfinished)]
     if failed:
         error = f"{len(failed)} of {len(items)} items did not complete (first: {failed[0].task}: {failed[0].error})"
-        _emit(ctx, rt.name, "failed", where, attempt=1, error=error, duration=time.time() - started)
+        _emit(ctx, rt.name, "failed", where, attempt=1, started=started, error=error, duration=time.time() - started)
         return TaskFailure(rt.name, error)
     stored = ResultCache.at(ctx.cache_url).store(rt.cache_key, values) if rt.cache and rt.cache_key else False
-    _emit(ctx, rt.name, "completed", where, attempt=1, duration=time.time() - started,
+    _emit(ctx, rt.name, "completed", where, attempt=1, started=started, duration=time.time() - started,
           cache_key=rt.cache_key if stored else None)
     return values
 

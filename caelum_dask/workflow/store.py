@@ -130,6 +130,8 @@ class RunStore:
                 self._apply(run_id, msg)
 
     def _apply(self, run_id: str, msg: dict[str, Any]) -> None:
+        """One task-state message. Quick tasks send no ``running``: their final message carries
+        ``started``, and a retry's ``running`` carries the failed attempt (``previous_*``)."""
         task, state = msg["task"], msg["state"]
         stamp = msg.get("timestamp") or time.time()
         worker, machine = msg.get("worker"), msg.get("machine")
@@ -139,31 +141,49 @@ class RunStore:
             attempts = 0
         else:
             attempts = row["attempts"]
-        if state == "running":
-            if attempts and msg.get("previous_error"):
-                self.db.execute(
-                    "UPDATE attempts SET state='failed', finished=?, error=?, traceback=? WHERE run_id=? AND task=? AND attempt=?",
-                    (stamp, msg["previous_error"], msg.get("previous_traceback"), run_id, task, attempts))
-            elif attempts:  # started again without failing: its worker was lost, Dask rescheduled it
-                self.db.execute(
-                    "UPDATE attempts SET state='lost', finished=?, error=? WHERE run_id=? AND task=? AND attempt=? "
-                    "AND state='running'", (stamp, f"worker {msg.get('worker')} took over", run_id, task, attempts))
+        latest = self.db.execute("SELECT state, worker FROM attempts WHERE run_id=? AND task=? AND attempt=?",
+                                 (run_id, task, attempts)).fetchone() if attempts else None
+        open_here = latest is not None and latest["state"] == "running" and latest["worker"] == worker
+        if latest is not None and latest["state"] == "running" and latest["worker"] != worker:
+            # started elsewhere and never finished there: that worker was lost, Dask rescheduled
+            self.db.execute("UPDATE attempts SET state='lost', finished=?, error=? WHERE run_id=? AND task=? AND attempt=?",
+                            (stamp, f"worker {latest['worker']} was lost; rescheduled on {worker}", run_id, task, attempts))
+
+        def new_attempt(state_: str, started: float | None, error: str | None = None, tb: str | None = None,
+                        finished: float | None = None) -> None:
+            nonlocal attempts
             attempts += 1
             self.db.execute(
-                "INSERT OR REPLACE INTO attempts (run_id, task, attempt, state, started, machine, worker) VALUES (?,?,?,?,?,?,?)",
-                (run_id, task, attempts, "running", stamp, machine, worker))
+                "INSERT OR REPLACE INTO attempts (run_id, task, attempt, state, started, finished, machine, worker, "
+                "error, traceback) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (run_id, task, attempts, state_, started, finished, machine, worker, error, tb))
+
+        if state == "running":
+            if msg.get("previous_error"):
+                if open_here:
+                    self.db.execute(
+                        "UPDATE attempts SET state='failed', finished=?, error=?, traceback=? WHERE run_id=? AND task=? AND attempt=?",
+                        (stamp, msg["previous_error"], msg.get("previous_traceback"), run_id, task, attempts))
+                else:
+                    new_attempt("failed", msg.get("previous_started"), msg["previous_error"], msg.get("previous_traceback"), stamp)
+            new_attempt("running", stamp)
             self.db.execute(
                 "UPDATE tasks SET state='running', attempts=?, started=COALESCE(started, ?), machine=?, worker=? WHERE run_id=? AND task=?",
                 (attempts, stamp, machine, worker, run_id, task))
             return
-        if state in ("completed", "failed") and attempts:
-            self.db.execute(
-                "UPDATE attempts SET state=?, finished=?, error=?, traceback=? WHERE run_id=? AND task=? AND attempt=?",
-                (state, stamp, msg.get("error"), msg.get("traceback"), run_id, task, attempts))
+        if state in ("completed", "failed"):
+            if open_here:
+                self.db.execute(
+                    "UPDATE attempts SET state=?, finished=?, error=?, traceback=? WHERE run_id=? AND task=? AND attempt=?",
+                    (state, stamp, msg.get("error"), msg.get("traceback"), run_id, task, attempts))
+            else:
+                new_attempt(state, msg.get("started", stamp), msg.get("error"), msg.get("traceback"), stamp)
         self.db.execute(
-            "UPDATE tasks SET state=?, finished=?, error=?, cache_key=COALESCE(?, cache_key), "
-            "machine=COALESCE(?, machine), worker=COALESCE(?, worker) WHERE run_id=? AND task=?",
-            (state, stamp, msg.get("error"), msg.get("cache_key"), machine, worker, run_id, task))
+            "UPDATE tasks SET state=?, attempts=?, started=COALESCE(started, ?), finished=?, error=?, "
+            "cache_key=COALESCE(?, cache_key), machine=COALESCE(?, machine), worker=COALESCE(?, worker) "
+            "WHERE run_id=? AND task=?",
+            (state, attempts, msg.get("started"), stamp, msg.get("error"), msg.get("cache_key"), machine, worker,
+             run_id, task))
 
     def set_cache_keys(self, run_id: str, keys: dict[str, str]) -> None:
         with self.db:
