@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 import threading
 import time
@@ -19,8 +21,23 @@ pytestmark = pytest.mark.slow
 
 
 @task(resources={"gpu_required": True}, cache=False)
-def on_gpu(i: int) -> dict:
-    return {"i": i, "gpu": worker_resources().get("GPU", 0)}
+def on_gpu(i: int, gate: str) -> dict:
+    return {"i": i, "gpu": worker_resources().get("GPU", 0), "gate": gate}
+
+
+@task(cache=False, priority=3, resources={"machine": socket.gethostname()})
+def gate(path: str) -> str:
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return "open"
+
+
+def _scheduler_view(dask_scheduler) -> dict:
+    return {str(ts.key): {"annotations": dict(ts.annotations or {}), "state": ts.state,
+                          "workers": sorted(ts.worker_restrictions or []), "loose": ts.loose_restrictions,
+                          "resources": dict(ts.resource_restrictions or {})}
+            for ts in dask_scheduler.tasks.values() if str(ts.key).startswith("caelum-wf-")}
 
 
 @task(cache=False)
@@ -38,22 +55,42 @@ def needs_four_gpus() -> int:
     return 1
 
 
-def test_gpu_tasks_run_only_on_the_gpu_tagged_worker(process_cluster) -> None:
+def test_gpu_tasks_run_only_on_the_gpu_tagged_worker(process_cluster, tmp_path) -> None:
     process_cluster.start_scheduler()
     process_cluster.start_worker("gpu-box", "--resources", "GPU=1")
     process_cluster.start_worker("cpu-box")
     client = process_cluster.wait_for_workers(2)
     try:
         gpu_address = next(a for a, w in client.scheduler_info()["workers"].items() if w["name"] == "gpu-box")
-        with Workflow("placement") as wf:
-            gpu = [on_gpu.with_options(name=f"g{i}")(i) for i in range(6)]
+        with Workflow("placement", params={"door": str(tmp_path / "door")}) as wf:
+            opened = gate(wf.param("door"))
+            gpu = [on_gpu.with_options(name=f"g{i}")(i, opened) for i in range(6)]
             cpu = [on_any.with_options(name=f"c{i}")(i) for i in range(6)]
             wants_four_gpus()
-        result = run(wf, client=client)
+        box: dict = {}
+        runner = threading.Thread(target=lambda: box.setdefault("result", run(wf, client=client)))
+        runner.start()
+        # while the gate holds the GPU tasks back, read what the scheduler made of the annotations
+        deadline = time.monotonic() + 60
+        view: dict = {}
+        while time.monotonic() < deadline:
+            view = client.run_on_scheduler(_scheduler_view)
+            if any(k.endswith("-gate") and v["state"] == "processing" for k, v in view.items()):
+                break
+            time.sleep(0.05)
+        (tmp_path / "door").write_text("open")
+        runner.join(120)
+        gate_view = next(v for k, v in view.items() if k.endswith("-gate"))
+        assert gate_view["annotations"]["priority"] == 3
+        assert gate_view["workers"] == sorted(client.scheduler_info()["workers"]) and gate_view["loose"] is False
+        gpu_views = [v for k, v in view.items() if k.rsplit("-", 1)[-1] in {f"g{i}" for i in range(6)}]
+        assert len(gpu_views) == 6 and all(v["resources"] == {"GPU": 1.0} for v in gpu_views)
+
+        result = box["result"]
         assert result.ok, result.errors
         for i in range(6):
             assert result.tasks[f"g{i}"]["worker"] == gpu_address
-            assert result[f"g{i}"] == {"i": i, "gpu": 1}
+            assert result[f"g{i}"] == {"i": i, "gpu": 1, "gate": "open"}
         assert {result.tasks[f"c{i}"]["state"] for i in range(6)} == {"completed"}
         assert result["wants_four_gpus"] in (0, 1)  # fell back: ran although no worker has 4 GPUs
         assert len(gpu) == len(cpu) == 6

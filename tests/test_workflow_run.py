@@ -63,6 +63,8 @@ def test_fan_out_and_reduce_static_and_dynamic(wf_client: Client) -> None:
 
     again = run(wf, client=wf_client, params={"n": 6})
     assert again.ok and again.computed == 0 and again["dynamic_total"] == 55 and again["static_total"] == 14
+    fresh = run(wf, client=wf_client, cache=False)  # --no-cache: everything again, fan-out items too
+    assert fresh.ok and fresh.computed == 13 and fresh.cached == 0 and fresh["dynamic_total"] == 55
 
 
 @task(retries=2, retry_delay=0.01, retry_jitter=0.5, cache=False)

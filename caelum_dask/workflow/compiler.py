@@ -84,14 +84,15 @@ def cache_keys(wf: Workflow, params: dict[str, Any], bindings: dict[str, tuple[t
 
 def compile_workflow(wf: Workflow, params: dict[str, Any], bindings: dict[str, tuple[tuple[Any, ...], dict[str, Any]]],
                      placement: dict[str, dict[str, Any]], run_id: str, cache_url: str,
-                     reusable: set[str] | None = None, keys: dict[str, str] | None = None) -> CompiledRun:
+                     reusable: set[str] | None = None, keys: dict[str, str] | None = None,
+                     reuse_items: bool = True) -> CompiledRun:
     """Compile ``wf`` for run ``run_id``; ``reusable`` names nodes whose cached result may be used."""
     g = wf.graph
     order = list(nx.topological_sort(g))
     keys = keys if keys is not None else cache_keys(wf, params, bindings, order)
     reusable = reusable or set()
     prefix = f"{KEY_PREFIX}-{run_id}"
-    ctx = RunContext(run_id=run_id, prefix=prefix, cache_url=cache_url, workflow=wf.name)
+    ctx = RunContext(run_id=run_id, prefix=prefix, cache_url=cache_url, workflow=wf.name, reuse=reuse_items)
 
     sinks = [n for n in order if g.out_degree(n) == 0]
     compute: set[str] = set()

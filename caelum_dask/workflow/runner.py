@@ -181,7 +181,8 @@ def _run(wf: Workflow, client: Client, params: dict[str, Any], bindings: Any, st
         else:
             reusable = {n for n in order if keys[n] in present and wf.graph.nodes[n].get("cache", True)}
     run_id = new_run_id()
-    compiled = compile_workflow(wf, params, bindings, placement, run_id, cache_url, reusable, keys)
+    compiled = compile_workflow(wf, params, bindings, placement, run_id, cache_url, reusable, keys,
+                                reuse_items=use_cache or bool(previous))
 
     store.start_run(run_id, wf.name, params, order, file=file, resumed_from=previous["id"] if previous else None)
     store.set_cache_keys(run_id, {n: keys[n] for n in order})

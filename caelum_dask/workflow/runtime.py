@@ -58,6 +58,7 @@ class RunContext:
     prefix: str
     cache_url: str
     workflow: str
+    reuse: bool = True  # dynamic fan-out items may load cached results (False: --no-cache)
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,7 @@ def run_node(rt: NodeRuntime, ctx: RunContext, /, *args: Any, **kwargs: Any) -> 
     if key is None and rt.cache:
         key = combine(rt.key_parts, tokenize(args, kwargs))
     cache = ResultCache.at(ctx.cache_url) if rt.cache else None
-    if cache is not None and key and rt.check_cache:
+    if cache is not None and key and rt.check_cache and ctx.reuse:
         try:
             if cache.exists(key):
                 value = cache.load(key)
