@@ -243,3 +243,14 @@ def test_priorities_change_order_when_slots_are_scarce() -> None:
     assert up.ok and down.ok
     assert _order(up) == [5, 4, 3, 2, 1, 0]
     assert _order(down) == [0, 1, 2, 3, 4, 5]
+
+
+def test_run_file_converts_text_parameters(wf_client: Client) -> None:
+    from caelum_dask.workflow import run_file
+
+    result = run_file(str(Path(__file__).parent / "workflow_defs" / "resumable.py"), client=wf_client,
+                      params={"x": "3", "marker": ""})
+    assert result.ok and result.params == {"x": 3, "marker": ""}
+    assert result.results == {"d": (3 + 1) * 2 + 100 - 1, "e": 30}
+    with RunStore() as store:
+        assert store.run(result.run_id)["file"].endswith("resumable.py")

@@ -246,6 +246,22 @@ REQUIRED: Any = _Required()
 """Default of a parameter that must be given at run time."""
 
 
+_SIGNATURES: dict[int, tuple[Any, inspect.Signature | None]] = {}
+
+
+def signature_of(func: Any) -> inspect.Signature | None:
+    """``inspect.signature`` memoised per callable (10,000 nodes often share one function)."""
+    memo = _SIGNATURES.get(id(func))
+    if memo is not None and memo[0] is func:
+        return memo[1]
+    try:
+        sig = inspect.signature(func) if func is not None else None
+    except (TypeError, ValueError):
+        sig = None
+    _SIGNATURES[id(func)] = (func, sig)
+    return sig
+
+
 def node_inputs(graph: nx.DiGraph, node: str, param_names: Iterable[str] = ()) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The node's positional and keyword arguments, with edges of programmatic graphs wired in."""
     attrs = graph.nodes[node]
@@ -260,11 +276,7 @@ def node_inputs(graph: nx.DiGraph, node: str, param_names: Iterable[str] = ()) -
             kwargs[arg] = (existing if isinstance(existing, list) else [existing]) + [Ref(src)]
         else:
             kwargs[arg] = Ref(src)
-    func = attrs.get("func")
-    try:
-        sig = inspect.signature(func) if func is not None else None
-    except (TypeError, ValueError):
-        sig = None
+    sig = signature_of(attrs.get("func"))
     if sig is not None:
         params = set(param_names)
         positional = [p.name for p in sig.parameters.values()

@@ -184,8 +184,8 @@ def _run(wf: Workflow, client: Client, params: dict[str, Any], bindings: Any, st
     compiled = compile_workflow(wf, params, bindings, placement, run_id, cache_url, reusable, keys,
                                 reuse_items=use_cache or bool(previous))
 
-    store.start_run(run_id, wf.name, params, order, file=file, resumed_from=previous["id"] if previous else None)
-    store.set_cache_keys(run_id, {n: keys[n] for n in order})
+    store.start_run(run_id, wf.name, params, order, file=file, resumed_from=previous["id"] if previous else None,
+                    cache_keys=keys, cached=compiled.reused)
     q = _listen(client, run_id)
     events.emit(events.WORKFLOWS, "run-started", sink=client, run_id=run_id, workflow=wf.name,
                 nodes=order, edges=[[a, b] for a, b in wf.graph.edges])
@@ -193,7 +193,6 @@ def _run(wf: Workflow, client: Client, params: dict[str, Any], bindings: Any, st
                    for n in compiled.reused]
     if reused_msgs:
         client.run_on_scheduler(_log_many, topic=events.WORKFLOWS, messages=reused_msgs)
-        store.record(run_id, [{**m, "timestamp": started, "cache_key": keys[m["task"]]} for m in reused_msgs])
 
     states: dict[str, str] = {n: "cached" for n in compiled.reused}
     machine_of: dict[str, str | None] = {}
@@ -289,15 +288,16 @@ def _collect(client: Client, compiled: CompiledRun, futures: dict[str, Any], sta
     by_key = {k: n for n, k in compiled.keys.items()}
     results: dict[str, Any] = {}
     lost: list[dict[str, Any]] = []
-    for key, fut in futures.items():
+    finished = [k for k, f in futures.items() if f.status == "finished"]
+    values = client.gather([futures[k] for k in finished]) if finished else []  # one round trip
+    for key, value in zip(finished, values):
         node = by_key[key]
-        if fut.status == "finished":
-            value = fut.result()
-            if not isinstance(value, Unfinished) and node in compiled.sinks:
-                results[node] = value
-        else:
+        if not isinstance(value, Unfinished) and node in compiled.sinks:
+            results[node] = value
+    for key, fut in futures.items():
+        if fut.status != "finished":
             exc = fut.exception()
-            errors[node] = f"{type(exc).__name__}: {exc}"
+            errors[by_key[key]] = f"{type(exc).__name__}: {exc}"
     missing = [n for n in compiled.computed if states.get(n) not in FINAL_STATES]
     for node in missing:
         reason = errors.get(node) or next(iter(errors.values()), "the task never reported a final state")

@@ -109,7 +109,9 @@ class RunStore:
 
     # -- writing (the client that runs the workflow) ------------------------------------------
     def start_run(self, run_id: str, workflow: str, parameters: dict[str, Any], tasks: Iterable[str],
-                  file: str | None = None, resumed_from: str | None = None) -> None:
+                  file: str | None = None, resumed_from: str | None = None,
+                  cache_keys: dict[str, str] | None = None, cached: Iterable[str] = ()) -> None:
+        """Record a new run with every task ``pending``, or ``cached`` for those reused."""
         now = time.time()
         with self.db:
             self.db.execute("BEGIN")
@@ -117,8 +119,12 @@ class RunStore:
                 "INSERT INTO runs (id, workflow, parameters, state, started, file, resumed_from) VALUES (?,?,?,?,?,?,?)",
                 (run_id, workflow, json.dumps(parameters, default=repr, sort_keys=True), "running", now, file, resumed_from),
             )
-            self.db.executemany("INSERT INTO tasks (run_id, task, state) VALUES (?,?,'pending')",
-                                ((run_id, t) for t in tasks))
+            keys = cache_keys or {}
+            reused = set(cached)
+            self.db.executemany(
+                "INSERT INTO tasks (run_id, task, state, cache_key, started, finished) VALUES (?,?,?,?,?,?)",
+                ((run_id, t, "cached" if t in reused else "pending", keys.get(t),
+                  now if t in reused else None, now if t in reused else None) for t in tasks))
 
     def record(self, run_id: str, messages: list[dict[str, Any]]) -> None:
         """Apply a batch of ``task-state`` messages (one transaction)."""

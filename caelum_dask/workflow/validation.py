@@ -9,7 +9,6 @@ waits forever (unless the task allows a fallback).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +17,7 @@ import networkx as nx
 
 from caelum_dask.errors import CaelumError, InvalidInput, UnsatisfiableRequirement
 from caelum_dask.requirements import ResourceRequirements
-from caelum_dask.workflow.model import REQUIRED, ParamRef, Ref, Workflow, node_inputs, options_of
+from caelum_dask.workflow.model import REQUIRED, ParamRef, Ref, Workflow, node_inputs, options_of, signature_of
 
 _SIMPLE = (int, float, str, bytes, bool, type(None))
 
@@ -108,9 +107,8 @@ def _check_refs(wf: Workflow, node: str, args: tuple[Any, ...], kwargs: dict[str
 
 def _check_signature(node: str, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                      is_map: bool) -> list[str]:
-    try:
-        sig = inspect.signature(func)
-    except (TypeError, ValueError):
+    sig = signature_of(func)
+    if sig is None:
         return []
     try:
         sig.bind(*args, **kwargs)
@@ -135,10 +133,11 @@ def _check_options(node: str, attrs: dict[str, Any]) -> list[str]:
         problems.append(f"task {node!r}: timeout must be a number of seconds > 0, got {timeout!r}")
     if not isinstance(opts["priority"], (int, float)):
         problems.append(f"task {node!r}: priority must be a number, got {opts['priority']!r}")
-    try:
-        ResourceRequirements.from_value(opts["resources"])
-    except (CaelumError, TypeError) as exc:
-        problems.append(f"task {node!r}: {exc}")
+    if opts["resources"]:
+        try:
+            ResourceRequirements.from_value(opts["resources"])
+        except (CaelumError, TypeError) as exc:
+            problems.append(f"task {node!r}: {exc}")
     return problems
 
 
