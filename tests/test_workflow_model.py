@@ -196,6 +196,8 @@ def test_result_cache_roundtrip_and_listing(tmp_path) -> None:
     assert not cache.store("cd" * 32, threading.Lock())  # unpicklable: not cached
     assert cache.keys() == {"ab" * 32} and cache.exists("ab" * 32)
     assert cache.load("ab" * 32) == {"x": [1, 2]}
+    cache.clear()  # cleared under a live instance: the next write recreates the folders
+    assert cache.keys() == set() and cache.store("ab" * 32, 3) and cache.load("ab" * 32) == 3
     remote = ResultCache(f"memory://caelum-test-{tmp_path.name}")
     remote.store("ef" * 32, 5)
     assert remote.keys() == {"ef" * 32} and remote.load("ef" * 32) == 5

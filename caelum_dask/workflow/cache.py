@@ -39,6 +39,7 @@ class ResultCache:
         self.url = url
         self.fs, root = fsspec.core.url_to_fs(url)
         self.root = root.rstrip("/")
+        self._made: set[str] = set()
         self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
 
     @classmethod
@@ -81,15 +82,29 @@ class ResultCache:
         except Exception:  # noqa: BLE001 - an unpicklable result is simply not cached
             return False
         final = self.path(key)
-        if self.local:
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            tmp = f"{final}.{uuid.uuid4().hex}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, final)
-        else:
-            self.fs.pipe_file(final, data)
+        try:
+            if self.local:
+                self._write_local(final, data)
+            else:
+                self.fs.pipe_file(final, data)
+        except OSError:  # a full disk or unreachable store costs the cache entry, never the task
+            return False
         return True
+
+    def _write_local(self, final: str, data: bytes) -> None:
+        shard = os.path.dirname(final)
+        if shard not in self._made:
+            os.makedirs(shard, exist_ok=True)
+            self._made.add(shard)
+        tmp = f"{final}.{uuid.uuid4().hex}.tmp"
+        try:
+            f = open(tmp, "wb")
+        except FileNotFoundError:  # the cache was cleared under us
+            os.makedirs(shard, exist_ok=True)
+            f = open(tmp, "wb")
+        with f:
+            f.write(data)
+        os.replace(tmp, final)
 
     def clear(self) -> None:
         if self.fs.exists(self.root):
