@@ -25,7 +25,7 @@ def on_gpu(i: int, gate: str) -> dict:
     return {"i": i, "gpu": worker_resources().get("GPU", 0), "gate": gate}
 
 
-@task(cache=False, priority=3, resources={"machine": socket.gethostname()})
+@task(cache=False, priority=3, retries=2, resources={"machine": socket.gethostname()})
 def gate(path: str) -> str:
     deadline = time.monotonic() + 60
     while not os.path.exists(path) and time.monotonic() < deadline:
@@ -36,7 +36,7 @@ def gate(path: str) -> str:
 def _scheduler_view(dask_scheduler) -> dict:
     return {str(ts.key): {"annotations": dict(ts.annotations or {}), "state": ts.state,
                           "workers": sorted(ts.worker_restrictions or []), "loose": ts.loose_restrictions,
-                          "resources": dict(ts.resource_restrictions or {})}
+                          "resources": dict(ts.resource_restrictions or {}), "retries": ts.retries}
             for ts in dask_scheduler.tasks.values() if str(ts.key).startswith("caelum-wf-")}
 
 
@@ -82,6 +82,7 @@ def test_gpu_tasks_run_only_on_the_gpu_tagged_worker(process_cluster, tmp_path) 
         runner.join(120)
         gate_view = next(v for k, v in view.items() if k.endswith("-gate"))
         assert gate_view["annotations"]["priority"] == 3
+        assert gate_view["annotations"]["retries"] == 2 and gate_view["retries"] == 2
         assert gate_view["workers"] == sorted(client.scheduler_info()["workers"]) and gate_view["loose"] is False
         gpu_views = [v for k, v in view.items() if k.rsplit("-", 1)[-1] in {f"g{i}" for i in range(6)}]
         assert len(gpu_views) == 6 and all(v["resources"] == {"GPU": 1.0} for v in gpu_views)

@@ -149,12 +149,17 @@ def compile_workflow(wf: Workflow, params: dict[str, Any], bindings: dict[str, t
                 cache=bool(opts["cache"]), cache_key=keys[node] if opts["cache"] else None, check_cache=False,
                 key_parts=(code_hash(attrs["func"]), keys[node]) if is_map else None,
                 map_over=attrs.get("map_over"),
-                item_annotations={**place, **({"priority": priority} if priority else {})} if is_map else {},
+                item_annotations={**place, **({"priority": priority} if priority else {}),
+                                  **({"retries": opts["retries"]} if opts["retries"] else {})} if is_map else {},
             )
             task = Task(key, run_map if is_map else run_node, rt, ctx, *args, **kwargs)
             annotations = {} if is_map else dict(place)
             if priority:
                 annotations["priority"] = priority
+            if opts["retries"] and not is_map:
+                # the wrapper retries failures with backoff; Dask's own retries cover the rare
+                # failure of the wrapper itself (e.g. a worker that cannot unpickle the task)
+                annotations["retries"] = opts["retries"]
         group = tuple(sorted((k, repr(v)) for k, v in annotations.items()))
         layers.setdefault(group, {})[key] = task
         layer_annotations[group] = annotations
