@@ -217,16 +217,17 @@ def _run(wf: Workflow, client: Client, params: dict[str, Any], bindings: Any, st
     try:
         pending = list(futures.values())
         while pending:
+            # block until everything is done or `poll` passes, then write what arrived in one
+            # transaction: never a busy loop competing with the workers for the CPU
+            try:
+                wait(pending, timeout=poll)
+            except TimeoutError:
+                pass
             batch = _drain(q)
             if batch:
                 absorb(batch)
                 report()
             pending = [f for f in pending if not f.done()]
-            if pending and not batch:
-                try:
-                    wait(pending, timeout=poll)
-                except TimeoutError:
-                    pass
         # the final events travel ahead of the results on the same streams; allow stragglers
         deadline = time.monotonic() + 10
         while any(states.get(n) not in FINAL_STATES for n in expected) and time.monotonic() < deadline:
