@@ -254,3 +254,34 @@ def test_run_file_converts_text_parameters(wf_client: Client) -> None:
     assert result.results == {"d": (3 + 1) * 2 + 100 - 1, "e": 30}
     with RunStore() as store:
         assert store.run(result.run_id)["file"].endswith("resumable.py")
+
+
+def test_another_handler_on_the_topic_keeps_working(wf_client: Client) -> None:
+    seen: list[dict] = []
+    wf_client.subscribe_topic(events.WORKFLOWS, lambda event: seen.append(event[1]))  # e.g. a dashboard
+    try:
+        with Workflow("shared-topic") as wf:
+            total([square(i) for i in range(3)])
+        result = run(wf, client=wf_client, cache=False)
+        assert result.ok and result.computed == 4 and result["total"] == 5
+        deadline = time.monotonic() + 10
+        while not any(m.get("run_id") == result.run_id and m.get("event") == "run-finished" for m in seen):
+            assert time.monotonic() < deadline, "the other subscriber stopped receiving events"
+            time.sleep(0.05)
+        assert {m["task"] for m in seen if m.get("run_id") == result.run_id and m.get("event") == "task-state"
+            and m.get("state") == "completed"} == set(result.tasks)
+    finally:
+        from caelum_dask.workflow.runner import _DISPATCH_ATTR
+
+        wf_client.unsubscribe_topic(events.WORKFLOWS)
+        setattr(wf_client, _DISPATCH_ATTR, None)
+
+
+def test_final_states_recoverable_from_the_scheduler_log(wf_client: Client) -> None:
+    from caelum_dask.workflow.runner import _recover
+
+    with Workflow("recover") as wf:
+        total([square(i) for i in range(4)])
+    result = run(wf, client=wf_client, cache=False)
+    recovered = _recover(wf_client, result.run_id, set(result.tasks))
+    assert {m["task"]: m["state"] for m in recovered} == {t: "completed" for t in result.tasks}

@@ -7,7 +7,9 @@ client is the run store's only writer: task-state events that the task wrappers 
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import inspect
 import queue
 import time
 import uuid
@@ -80,24 +82,45 @@ def _log_many(dask_scheduler: Any, topic: str, messages: list[dict[str, Any]]) -
 
 
 def _listen(client: Client, run_id: str) -> "queue.SimpleQueue[dict[str, Any]]":
-    """A queue of this run's worker task-state messages (one topic handler per client)."""
-    table: dict[str, queue.SimpleQueue[dict[str, Any]]] | None = getattr(client, _DISPATCH_ATTR, None)
-    if table is None:
-        table = {}
-        setattr(client, _DISPATCH_ATTR, table)
+    """A queue of this run's worker task-state messages.
+
+    Dask keeps one handler per topic and client; ours dispatches by run id to every run on the
+    client and chains to a handler that someone else had installed (which it replaces).
+    """
+    table: dict[str, queue.SimpleQueue[dict[str, Any]]] = getattr(client, _DISPATCH_ATTR, None) or {}
+    setattr(client, _DISPATCH_ATTR, table)
+    current = client._event_handlers.get(events.WORKFLOWS)
+    if getattr(current, "_caelum_table", None) is not table:
+        previous = current
 
         def handler(event: tuple[float, Any]) -> None:
             stamp, msg = event
-            if not isinstance(msg, dict) or msg.get("event") != "task-state" or msg.get("worker") is None:
-                return
-            target = table.get(msg.get("run_id"))  # type: ignore[union-attr]
-            if target is not None:
-                target.put({**msg, "timestamp": stamp})
+            if isinstance(msg, dict) and msg.get("event") == "task-state" and msg.get("worker") is not None:
+                target = table.get(msg.get("run_id"))  # type: ignore[arg-type]
+                if target is not None:
+                    target.put({**msg, "timestamp": stamp})
+            if previous is not None:
+                outcome = previous(event)
+                if inspect.isawaitable(outcome):
+                    asyncio.ensure_future(outcome)
 
+        handler._caelum_table = table  # type: ignore[attr-defined]
         client.subscribe_topic(events.WORKFLOWS, handler)
     q: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
     table[run_id] = q
     return q
+
+
+def _recover(client: Client, run_id: str, unsettled: set[str]) -> list[dict[str, Any]]:
+    """Final states of ``unsettled`` tasks from the scheduler's event log (if our topic
+    handler was replaced mid-run, the messages are still there)."""
+    try:
+        logged = client.get_events(events.WORKFLOWS)
+    except Exception:  # noqa: BLE001
+        return []
+    return [{**m, "timestamp": t} for t, m in logged
+            if isinstance(m, dict) and m.get("run_id") == run_id and m.get("event") == "task-state"
+            and m.get("worker") is not None and m.get("task") in unsettled and m.get("state") in FINAL_STATES]
 
 
 def _drain(q: "queue.SimpleQueue[dict[str, Any]]") -> list[dict[str, Any]]:
@@ -229,11 +252,14 @@ def _run(wf: Workflow, client: Client, params: dict[str, Any], bindings: Any, st
                 report()
             pending = [f for f in pending if not f.done()]
         # the final events travel ahead of the results on the same streams; allow stragglers
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 3
         while any(states.get(n) not in FINAL_STATES for n in expected) and time.monotonic() < deadline:
             absorb(_drain(q))
             time.sleep(0.05)
         absorb(_drain(q))
+        unsettled = {n for n in expected if states.get(n) not in FINAL_STATES}
+        if unsettled:
+            absorb(_recover(client, run_id, unsettled))
         results, errors = _collect(client, compiled, futures, states, store, run_id)
     except BaseException:  # Ctrl-C, lost scheduler: the run is recorded as cancelled, not "running"
         absorb(_drain(q))
