@@ -114,7 +114,7 @@ class RunStore:
         """Record a new run with every task ``pending``, or ``cached`` for those reused."""
         now = time.time()
         with self.db:
-            self.db.execute("BEGIN")
+            self.db.execute("BEGIN IMMEDIATE")  # take the write lock now: no busy-snapshot upgrade failures
             self.db.execute(
                 "INSERT INTO runs (id, workflow, parameters, state, started, file, resumed_from) VALUES (?,?,?,?,?,?,?)",
                 (run_id, workflow, json.dumps(parameters, default=repr, sort_keys=True), "running", now, file, resumed_from),
@@ -131,7 +131,7 @@ class RunStore:
         if not messages:
             return
         with self.db:
-            self.db.execute("BEGIN")
+            self.db.execute("BEGIN IMMEDIATE")  # take the write lock now: no busy-snapshot upgrade failures
             for msg in messages:
                 self._apply(run_id, msg)
 
@@ -193,7 +193,7 @@ class RunStore:
 
     def set_cache_keys(self, run_id: str, keys: dict[str, str]) -> None:
         with self.db:
-            self.db.execute("BEGIN")
+            self.db.execute("BEGIN IMMEDIATE")  # take the write lock now: no busy-snapshot upgrade failures
             self.db.executemany("UPDATE tasks SET cache_key=? WHERE run_id=? AND task=?",
                                 ((k, run_id, t) for t, k in keys.items()))
 
