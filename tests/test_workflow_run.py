@@ -285,3 +285,11 @@ def test_final_states_recoverable_from_the_scheduler_log(wf_client: Client) -> N
     result = run(wf, client=wf_client, cache=False)
     recovered = _recover(wf_client, result.run_id, set(result.tasks))
     assert {m["task"]: m["state"] for m in recovered} == {t: "completed" for t in result.tasks}
+
+
+def test_helper_module_next_to_the_workflow_file_is_shipped(wf_client: Client) -> None:
+    from caelum_dask.workflow import run_file
+
+    result = run_file(str(Path(__file__).parent / "workflow_defs" / "with_helper.py"), client=wf_client)
+    assert result.ok, result.errors
+    assert result["tripled"] == 12

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import pathlib
 import sys
 import types
@@ -32,6 +33,9 @@ def load_module(path: str | pathlib.Path) -> types.ModuleType:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    folder = str(resolved.parent)
+    before = set(sys.modules)
+    sys.path.insert(0, folder)  # the file may import helper modules that sit next to it
     try:
         spec.loader.exec_module(module)
     except SyntaxError as exc:
@@ -47,7 +51,15 @@ def load_module(path: str | pathlib.Path) -> types.ModuleType:
             tb = tb.tb_next
         where = f"{path}:{line}" if line else str(path)
         raise InvalidInput(f"{where}: the workflow file failed to load: {type(exc).__name__}: {exc}") from None
+    finally:
+        if sys.path and sys.path[0] == folder:
+            sys.path.pop(0)
     cloudpickle.register_pickle_by_value(module)
+    for helper_name in set(sys.modules) - before:  # helpers from the same folder travel by value too
+        helper = sys.modules.get(helper_name)
+        helper_file = getattr(helper, "__file__", None) or ""
+        if helper is not None and helper_file.startswith(os.path.join(folder, "")) and "." not in helper_name:
+            cloudpickle.register_pickle_by_value(helper)
     return module
 
 
