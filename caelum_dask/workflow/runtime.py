@@ -102,11 +102,51 @@ def worker_resources() -> dict[str, float]:
     return dict(get_worker().state.total_resources)
 
 
+class _EventBuffer:
+    """Task-state messages from task threads, handed to the worker's event loop in bursts.
+
+    ``Worker.log_event`` from a task thread wakes the event loop once per message (a
+    ``call_soon_threadsafe`` each); with thousands of short tasks that wake-up is a large part
+    of the wrapper's cost. Messages queue here and one scheduled flush sends all that arrived,
+    in order, on the worker's batched stream (exactly what ``log_event`` sends). A flush is
+    scheduled before the task returns, so a task's final state still reaches the scheduler
+    ahead of its result.
+    """
+
+    def __init__(self, worker: Any) -> None:
+        self.worker = worker
+        self.lock = threading.Lock()
+        self.pending: list[dict[str, Any]] = []
+        self.scheduled = False
+
+    def put(self, msg: dict[str, Any]) -> None:
+        with self.lock:
+            self.pending.append(msg)
+            if self.scheduled:
+                return
+            self.scheduled = True
+        self.worker.loop.add_callback(self.flush)
+
+    def flush(self) -> None:
+        with self.lock:
+            batch, self.pending, self.scheduled = self.pending, [], False
+        for msg in batch:
+            self.worker.batched_send({"op": "log-event", "topic": events.WORKFLOWS, "msg": msg})
+
+
+_BUFFERS: dict[int, _EventBuffer] = {}
+
+
 def _emit(ctx: RunContext, task: str, state: str, where: tuple[str, str], sink: Any = None, **extra: Any) -> None:
     from distributed import get_worker
 
-    events.emit(events.WORKFLOWS, "task-state", sink=sink or get_worker(), run_id=ctx.run_id, task=task, state=state,
-                worker=where[0], machine=where[1], **extra)
+    worker = sink or get_worker()
+    message = events.make_message("task-state", run_id=ctx.run_id, task=task, state=state, worker=where[0],
+                                  machine=where[1], **extra)
+    buffer = _BUFFERS.get(id(worker))
+    if buffer is None or buffer.worker is not worker:
+        buffer = _BUFFERS[id(worker)] = _EventBuffer(worker)
+    buffer.put(message)
 
 
 class _Announcer:

@@ -65,9 +65,22 @@ class RunStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self._set_wal()
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.migrate()
+
+    def _set_wal(self) -> None:
+        """Switch to WAL; a new file opened by several processes at once may be briefly busy."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def __enter__(self) -> "RunStore":
         return self
