@@ -1,0 +1,334 @@
+"""Running a workflow: validate, compile, submit once, follow the events, record, summarise.
+
+:func:`run` is the one entry point shared by the CLI, the MCP server and other engines. The
+client is the run store's only writer: task-state events that the task wrappers emit on
+``caelum.workflows`` come back to it through a topic subscription and are written in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import queue
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from distributed import Client, wait
+
+from caelum_dask import events
+from caelum_dask.cluster import connect, machines
+from caelum_dask.errors import InvalidInput
+from caelum_dask.workflow.cache import ResultCache, default_url
+from caelum_dask.workflow.compiler import CompiledRun, cache_keys, compile_workflow
+from caelum_dask.workflow.model import Workflow
+from caelum_dask.workflow.runtime import Unfinished
+from caelum_dask.workflow.store import FINAL_STATES, RunStore
+from caelum_dask.workflow.validation import check_requirements, validate
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+_DISPATCH_ATTR = "_caelum_workflow_dispatch"
+
+
+@dataclass
+class RunResult:
+    """What a run did: counts, per-task states, where tasks ran, and the outputs."""
+
+    run_id: str
+    workflow: str
+    state: str  # completed | failed
+    params: dict[str, Any]
+    computed: int
+    cached: int
+    failed: int
+    skipped: int
+    duration: float
+    results: dict[str, Any] = field(default_factory=dict)  # output (sink) task -> value
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    per_machine: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    resumed_from: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "completed"
+
+    def __getitem__(self, task: str) -> Any:
+        return self.results[task]
+
+    def to_dict(self, results: bool = True) -> dict[str, Any]:
+        """The ``--json`` shape of ``caelum run``."""
+        data = {
+            "run_id": self.run_id, "workflow": self.workflow, "state": self.state, "params": self.params,
+            "computed": self.computed, "cached": self.cached, "failed": self.failed, "skipped": self.skipped,
+            "duration": round(self.duration, 3), "per_machine": self.per_machine, "errors": self.errors,
+            "resumed_from": self.resumed_from,
+            "tasks": {name: {k: t.get(k) for k in ("state", "machine", "worker", "attempts", "error")}
+                      for name, t in self.tasks.items()},
+        }
+        if results:
+            data["results"] = self.results
+        return data
+
+
+def _log_many(dask_scheduler: Any, topic: str, messages: list[dict[str, Any]]) -> int:
+    for message in messages:
+        dask_scheduler.log_event(topic, message)
+    return len(messages)
+
+
+def _listen(client: Client, run_id: str) -> "queue.SimpleQueue[dict[str, Any]]":
+    """A queue of this run's worker task-state messages.
+
+    Dask keeps one handler per topic and client; ours dispatches by run id to every run on the
+    client and chains to a handler that someone else had installed (which it replaces).
+    """
+    table: dict[str, queue.SimpleQueue[dict[str, Any]]] = getattr(client, _DISPATCH_ATTR, None) or {}
+    setattr(client, _DISPATCH_ATTR, table)
+    current = client._event_handlers.get(events.WORKFLOWS)
+    if getattr(current, "_caelum_table", None) is not table:
+        previous = current
+
+        def handler(event: tuple[float, Any]) -> None:
+            stamp, msg = event
+            if isinstance(msg, dict) and msg.get("event") == "task-state" and msg.get("worker") is not None:
+                target = table.get(msg.get("run_id"))  # type: ignore[arg-type]
+                if target is not None:
+                    target.put({**msg, "timestamp": stamp})
+            if previous is not None:
+                outcome = previous(event)
+                if inspect.isawaitable(outcome):
+                    asyncio.ensure_future(outcome)
+
+        handler._caelum_table = table  # type: ignore[attr-defined]
+        client.subscribe_topic(events.WORKFLOWS, handler)
+    q: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+    table[run_id] = q
+    return q
+
+
+def _recover(client: Client, run_id: str, unsettled: set[str]) -> list[dict[str, Any]]:
+    """Final states of ``unsettled`` tasks from the scheduler's event log (if our topic
+    handler was replaced mid-run, the messages are still there)."""
+    try:
+        logged = client.get_events(events.WORKFLOWS)
+    except Exception:  # noqa: BLE001
+        return []
+    return [{**m, "timestamp": t} for t, m in logged
+            if isinstance(m, dict) and m.get("run_id") == run_id and m.get("event") == "task-state"
+            and m.get("worker") is not None and m.get("task") in unsettled and m.get("state") in FINAL_STATES]
+
+
+def _drain(q: "queue.SimpleQueue[dict[str, Any]]") -> list[dict[str, Any]]:
+    out = []
+    while True:
+        try:
+            out.append(q.get_nowait())
+        except queue.Empty:
+            return out
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def run(workflow: Workflow, client: Client | None = None, params: dict[str, Any] | None = None,
+        resume: str | None = None, *, cache: bool = True, cache_url: str | None = None,
+        store: RunStore | str | None = None, progress: ProgressCallback | None = None,
+        file: str | None = None, poll: float = 0.2) -> RunResult:
+    """Run ``workflow`` on the cluster (``client``, else :func:`caelum_dask.connect`).
+
+    ``params`` override the workflow's defaults. ``resume=RUN_ID`` re-runs with that run's
+    parameters (``params`` still override) and reuses the results of the tasks that run
+    completed whose cache key is unchanged; everything else (failed, skipped, changed) runs.
+    ``cache=False`` recomputes everything (results are still stored for later runs).
+    ``progress`` is called with a dict of counts whenever tasks change state.
+    Raises :class:`~caelum_dask.errors.CaelumError` subclasses for invalid workflows.
+    """
+    own_store = not isinstance(store, RunStore)
+    run_store = store if isinstance(store, RunStore) else RunStore(store)
+    own_client = client is None
+    try:
+        previous = None
+        if resume:
+            previous = run_store.run(resume)
+            if previous["workflow"] != workflow.name:
+                raise InvalidInput(f"run {previous['id']} ran workflow {previous['workflow']!r}, not {workflow.name!r}")
+            params = {**{k: v for k, v in previous["parameters"].items() if k in workflow.params}, **(params or {})}
+        values, bindings = validate(workflow, params)
+        if client is None:
+            client = connect()
+        return _run(workflow, client, values, bindings, run_store, previous, cache, cache_url or default_url(),
+                    progress, file, poll)
+    finally:
+        if own_client and client is not None:
+            client.close()
+        if own_store:
+            run_store.close()
+
+
+def run_file(path: str, client: Client | None = None, params: dict[str, Any] | None = None,
+             resume: str | None = None, *, workflow: str | None = None, **options: Any) -> RunResult:
+    """Load the workflow defined in the file at ``path`` and :func:`run` it.
+
+    String parameter values are converted to the type of the parameter's default, as on the
+    command line, so callers such as the MCP server can pass what they received as text.
+    """
+    from caelum_dask.workflow.loader import load_workflow
+    from caelum_dask.workflow.params import coerce
+
+    wf = load_workflow(path, workflow)
+    values = {k: coerce(k, v, wf.params.get(k)) if isinstance(v, str) else v for k, v in (params or {}).items()}
+    return run(wf, client=client, params=values, resume=resume, file=str(path), **options)
+
+
+def _run(wf: Workflow, client: Client, params: dict[str, Any], bindings: Any, store: RunStore,
+         previous: dict[str, Any] | None, use_cache: bool, cache_url: str, progress: ProgressCallback | None,
+         file: str | None, poll: float) -> RunResult:
+    import networkx as nx
+
+    started = time.time()
+    placement = check_requirements(wf, machines(client)) if _has_resources(wf) else {}
+    order = list(nx.topological_sort(wf.graph))
+    keys = cache_keys(wf, params, bindings, order)
+    reusable: set[str] = set()
+    if use_cache or previous:
+        present = ResultCache(cache_url).keys()
+        if previous:
+            done = {t["task"]: t["cache_key"] for t in previous["tasks"] if t["state"] in ("completed", "cached")}
+            reusable = {n for n in order if done.get(n) == keys[n] and keys[n] in present}
+        else:
+            reusable = {n for n in order if keys[n] in present and wf.graph.nodes[n].get("cache", True)}
+    run_id = new_run_id()
+    compiled = compile_workflow(wf, params, bindings, placement, run_id, cache_url, reusable, keys,
+                                reuse_items=use_cache or bool(previous))
+
+    store.start_run(run_id, wf.name, params, order, file=file, resumed_from=previous["id"] if previous else None,
+                    cache_keys=keys, cached=compiled.reused)
+    q = _listen(client, run_id)
+    events.emit(events.WORKFLOWS, "run-started", sink=client, run_id=run_id, workflow=wf.name,
+                nodes=order, edges=[[a, b] for a, b in wf.graph.edges])
+    reused_msgs = [events.make_message("task-state", run_id=run_id, task=n, state="cached", worker=None, machine=None)
+                   for n in compiled.reused]
+    if reused_msgs:
+        client.run_on_scheduler(_log_many, topic=events.WORKFLOWS, messages=reused_msgs)
+
+    states: dict[str, str] = {n: "cached" for n in compiled.reused}
+    machine_of: dict[str, str | None] = {}
+    futures = (dict(zip(compiled.targets, client.get(compiled.graph, list(compiled.targets), sync=False)))
+               if compiled.targets else {})
+    expected = set(compiled.computed)
+    last_report = 0.0
+
+    def absorb(batch: list[dict[str, Any]]) -> None:
+        store.record(run_id, batch)
+        for msg in batch:
+            states[msg["task"]] = msg["state"]
+            machine_of[msg["task"]] = msg.get("machine")
+
+    def report(force: bool = False) -> None:
+        nonlocal last_report
+        if progress is None or (not force and time.monotonic() - last_report < 0.5):
+            return
+        last_report = time.monotonic()
+        progress({"run_id": run_id, **_counts(states, len(order))})
+
+    try:
+        pending = list(futures.values())
+        while pending:
+            # block until everything is done or `poll` passes, then write what arrived in one
+            # transaction: never a busy loop competing with the workers for the CPU
+            try:
+                wait(pending, timeout=poll)
+            except TimeoutError:
+                pass
+            batch = _drain(q)
+            if batch:
+                absorb(batch)
+                report()
+            pending = [f for f in pending if not f.done()]
+        # the final events travel ahead of the results on the same streams; allow stragglers
+        deadline = time.monotonic() + 3
+        while any(states.get(n) not in FINAL_STATES for n in expected) and time.monotonic() < deadline:
+            absorb(_drain(q))
+            time.sleep(0.05)
+        absorb(_drain(q))
+        unsettled = {n for n in expected if states.get(n) not in FINAL_STATES}
+        if unsettled:
+            absorb(_recover(client, run_id, unsettled))
+        results, errors = _collect(client, compiled, futures, states, store, run_id)
+    except BaseException:  # Ctrl-C, lost scheduler: the run is recorded as cancelled, not "running"
+        absorb(_drain(q))
+        store.finish_run(run_id, "cancelled", _counts(states, len(order)))
+        client.cancel(list(futures.values()))
+        counts = _counts(states, len(order))
+        try:
+            events.emit(events.WORKFLOWS, "run-finished", sink=client, run_id=run_id, state="cancelled",
+                        computed=counts["computed"], cached=counts["cached"], failed=counts["failed"])
+        except Exception:  # noqa: BLE001 - the scheduler may be the reason we are here
+            pass
+        raise
+    finally:
+        getattr(client, _DISPATCH_ATTR, {}).pop(run_id, None)
+        for f in futures.values():
+            f.release()
+    report(force=True)
+
+    tasks = store.task_states(run_id)
+    counts = _counts({n: t["state"] for n, t in tasks.items()}, len(tasks))
+    per_machine = collections.Counter(t["machine"] for t in tasks.values()
+                                      if t["state"] in ("completed", "failed") and t["machine"])
+    for name, t in tasks.items():
+        if t["state"] == "failed" and t.get("error"):
+            errors.setdefault(name, t["error"])
+    state = "failed" if counts["failed"] or counts["skipped"] else "completed"
+    store.finish_run(run_id, state, counts)
+    events.emit(events.WORKFLOWS, "run-finished", sink=client, run_id=run_id, state=state,
+                computed=counts["computed"], cached=counts["cached"], failed=counts["failed"])
+    return RunResult(
+        run_id=run_id, workflow=wf.name, state=state, params=params, computed=counts["computed"],
+        cached=counts["cached"], failed=counts["failed"], skipped=counts["skipped"], duration=time.time() - started,
+        results=results, tasks=tasks, per_machine=dict(per_machine), errors=errors,
+        resumed_from=previous["id"] if previous else None,
+    )
+
+
+def _has_resources(wf: Workflow) -> bool:
+    return any(attrs.get("resources") for _n, attrs in wf.graph.nodes(data=True))
+
+
+def _counts(states: dict[str, str], total: int) -> dict[str, int]:
+    c = collections.Counter(states.values())
+    return {"total": max(total, len(states)), "computed": c["completed"], "cached": c["cached"],
+            "failed": c["failed"], "skipped": c["skipped"], "running": c["running"],
+            "done": c["completed"] + c["cached"] + c["failed"] + c["skipped"]}
+
+
+def _collect(client: Client, compiled: CompiledRun, futures: dict[str, Any], states: dict[str, str],
+             store: RunStore, run_id: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Outputs of the sink tasks; tasks Dask itself lost (wrapper crash) are recorded as failed."""
+    errors: dict[str, str] = {}
+    by_key = {k: n for n, k in compiled.keys.items()}
+    results: dict[str, Any] = {}
+    lost: list[dict[str, Any]] = []
+    finished = [k for k, f in futures.items() if f.status == "finished"]
+    values = client.gather([futures[k] for k in finished]) if finished else []  # one round trip
+    for key, value in zip(finished, values):
+        node = by_key[key]
+        if not isinstance(value, Unfinished) and node in compiled.sinks:
+            results[node] = value
+    for key, fut in futures.items():
+        if fut.status != "finished":
+            exc = fut.exception()
+            errors[by_key[key]] = f"{type(exc).__name__}: {exc}"
+    missing = [n for n in compiled.computed if states.get(n) not in FINAL_STATES]
+    for node in missing:
+        reason = errors.get(node) or next(iter(errors.values()), "the task never reported a final state")
+        lost.append({"task": node, "state": "failed", "error": reason, "worker": None, "machine": None})
+        states[node] = "failed"
+    store.record(run_id, lost)
+    return results, errors

@@ -1,0 +1,344 @@
+"""The task wrapper: what runs on a worker around every workflow function.
+
+Dask has no task timeout and its retries re-run at once with no backoff, so both live here:
+the function runs (in a helper thread when it has a timeout) and a task past its timeout is
+failed; a failure is retried after ``retry_delay * retry_backoff**n`` seconds plus jitter.
+A failed task does not raise into Dask: it returns a :class:`TaskFailure` marker, and every
+dependent sees the marker and returns :class:`Skipped` without running. So the whole graph
+always settles, the run ends, and each task reports exactly one final state. The wrapper
+also reads/writes the result cache and emits ``task-state`` events on ``caelum.workflows``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import random
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from dask.base import tokenize
+
+from caelum_dask import events
+from caelum_dask.machine import machine_id
+from caelum_dask.workflow.cache import ResultCache, combine
+
+_TRACEBACK_CHARS = 8000
+
+
+class TaskTimeout(Exception):
+    """A task ran past its timeout."""
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """Marker passed downstream instead of a value when a task did not complete."""
+
+    task: str
+    error: str
+
+
+class TaskFailure(Unfinished):
+    """The task itself failed (after its retries)."""
+
+
+class Skipped(Unfinished):
+    """The task did not run because an upstream task failed or was skipped."""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every task of one run shares."""
+
+    run_id: str
+    prefix: str
+    cache_url: str
+    workflow: str
+    reuse: bool = True  # dynamic fan-out items may load cached results (False: --no-cache)
+
+
+@dataclass(frozen=True)
+class NodeRuntime:
+    """One node as the worker needs it: the function, its options, its cache key."""
+
+    name: str
+    func: Callable[..., Any]
+    retries: int = 0
+    retry_delay: float = 0.5
+    retry_backoff: float = 2.0
+    retry_jitter: float = 0.25
+    timeout: float | None = None
+    cache: bool = True
+    cache_key: str | None = None  # known on the client for static nodes
+    check_cache: bool = False  # look the key up before running (the client could not)
+    key_parts: Any = None  # dynamic fan-out items: the key is combine(key_parts, item)
+    map_over: int | None = None
+    item_annotations: dict[str, Any] = field(default_factory=dict)
+
+
+_WHERE: dict[str, tuple[str, str]] = {}
+
+
+def current_machine() -> tuple[str, str]:
+    """(worker address, machine id) of the worker running the current task."""
+    from distributed import get_worker
+
+    address = get_worker().address
+    where = _WHERE.get(address)
+    if where is None:
+        host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+        where = _WHERE[address] = (address, machine_id(socket.gethostname(), host))
+    return where
+
+
+def worker_resources() -> dict[str, float]:
+    """The Dask resources the current worker advertises (e.g. to pick a GPU or CPU code path)."""
+    from distributed import get_worker
+
+    return dict(get_worker().state.total_resources)
+
+
+class _EventBuffer:
+    """Task-state messages from task threads, handed to the worker's event loop in bursts.
+
+    ``Worker.log_event`` from a task thread wakes the event loop once per message (a
+    ``call_soon_threadsafe`` each); with thousands of short tasks that wake-up is a large part
+    of the wrapper's cost. Messages queue here and one scheduled flush sends all that arrived,
+    in order, on the worker's batched stream (exactly what ``log_event`` sends). A flush is
+    scheduled before the task returns, so a task's final state still reaches the scheduler
+    ahead of its result.
+    """
+
+    def __init__(self, worker: Any) -> None:
+        self.worker = worker
+        self.lock = threading.Lock()
+        self.pending: list[dict[str, Any]] = []
+        self.scheduled = False
+
+    def put(self, msg: dict[str, Any]) -> None:
+        with self.lock:
+            self.pending.append(msg)
+            if self.scheduled:
+                return
+            self.scheduled = True
+        self.worker.loop.add_callback(self.flush)
+
+    def flush(self) -> None:
+        with self.lock:
+            batch, self.pending, self.scheduled = self.pending, [], False
+        for msg in batch:
+            self.worker.batched_send({"op": "log-event", "topic": events.WORKFLOWS, "msg": msg})
+
+
+_BUFFERS: dict[int, _EventBuffer] = {}
+
+
+def _emit(ctx: RunContext, task: str, state: str, where: tuple[str, str], sink: Any = None, **extra: Any) -> None:
+    from distributed import get_worker
+
+    worker = sink or get_worker()
+    message = events.make_message("task-state", run_id=ctx.run_id, task=task, state=state, worker=where[0],
+                                  machine=where[1], **extra)
+    buffer = _BUFFERS.get(id(worker))
+    if buffer is None or buffer.worker is not worker:
+        buffer = _BUFFERS[id(worker)] = _EventBuffer(worker)
+    buffer.put(message)
+
+
+class _Announcer:
+    """Emits ``running`` only for tasks still running after ``delay`` seconds.
+
+    A trivial task would otherwise cost two events (running, completed) for one result; quick
+    tasks report just their final state, which carries when they started and where. One
+    daemon thread per worker process, started on first use; the lock orders each task's
+    ``running`` before its final state.
+    """
+
+    delay = 0.2
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active: dict[int, tuple[float, RunContext, str, tuple[str, str], Any, dict[str, Any]]] = {}
+        self.thread: threading.Thread | None = None
+        self.counter = 0
+
+    def begin(self, ctx: RunContext, task: str, where: tuple[str, str], **extra: Any) -> int:
+        from distributed import get_worker
+
+        worker = get_worker()
+        with self.lock:
+            self.counter += 1
+            token = self.counter
+            if extra:  # a retry: say at once that the previous attempt failed
+                _emit(ctx, task, "running", where, sink=worker, **extra)
+            else:
+                self.active[token] = (time.monotonic(), ctx, task, where, worker, extra)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._loop, name="caelum-wf-announcer", daemon=True)
+                self.thread.start()
+        return token
+
+    def end(self, token: int, ctx: RunContext, task: str, state: str, where: tuple[str, str], **extra: Any) -> None:
+        with self.lock:
+            self.active.pop(token, None)
+            _emit(ctx, task, state, where, **extra)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.delay / 2)
+            now = time.monotonic()
+            with self.lock:
+                for token, (t0, ctx, task, where, worker, extra) in list(self.active.items()):
+                    if now - t0 >= self.delay:
+                        del self.active[token]
+                        try:
+                            _emit(ctx, task, "running", where, sink=worker, attempt=extra.get("attempt", 1))
+                        except Exception:  # noqa: BLE001 - a closing worker: nothing to announce to
+                            pass
+
+
+_ANNOUNCER = _Announcer()
+
+
+def _first_unfinished(values: Any, depth: int = 0) -> Unfinished | None:
+    if isinstance(values, Unfinished):
+        return values
+    if depth < 3 and isinstance(values, (list, tuple)):
+        for item in values:
+            found = _first_unfinished(item, depth + 1)
+            if found is not None:
+                return found
+    if depth < 3 and isinstance(values, dict):
+        return _first_unfinished(list(values.values()), depth + 1)
+    return None
+
+
+def _call(rt: NodeRuntime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if rt.timeout is None:
+        return rt.func(*args, **kwargs)
+    from distributed.worker import thread_state
+
+    inherited = dict(vars(thread_state))  # get_worker()/worker_client() work in the helper thread
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        for name, value in inherited.items():
+            setattr(thread_state, name, value)
+        try:
+            box["value"] = rt.func(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"caelum-wf-{rt.name}", daemon=True)
+    thread.start()
+    thread.join(rt.timeout)
+    if thread.is_alive():
+        # Python code in the thread gets TaskTimeout at its next bytecode; code blocked in C
+        # finishes in the background, but the task has already failed and the run goes on.
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(TaskTimeout))
+        raise TaskTimeout(f"task {rt.name!r} ran past its timeout of {rt.timeout:g}s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def run_node(rt: NodeRuntime, ctx: RunContext, /, *args: Any, **kwargs: Any) -> Any:
+    """Run one workflow task on a worker (see the module docstring)."""
+    where = current_machine()
+    upstream = _first_unfinished(args) or _first_unfinished(kwargs)
+    if upstream is not None:
+        _emit(ctx, rt.name, "skipped", where, error=f"upstream task {upstream.task!r} did not complete")
+        return Skipped(rt.name, f"upstream task {upstream.task!r} did not complete")
+    key = rt.cache_key
+    if key is None and rt.cache:
+        key = combine(rt.key_parts, tokenize(args, kwargs))
+    cache = ResultCache.at(ctx.cache_url) if rt.cache else None
+    if cache is not None and key and rt.check_cache and ctx.reuse:
+        try:
+            if cache.exists(key):
+                value = cache.load(key)
+                _emit(ctx, rt.name, "cached", where, cache_key=key)
+                return value
+        except Exception:  # noqa: BLE001 - an unreadable entry is recomputed
+            pass
+    attempt = 0
+    previous: dict[str, Any] = {}
+    while True:
+        attempt += 1
+        started = time.time()
+        token = _ANNOUNCER.begin(ctx, rt.name, where, **({"attempt": attempt, **previous} if previous else {}))
+        try:
+            value = _call(rt, args, kwargs)
+        except BaseException as exc:  # noqa: BLE001 - every failure is reported, none escapes
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            error = f"{type(exc).__name__}: {exc}"
+            tb = "".join(traceback.format_exception(exc))[-_TRACEBACK_CHARS:]
+            if attempt <= rt.retries:
+                delay = rt.retry_delay * rt.retry_backoff ** (attempt - 1)
+                delay += delay * rt.retry_jitter * random.random()
+                with _ANNOUNCER.lock:  # not announced yet: never will be; the retry reports it
+                    _ANNOUNCER.active.pop(token, None)
+                # the next attempt's "running" event carries this attempt's error
+                previous = {"previous_error": error, "previous_traceback": tb, "previous_started": started,
+                            "retry_delay": delay}
+                time.sleep(delay)
+                continue
+            _ANNOUNCER.end(token, ctx, rt.name, "failed", where, attempt=attempt, started=started, error=error,
+                           traceback=tb, duration=time.time() - started)
+            return TaskFailure(rt.name, error)
+        stored = cache.store(key, value) if cache is not None and key else False
+        _ANNOUNCER.end(token, ctx, rt.name, "completed", where, attempt=attempt, started=started,
+                       duration=time.time() - started, cache_key=key if stored else None)
+        return value
+
+
+def run_map(rt: NodeRuntime, ctx: RunContext, /, *args: Any, **kwargs: Any) -> Any:
+    """A fan-out whose items come from upstream: one task per item, submitted as one graph."""
+    from dask._task_spec import Task
+    from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+    from distributed import worker_client
+
+    where = current_machine()
+    upstream = _first_unfinished(args) or _first_unfinished(kwargs)
+    if upstream is not None:
+        _emit(ctx, rt.name, "skipped", where, error=f"upstream task {upstream.task!r} did not complete")
+        return Skipped(rt.name, f"upstream task {upstream.task!r} did not complete")
+    assert rt.map_over is not None
+    items = list(args[rt.map_over])
+    started = time.time()
+    _emit(ctx, rt.name, "running", where, attempt=1, items=len(items))
+    dsk: dict[str, Any] = {}
+    for i, item in enumerate(items):
+        item_rt = replace(rt, name=f"{rt.name}[{i}]", map_over=None, cache_key=None, check_cache=True)
+        item_args = list(args)
+        item_args[rt.map_over] = item
+        key = f"{ctx.prefix}-{item_rt.name}"
+        dsk[key] = Task(key, run_node, item_rt, ctx, *item_args, **kwargs)
+    layer = MaterializedLayer(dsk, annotations=rt.item_annotations or None)
+    graph = HighLevelGraph({f"{ctx.prefix}-{rt.name}-items": layer}, {f"{ctx.prefix}-{rt.name}-items": set()})
+    keys = list(dsk)
+    with worker_client() as client:
+        futures = client.get(graph, keys, sync=False)
+        values = client.gather(futures) if keys else []
+    failed = [v for v in values if isinstance(v, Unfinished)]
+    if failed:
+        error = f"{len(failed)} of {len(items)} items did not complete (first: {failed[0].task}: {failed[0].error})"
+        _emit(ctx, rt.name, "failed", where, attempt=1, started=started, error=error, duration=time.time() - started)
+        return TaskFailure(rt.name, error)
+    stored = ResultCache.at(ctx.cache_url).store(rt.cache_key, values) if rt.cache and rt.cache_key else False
+    _emit(ctx, rt.name, "completed", where, attempt=1, started=started, duration=time.time() - started,
+          cache_key=rt.cache_key if stored else None)
+    return values
+
+
+def load_cached(ctx: RunContext, name: str, key: str) -> Any:
+    """A task the client found in the cache, loaded where a dependent needs it."""
+    try:
+        return ResultCache.at(ctx.cache_url).load(key)
+    except Exception as exc:  # noqa: BLE001
+        return TaskFailure(name, f"cached result vanished ({type(exc).__name__}); re-run with --no-cache")

@@ -1,0 +1,106 @@
+"""`caelum run`, `caelum runs`, the ready workflows/ and the networkx example, as real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_caelum
+
+DEFS = Path(__file__).parent / "workflow_defs"
+
+
+def _json(proc: subprocess.CompletedProcess[str]) -> dict:
+    assert proc.stdout.strip(), proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.slow
+def test_run_fanout_definition_then_cached_rerun() -> None:
+    first = run_caelum("run", str(REPO / "workflows" / "fanout.py"), "-p", "n=2000", "-p", "chunks=8", "--json")
+    assert first.returncode == 0, first.stderr
+    data = _json(first)
+    assert data["state"] == "completed" and data["params"] == {"n": 2000, "chunks": 8, "seed": 42}
+    summary = data["results"]["combine"]
+    assert summary["count"] == 2000 and summary["chunks"] == 8 and 95 < summary["mean"] < 105
+    assert data["computed"] == 4 + 8 and data["cached"] == 0 and data["failed"] == 0
+    assert sum(data["per_machine"].values()) == 12
+    assert "tasks (computed" in first.stderr  # progress on stderr
+
+    again = run_caelum("run", str(REPO / "workflows" / "fanout.py"), "-p", "n=2000", "-p", "chunks=8")
+    assert again.returncode == 0, again.stderr
+    assert "tasks: 0 computed, 4 cached, 0 failed, 0 skipped" in again.stdout
+    assert "output combine = {'count': 2000" in again.stdout
+
+    listed = _json(run_caelum("runs", "list", "--json"))
+    assert [r["workflow"] for r in listed] == ["fanout", "fanout"]
+    shown = _json(run_caelum("runs", "show", data["run_id"], "--json"))
+    assert shown["id"] == data["run_id"] and len(shown["tasks"]) == 12
+    assert {t["state"] for t in shown["tasks"]} == {"completed"}
+    text = run_caelum("runs", "show", data["run_id"][:17])
+    assert text.returncode == 0 and f"run {data['run_id']} (fanout): completed" in text.stdout
+
+
+@pytest.mark.slow
+def test_failed_run_exits_nonzero_and_resume_recomputes_only_what_failed(tmp_path: Path) -> None:
+    marker = tmp_path / "fail"
+    marker.write_text("x")
+    first = run_caelum("run", str(DEFS / "resumable.py"), "-p", f"marker={marker}", "-p", "x=5")
+    assert first.returncode == 1
+    assert "failed: c: RuntimeError: marker" in first.stdout and "--resume" in first.stdout
+    run_id = _json(run_caelum("runs", "list", "--json"))[0]["id"]
+    marker.unlink()
+    second = run_caelum("run", str(DEFS / "resumable.py"), "--resume", run_id, "--json")
+    assert second.returncode == 0, second.stderr
+    data = _json(second)
+    assert (data["computed"], data["cached"], data["failed"]) == (2, 3, 0)
+    assert data["resumed_from"] == run_id and data["results"]["d"] == (5 + 1) * 2 + 100 - 1
+
+
+@pytest.mark.slow
+def test_gpu_step_definition_falls_back_to_cpu() -> None:
+    proc = run_caelum("run", str(REPO / "workflows" / "gpu_step.py"), "-p", "size=32", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = _json(proc)
+    assert data["results"]["report"].startswith("32x32 product on cpu:")
+    assert data["tasks"]["multiply"]["state"] == "completed"
+
+
+@pytest.mark.slow
+def test_networkx_example() -> None:
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / "networkx_workflow.py")], capture_output=True,
+                          text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert data["state"] == "completed" and data["computed"] == 4
+    assert data["summary"] == {"evens": 2 * 2550, "odds": 2 * 2500, "count": 100}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "no/such/file.py"], "workflow file 'no/such/file.py' does not exist"),
+        (["run", str(DEFS / "broken_syntax.py")], "broken_syntax.py:3: cannot parse the workflow file"),
+        (["run", str(DEFS / "no_workflow.py")], "defines no workflow"),
+        (["run", str(DEFS / "resumable.py"), "-p", "zzz=1"], "unknown parameter(s) 'zzz' for workflow 'resumable'; known: marker, x"),
+        (["run", str(DEFS / "resumable.py"), "-p", "x=abc"], "parameter 'x' must be of type int; got 'abc'"),
+        (["run", str(DEFS / "resumable.py"), "-p", "novalue"], "parameter 'novalue' is not NAME=VALUE"),
+        (["runs", "show", "nope"], "no run 'nope' in the run store"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args: list[str], message: str) -> None:
+    proc = run_caelum(*args)
+    assert proc.returncode != 0
+    assert proc.stderr.startswith("caelum: error: ") and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_help_and_empty_store() -> None:
+    helped = run_caelum("run", "--help")
+    assert helped.returncode == 0 and "--resume RUN_ID" in helped.stdout and "-p, --param NAME=VALUE" in helped.stdout
+    empty = run_caelum("runs", "list")
+    assert empty.returncode == 0 and "no runs yet" in empty.stdout

@@ -1,0 +1,4 @@
+from caelum_dask.workflow import Workflow, task
+
+def oops(:
+    pass
