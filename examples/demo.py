@@ -4,7 +4,9 @@ Starts the embedded cluster (what every caelum command uses when no scheduler is
 adds a second "machine" — a plain `dask worker --resources GPU=1` bound to 127.0.0.2, standing
 in for a GPU box on the LAN — and shows what caelum adds to Dask: the machine registry,
 resource-aware placement, the immediate error for a requirement nobody can meet, and the
-cluster events. Run it with `make demo` or `python examples/demo.py`.
+cluster events. Then it runs the main job, the code-health workflow
+(workflows/code_health.py: analysis -> tests -> BI report), on this repository.
+Run it with `make demo` or `python examples/demo.py`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from distributed import get_worker
 
@@ -38,6 +41,38 @@ def start_gpu_box(scheduler: str) -> subprocess.Popen[bytes]:
 
 def section(title: str) -> None:
     print(f"\n== {title}")
+
+
+REPO = Path(__file__).resolve().parent.parent
+# A fast part of this repository's own suite, so the demo takes seconds, not minutes.
+DEMO_TESTS = "tests/test_resources.py tests/test_requirements.py tests/test_dashboard_data.py -q"
+
+
+def run_code_health(client) -> None:
+    """The main job: workflows/code_health.py on this repository."""
+    from caelum_dask.workflow import run_file
+
+    section("the code-health workflow on this repository (caelum run workflows/code_health.py)")
+    out = REPO / "demo-output" / "code-health"
+    result = run_file(str(REPO / "workflows" / "code_health.py"), client=client,
+                      params={"path": str(REPO), "pytest_args": DEMO_TESTS, "out": str(out)},
+                      progress=lambda counts: None)
+    print(f"run {result.run_id}: {result.state}; {result.computed} tasks computed, {result.cached} cached, "
+          f"{result.failed} failed")
+    if not result.ok:
+        for name, error in (result.errors or {}).items():
+            print(f"  {name}: {str(error).splitlines()[0] if error else ''}")
+        return
+    summary = result["summarise"]
+    print(f"analysis: {summary['files']} files, {summary['functions']} functions, "
+          f"mean cyclomatic complexity {summary['mean_complexity']}")
+    for fn in summary["worst_functions"][:3]:
+        print(f"    {fn['rank']} {fn['complexity']:>3}  {fn['path']}:{fn['lineno']} {fn['name']}")
+    counts = summary["tests"]
+    print(f"tests ({DEMO_TESTS.replace(' -q', '')}): {counts['passed']} passed, {counts['failed']} failed, "
+          f"{counts['skipped']} skipped (sharded over the workers)")
+    print(f"BI report: {summary['report']}/report.html (+ CSV, Parquet, report.xlsx); "
+          + ", ".join(f"{k} {v}" for k, v in summary["tables"].items()))
 
 
 def main() -> int:
@@ -76,6 +111,8 @@ def main() -> int:
             section("cluster events (caelum events --topic caelum.machines)")
             for _, message in client.get_events("caelum.machines"):
                 print(json.dumps(message))
+
+            run_code_health(client)
 
             section("dashboard")
             print(f"Dask dashboard: {client.dashboard_link}")

@@ -14,7 +14,7 @@ from conftest import REPO
 @pytest.mark.slow
 def test_demo_shows_registry_placement_error_events_and_dashboard():
     result = subprocess.run([sys.executable, str(REPO / "examples" / "demo.py")], capture_output=True,
-                            text=True, timeout=300, cwd=REPO)
+                            text=True, timeout=600, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "@127.0.0.1: online" in out and "@127.0.0.2: online" in out
@@ -22,6 +22,12 @@ def test_demo_shows_registry_placement_error_events_and_dashboard():
     assert "refused at once: no machine can meet the requirement (gpus=4)" in out
     assert '"event": "machine-offline"' in out
     assert "Dask dashboard: http://127.0.0.1:" in out
+    assert "caelum pages:   http://127.0.0.1:" in out
+    # the main job: the code-health workflow on this repository
+    assert "completed; 4 tasks computed, 0 cached, 0 failed" in out
+    assert "analysis: " in out and " files, " in out
+    assert " passed, 0 failed" in out
+    assert (REPO / "demo-output" / "code-health" / "report.html").exists()
 
 
 def test_gpu_check_reports_what_detection_sees():

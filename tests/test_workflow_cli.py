@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,31 @@ def test_help_and_empty_store() -> None:
     assert helped.returncode == 0 and "--resume RUN_ID" in helped.stdout and "-p, --param NAME=VALUE" in helped.stdout
     empty = run_caelum("runs", "list")
     assert empty.returncode == 0 and "no runs yet" in empty.stdout
+
+
+@pytest.mark.slow
+def test_code_health_workflow_runs_analysis_tests_and_report(tmp_path):
+    """workflows/code_health.py on a small real git repository, through `caelum run`."""
+    import json
+    import subprocess
+
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "__init__.py").write_text("")
+    (repo / "pkg" / "calc.py").write_text("def add(a, b):\n    if a and b:\n        return a + b\n    return a or b\n")
+    (repo / "test_calc.py").write_text(
+        "from pkg.calc import add\n\ndef test_add():\n    assert add(1, 2) == 3\n\ndef test_bad():\n    assert add(0, 0) == 1\n")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "Ada", "GIT_AUTHOR_EMAIL": "ada@example.org",
+           "GIT_COMMITTER_NAME": "Ada", "GIT_COMMITTER_EMAIL": "ada@example.org"}
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "first"]):
+        subprocess.run(["git", *args], cwd=repo, check=True, env=env)
+    out = tmp_path / "report"
+    result = run_caelum("run", str(REPO / "workflows" / "code_health.py"), "-p", f"path={repo}",
+                        "-p", f"out={out}", "--json", timeout=300)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)["results"]["summarise"]
+    assert summary["files"] == 3 and summary["functions"] == 3
+    assert summary["tests"]["passed"] == 1 and summary["tests"]["failed"] == 1
+    assert summary["failed_tests"] == ["test_calc.py::test_bad"]
+    assert summary["tables"]["repositories"] == 1 and summary["tables"]["test_runs"] >= 1
+    assert (out / "report.html").exists() and (out / "hotspots.parquet").exists()
