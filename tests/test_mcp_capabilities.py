@@ -175,3 +175,83 @@ def test_bi_report_matches_the_cli(client, tmp_path):
     assert bad.is_error
     cli_bad = run_caelum("bi", "report", str(tmp_path / "missing.py"), "--scheduler", client.scheduler.address)
     assert cli_bad.stderr.strip().removeprefix("caelum: error: ") in bad.content[0].text
+
+
+WORKFLOW = '''
+import os, time
+from caelum_dask.workflow import Workflow, task
+
+
+@task
+def numbers(n: int) -> list[int]:
+    return list(range(n))
+
+
+@task
+def square(x: int) -> int:
+    return x * x
+
+
+@task
+def gate(values: list[int], release: str) -> int:
+    """Waits for the test to create `release` (empty: no waiting)."""
+    while release and not os.path.exists(release):
+        time.sleep(0.05)
+    return sum(values)
+
+
+with Workflow("mcp-squares", params={"n": 5, "release": ""}) as wf:
+    gate(square.map(numbers(wf.param("n"))), wf.param("release"))
+'''
+
+
+def test_workflow_tools_run_status_cancel(client, tmp_path):
+    flow = tmp_path / "squares.py"
+    flow.write_text(WORKFLOW)
+    release = tmp_path / "release"
+    handle = ClusterHandle(client.scheduler.address)
+    server = build_server(handle=handle)
+    messages: list[str] = []
+
+    async def go():
+        async def on_progress(done, total, message):
+            messages.append(message or "")
+
+        async with Client(server) as mcp:
+            done = await mcp.call_tool("run_workflow", {"path": str(flow), "params": {"n": "4"}},
+                                       progress_callback=on_progress)
+            status = await mcp.call_tool("workflow_status", {"run_id": done.structured_content["run_id"]})
+            started = await mcp.call_tool("run_workflow", {"path": str(flow), "wait": False,
+                                                           "params": {"n": "3", "release": str(release)}})
+            cancelled = await mcp.call_tool("cancel_run", {"run_id": started.structured_content["run_id"]})
+            after = await mcp.call_tool("workflow_status", {"run_id": started.structured_content["run_id"]})
+            missing = await mcp.call_tool("run_workflow", {"path": str(tmp_path / "nope.py")})
+            unknown = await mcp.call_tool("run_workflow", {"path": str(flow), "params": {"bogus": "1"}})
+            runs = await mcp.read_resource("caelum://runs")
+            return done, status, started, cancelled, after, missing, unknown, runs
+
+    try:
+        done, status, started, cancelled, after, missing, unknown, runs = asyncio.run(go())
+    finally:
+        release.write_text("go")
+        handle.close()
+    assert not done.is_error, done.content
+    result = done.structured_content
+    run_id = result["run_id"]
+    assert result["state"] == "completed" and result["results"]["gate"] == 0 + 1 + 4 + 9
+    assert messages[0] == f"run {run_id} started" and messages[-1] == f"run {run_id} completed"
+    cli = run_caelum("run", str(flow), "-p", "n=4", "--no-cache", "--json", "--scheduler", client.scheduler.address)
+    assert cli.returncode == 0, cli.stderr
+    expected = json.loads(cli.stdout)
+    assert expected["results"]["gate"] == result["results"]["gate"]
+    assert expected["computed"] + expected["cached"] == result["computed"] + result["cached"]
+    assert status.structured_content["id"] == run_id and status.structured_content["state"] == "completed"
+
+    assert started.structured_content["state"] == "running" and started.structured_content["run_id"]
+    assert cancelled.structured_content["state"] == "cancelled"
+    assert after.structured_content["state"] == "cancelled"
+    assert missing.is_error and "nope.py" in missing.content[0].text
+    cli_missing = run_caelum("run", str(tmp_path / "nope.py"), "--scheduler", client.scheduler.address)
+    assert cli_missing.returncode != 0
+    assert unknown.is_error and "bogus" in unknown.content[0].text
+    assert run_id in {r["id"] for r in json.loads(runs.contents[0].text)}

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import inspect
 import queue
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from distributed import Client, wait
 
 from caelum_dask import events
 from caelum_dask.cluster import connect, machines
-from caelum_dask.errors import InvalidInput
+from caelum_dask.errors import CaelumError, InvalidInput
 from caelum_dask.workflow.cache import ResultCache, default_url
 from caelum_dask.workflow.compiler import CompiledRun, cache_keys, compile_workflow
 from caelum_dask.workflow.model import Workflow
@@ -32,6 +33,10 @@ from caelum_dask.workflow.validation import check_requirements, validate
 ProgressCallback = Callable[[dict[str, Any]], None]
 
 _DISPATCH_ATTR = "_caelum_workflow_dispatch"
+
+
+class RunCancelled(CaelumError):
+    """The run was cancelled on request (``cancel`` was set)."""
 
 
 @dataclass
@@ -139,14 +144,16 @@ def new_run_id() -> str:
 def run(workflow: Workflow, client: Client | None = None, params: dict[str, Any] | None = None,
         resume: str | None = None, *, cache: bool = True, cache_url: str | None = None,
         store: RunStore | str | None = None, progress: ProgressCallback | None = None,
-        file: str | None = None, poll: float = 0.2) -> RunResult:
+        file: str | None = None, poll: float = 0.2, cancel: threading.Event | None = None) -> RunResult:
     """Run ``workflow`` on the cluster (``client``, else :func:`caelum_dask.connect`).
 
     ``params`` override the workflow's defaults. ``resume=RUN_ID`` re-runs with that run's
     parameters (``params`` still override) and reuses the results of the tasks that run
     completed whose cache key is unchanged; everything else (failed, skipped, changed) runs.
     ``cache=False`` recomputes everything (results are still stored for later runs).
-    ``progress`` is called with a dict of counts whenever tasks change state.
+    ``progress`` is called with a dict of counts (and the run id) when the run starts and
+    whenever tasks change state. Setting ``cancel`` (from another thread) cancels the run: its
+    tasks are cancelled on the cluster and it is recorded as ``cancelled`` (RunCancelled).
     Raises :class:`~caelum_dask.errors.CaelumError` subclasses for invalid workflows.
     """
     own_store = not isinstance(store, RunStore)
@@ -163,7 +170,7 @@ def run(workflow: Workflow, client: Client | None = None, params: dict[str, Any]
         if client is None:
             client = connect()
         return _run(workflow, client, values, bindings, run_store, previous, cache, cache_url or default_url(),
-                    progress, file, poll)
+                    progress, file, poll, cancel)
     finally:
         if own_client and client is not None:
             client.close()
@@ -188,7 +195,7 @@ def run_file(path: str, client: Client | None = None, params: dict[str, Any] | N
 
 def _run(wf: Workflow, client: Client, params: dict[str, Any], bindings: Any, store: RunStore,
          previous: dict[str, Any] | None, use_cache: bool, cache_url: str, progress: ProgressCallback | None,
-         file: str | None, poll: float) -> RunResult:
+         file: str | None, poll: float, cancel: threading.Event | None = None) -> RunResult:
     import networkx as nx
 
     started = time.time()
@@ -237,9 +244,12 @@ def _run(wf: Workflow, client: Client, params: dict[str, Any], bindings: Any, st
         last_report = time.monotonic()
         progress({"run_id": run_id, **_counts(states, len(order))})
 
+    report(force=True)  # the run id, at once
     try:
         pending = list(futures.values())
         while pending:
+            if cancel is not None and cancel.is_set():
+                raise RunCancelled(f"run {run_id} was cancelled")
             # block until everything is done or `poll` passes, then write what arrived in one
             # transaction: never a busy loop competing with the workers for the CPU
             try:

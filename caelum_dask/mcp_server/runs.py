@@ -1,0 +1,97 @@
+"""Workflow runs started over MCP: they live in the server, not in the request.
+
+A run is driven by a background thread, so a client that disconnects (or a request that is
+cancelled) does not stop the cluster job; only ``cancel_run`` does. The thread reports
+progress into the run's record, which the requests that wait on it turn into MCP progress
+notifications.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from caelum_dask.errors import CaelumError, InvalidInput
+
+
+@dataclass
+class ActiveRun:
+    """One run started by this server."""
+
+    path: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+    started: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+    run_id: str | None = None
+    counts: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+    def on_progress(self, counts: dict[str, Any]) -> None:
+        self.counts = dict(counts)
+        self.run_id = counts.get("run_id", self.run_id)
+        self.started.set()
+
+    def snapshot(self) -> dict[str, Any]:
+        state = "running" if not self.finished.is_set() else (
+            self.result["state"] if self.result else ("cancelled" if self.cancel.is_set() else "failed"))
+        return {"run_id": self.run_id, "state": state, "counts": self.counts, "error": self.error}
+
+
+def _jsonable(value: Any) -> Any:
+    """Task outputs can be anything; MCP results must be JSON."""
+    return json.loads(json.dumps(value, default=str))
+
+
+class RunManager:
+    """The runs this server started, by run id."""
+
+    def __init__(self, client_factory: Any) -> None:
+        self._client_factory = client_factory
+        self._runs: dict[str, ActiveRun] = {}
+        self._lock = threading.Lock()
+
+    def start(self, path: str, params: dict[str, Any] | None, resume: str | None) -> ActiveRun:
+        """Start a run in the background; returns once it has a run id (or failed to start)."""
+        from caelum_dask.workflow import run_file
+
+        active = ActiveRun(path=path)
+        client = self._client_factory()
+
+        def drive() -> None:
+            try:
+                result = run_file(path, client=client, params=params, resume=resume,
+                                  progress=active.on_progress, cancel=active.cancel)
+                active.run_id = result.run_id
+                active.result = _jsonable(result.to_dict(results=True))
+            except CaelumError as exc:
+                active.error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - reported to the client, never crashes the server
+                active.error = f"{type(exc).__name__}: {exc}"
+            finally:
+                active.finished.set()
+                active.started.set()
+
+        threading.Thread(target=drive, name=f"caelum-mcp-run-{path}", daemon=True).start()
+        active.started.wait()
+        if active.run_id is None:
+            raise InvalidInput(active.error or f"the workflow in {path} did not start")
+        with self._lock:
+            self._runs[active.run_id] = active
+        return active
+
+    def get(self, run_id: str) -> ActiveRun | None:
+        with self._lock:
+            return self._runs.get(run_id)
+
+    def cancel(self, run_id: str, wait: float = 60) -> ActiveRun | None:
+        active = self.get(run_id)
+        if active is not None:
+            active.cancel.set()
+            deadline = time.monotonic() + wait
+            while not active.finished.wait(0.2) and time.monotonic() < deadline:
+                pass
+        return active
