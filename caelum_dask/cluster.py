@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import dask.config
@@ -172,3 +174,23 @@ def status_report(client: Client, scheduler: str | None = None) -> dict[str, Any
         "embedded": resolve_address(scheduler) is None,
         "machines": machines(client),
     }
+
+
+@contextlib.contextmanager
+def step_client() -> Iterator[Client]:
+    """The client an engine's workflow step submits its sub-work with.
+
+    Inside a Dask task (a workflow step) that is ``worker_client()``, which secedes from the
+    worker's thread pool while the sub-work runs, so a step never deadlocks a small cluster;
+    outside one it is :func:`connect` (closed afterwards).
+    """
+    from distributed import get_worker, worker_client
+
+    try:
+        get_worker()
+    except ValueError:
+        with connect() as client:
+            yield client
+        return
+    with worker_client() as client:
+        yield client

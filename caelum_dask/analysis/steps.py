@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from caelum_dask.cluster import step_client
+
 
 def analyze_step(path: str, **opts: Any) -> dict[str, Any]:
     """Analyse ``path`` and return the run's JSON-able summary.
@@ -13,22 +15,12 @@ def analyze_step(path: str, **opts: Any) -> dict[str, Any]:
     ``opts`` are :func:`caelum_dask.analysis.analyze` keywords, plus ``out`` (a folder for the
     CSV/Parquet/HTML export, whose paths are added to the summary as ``outputs``).
     """
-    from distributed import get_worker, worker_client
-
     from caelum_dask.analysis.engine import analyze
     from caelum_dask.analysis.report import export
 
     out = opts.pop("out", None)
-    try:
-        get_worker()
-        inside = True
-    except ValueError:
-        inside = False
-    if inside:
-        with worker_client() as client:
-            result = analyze(path, client=client, **opts)
-    else:
-        result = analyze(path, **opts)
+    with step_client() as client:
+        result = analyze(path, client=client, **opts)
     summary = dict(result.summary)
     if out:
         summary["outputs"] = export(result, out)

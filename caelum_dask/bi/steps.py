@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from caelum_dask.cluster import step_client
+
 
 def report_step(report_path: str, **opts: Any) -> dict[str, Any]:
     """Run ``report_path`` and return a small JSON-able summary (the ``--json`` shape).
@@ -12,13 +14,7 @@ def report_step(report_path: str, **opts: Any) -> dict[str, Any]:
     secedes while they run); outside one, :func:`caelum_dask.connect` is used. ``opts`` are
     :func:`~caelum_dask.bi.report.run_report` keywords: roots, since, out, per.
     """
-    from distributed import get_worker, worker_client
-
     from caelum_dask.bi.report import run_report
 
-    try:
-        get_worker()
-    except ValueError:
-        return run_report(report_path, **opts).to_json()
-    with worker_client() as client:
+    with step_client() as client:
         return run_report(report_path, client=client, **opts).to_json()

@@ -8,27 +8,10 @@ worker's thread pool while it waits; outside one it uses :func:`caelum_dask.conn
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from distributed import Client
-
-
-@contextlib.contextmanager
-def _step_client() -> Iterator[Client]:
-    from distributed import get_worker, worker_client
-
-    try:
-        get_worker()
-    except ValueError:
-        from caelum_dask.cluster import connect
-
-        with connect() as client:
-            yield client
-        return
-    with worker_client() as client:
-        yield client
+from caelum_dask.cluster import step_client
 
 
 def generate_step(model: str, prompts: Sequence[str], *, kind: str = "generate",
@@ -41,7 +24,7 @@ def generate_step(model: str, prompts: Sequence[str], *, kind: str = "generate",
     """
     from caelum_dask.llm.batch import run_map
 
-    with _step_client() as client:
+    with step_client() as client:
         results = run_map(client, model, list(prompts), kind=kind, progress=False, retries=retries, fields=opts)
     responses: list[Any] = []
     machines: dict[str, int] = {}

@@ -10,17 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from caelum_dask.cluster import step_client
 from caelum_dask.testing.runner import TestOptions, run_tests
-
-
-def _in_task() -> bool:
-    try:
-        from distributed import get_worker
-
-        get_worker()
-        return True
-    except ValueError:
-        return False
 
 
 def test_step(path: str, **opts: Any) -> dict[str, Any]:
@@ -29,13 +20,8 @@ def test_step(path: str, **opts: Any) -> dict[str, Any]:
     Returns ``{run_id, exit_code, counts, duration, junit, failed: [nodeid, …], flaky: [...]}``.
     """
     options = TestOptions(**opts)
-    if _in_task():
-        from distributed import worker_client
-
-        with worker_client() as client:
-            summary = run_tests(path, options, client=client)
-    else:
-        summary = run_tests(path, options)
+    with step_client() as client:
+        summary = run_tests(path, options, client=client)
     tests = [t for p in summary["platforms"] for t in p["tests"]]
     return {
         "run_id": summary["run_id"], "exit_code": summary["exit_code"], "counts": summary["counts"],
