@@ -97,6 +97,9 @@ def resolve_transform(spec: str) -> TransformRef:
     cls = getattr(module, cls_name, None)
     if not (inspect.isclass(cls) and issubclass(cls, codemod.Codemod)):
         raise InvalidInput(f"{spec} is not a libcst Codemod class (e.g. a VisitorBasedCodemodCommand)")
+    if inspect.isabstract(cls):
+        raise InvalidInput(f"{spec} is an abstract Codemod base class; give a concrete subclass that "
+                           "implements transform_module_impl")
     return TransformRef(module_name, cls_name, source)
 
 
