@@ -259,6 +259,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
             "notcodemod": str(root / "notcodemod.py"), "badyaml": str(root / "bad.yaml"),
             "unknownkey": str(root / "unknown.yaml"), "outdir": str(root / "out-not-yet"),
             "outempty": str(root / "outempty"), "junitout": str(root / "junit-not-yet.xml"),
+            "home": str(root / "caelum-home"),
         }
     finally:
         closed.close()
@@ -275,13 +276,13 @@ class Outcome:
     escaped: BaseException | None = None  # an exception that got past the CLI group
 
 
-def _in_process(argv: list[str]) -> Outcome:
+def _in_process(argv: list[str], home: str) -> Outcome:
     import dask.config
     from click.testing import CliRunner
 
     from caelum_dask.cli import cli
 
-    with dask.config.set({"caelum.connect-timeout": 1}):
+    with dask.config.set({"caelum.connect-timeout": 1, "caelum.home": home}):
         result = CliRunner().invoke(cli, argv, prog_name="caelum", env={"CAELUM_SCHEDULER": None, "CAELUM_TLS": None, "CAELUM_MCP_TOKEN": None})
     escaped = result.exception if not isinstance(result.exception, SystemExit) else None
     return Outcome(result.exit_code, result.stdout, result.stderr, escaped)
@@ -289,7 +290,11 @@ def _in_process(argv: list[str]) -> Outcome:
 
 @pytest.fixture(scope="module")
 def results(workspace: dict[str, str]) -> dict[tuple[str, str], Outcome]:
-    env = {"DASK_CAELUM__CONNECT_TIMEOUT": "1", "CAELUM_SCHEDULER": "", "CAELUM_TLS": "", "CAELUM_MCP_TOKEN": ""}
+    # This module-scoped fixture runs before the per-test caelum home exists: give the rows their
+    # own, so no cache or state from ~/.caelum (e.g. an analysis cache hit) changes their outcome.
+    home = workspace["home"]
+    env = {"DASK_CAELUM__CONNECT_TIMEOUT": "1", "CAELUM_SCHEDULER": "", "CAELUM_TLS": "", "CAELUM_MCP_TOKEN": "",
+           "DASK_CAELUM__HOME": home}
     runnable = [r for r in ROWS if not (r.needs_non_root and os.geteuid() == 0)]
 
     def argv(row: Row) -> list[str]:
@@ -302,7 +307,7 @@ def results(workspace: dict[str, str]) -> dict[tuple[str, str], Outcome]:
     with ThreadPoolExecutor(max_workers=4) as pool:
         outcomes = dict(pool.map(run, [r for r in runnable if r.subprocess]))
     for row in runnable:
-        outcomes[(row.id, "in-process")] = _in_process(argv(row))
+        outcomes[(row.id, "in-process")] = _in_process(argv(row), home)
     return outcomes
 
 
@@ -334,3 +339,23 @@ def test_bad_input_gives_one_clear_line(row: Row, mode: str, results: dict[tuple
     for name in row.no_output:
         left = Path(workspace[name])
         assert not left.exists() or (left.is_dir() and not any(left.iterdir())), f"{left} was left behind"
+
+
+def test_failed_export_write_leaves_old_file_and_no_temp(tmp_path: Path) -> None:
+    """analyze --out writes each file through a temp file: a write that dies half-way leaves the
+    previous complete file (or none), and no temp file."""
+    from caelum_dask.analysis.report import _atomic
+
+    target = tmp_path / "summary.json"
+    target.write_text('{"complete": true}\n')
+
+    def dies_half_way(tmp: Path) -> None:
+        tmp.write_text('{"compl')
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        _atomic(target, dies_half_way)
+    assert target.read_text() == '{"complete": true}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+    _atomic(tmp_path / "new.json", lambda tmp: tmp.write_text("{}\n"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.json", "summary.json"]
