@@ -24,6 +24,7 @@ is replaced by a workspace path:
     unknownkey  a cluster file with a key the schema does not know
     outdir      a folder path that does not exist yet   outempty   an existing empty folder
     junitout    a file path that does not exist yet
+    binary      a binary (not UTF-8) file named binary.py
 
 A row's ``no_output`` names placeholders that must still be absent or empty folders after every
 row ran: bad input leaves no partial output files behind.
@@ -131,6 +132,8 @@ ROWS: list[Row] = [
     Row("analyze-bad-plugin-json", ("analyze", "{src}", "--plugins", "{badplugins}", "--json"),
         "SyntaxError"),
     Row("analyze-plugin-missing", ("analyze", "{src}", "--plugins", "{missing}"), "plugin path not found"),
+    Row("analyze-plugin-binary", ("analyze", "{src}", "--plugins", "{binary}"), "is not UTF-8 Python source"),
+    Row("analyze-plugin-folder-empty", ("analyze", "{src}", "--plugins", "{dir}"), "holds no analyzer plugin"),
     Row("analyze-unknown-analyzer", ("analyze", "{src}", "--analyzer", "nosuch"), "unknown analyzer(s) nosuch"),
     Row("analyze-out-is-file", ("analyze", "{src}", "--out", "{file}"), "is a file", usage=True),
     Row("analyze-out-under-file", ("analyze", "{src}", "--out", "{file}/sub"), "is a file, not a folder"),
@@ -147,6 +150,8 @@ ROWS: list[Row] = [
     Row("codemod-bad-format", ("codemod", "{src}", "--transform", "badformat"), "must look like module:Class"),
     Row("codemod-transform-file-missing", ("codemod", "{src}", "--transform", "{missing}.py:Class"),
         "transform file not found"),
+    Row("codemod-transform-binary", ("codemod", "{src}", "--transform", "{binary}:Class"),
+        "is not UTF-8 Python source"),
     Row("codemod-not-a-codemod", ("codemod", "{src}", "--transform", "{notcodemod}:Nope"),
         "is not a libcst Codemod class"),
     Row("codemod-abstract", ("codemod", "{src}", "--transform", "libcst.codemod:Codemod"),
@@ -200,6 +205,7 @@ ROWS: list[Row] = [
     Row("up-malformed-yaml", ("up", "{badyaml}"), "not valid YAML at line 2", subprocess=True),
     Row("up-malformed-yaml-json", ("up", "{badyaml}", "--json"), "not valid YAML"),
     Row("up-unknown-key", ("up", "{unknownkey}", "--check"), "bogus_key: unknown key"),
+    Row("up-binary-file", ("up", "{binary}"), "not a text (UTF-8) YAML file"),
     Row("up-not-a-mapping", ("up", "{file}"), "expected a mapping with scheduler: and workers:"),
     Row("down-missing", ("down", "{missing}", "--json"), "does not exist"),
     Row("down-malformed-yaml", ("down", "{badyaml}"), "not valid YAML"),
@@ -208,6 +214,7 @@ ROWS: list[Row] = [
     Row("mcp-http-public-no-token", ("mcp", "--transport", "http", "--host", "0.0.0.0"),
         "refusing to serve MCP on 0.0.0.0 without a token", subprocess=True),
     Row("mcp-bad-scheduler", ("mcp", "--scheduler", "foo://x:1"), "bad scheduler address"),
+    Row("mcp-tls-missing-dir", ("mcp", "--tls", "{missing}"), "does not exist"),
     Row("mcp-bad-transport", ("mcp", "--transport", "bogus"), "'bogus' is not one of", usage=True),
     Row("mcp-port-range", ("mcp", "--transport", "http", "--port", "99999"), "99999 is not in the range", usage=True),
 ]
@@ -243,6 +250,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     (root / "bad.yaml").write_text("scheduler: {host: [\nworkers: :\n")
     (root / "unknown.yaml").write_text("scheduler: {host: 127.0.0.1}\nworkers:\n  - {host: 127.0.0.1}\nbogus_key: 1\n")
     (root / "outempty").mkdir()
+    (root / "binary.py").write_bytes(b"\xff\xfe\x00\x80\x81 not text\n")
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
     busy = socket.socket()
@@ -259,7 +267,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
             "notcodemod": str(root / "notcodemod.py"), "badyaml": str(root / "bad.yaml"),
             "unknownkey": str(root / "unknown.yaml"), "outdir": str(root / "out-not-yet"),
             "outempty": str(root / "outempty"), "junitout": str(root / "junit-not-yet.xml"),
-            "home": str(root / "caelum-home"),
+            "home": str(root / "caelum-home"), "binary": str(root / "binary.py"),
         }
     finally:
         closed.close()

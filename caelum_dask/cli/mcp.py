@@ -39,10 +39,14 @@ def mcp_command(scheduler: str | None, tls: str | None, tls_name: str | None, tr
             f"refusing to serve MCP on {host} without a token: set {token_env} (clients send "
             "'Authorization: Bearer <token>') or bind to 127.0.0.1"
         )
-    if scheduler:  # a malformed address fails now, not at the assistant's first tool call
+    # A malformed address or certificate folder fails now, not at the assistant's first tool call.
+    if scheduler:
         from caelum_dask.cluster import check_address
 
         check_address(scheduler)
+    from caelum_dask.security import resolve_security
+
+    resolve_security(tls, tls_name)
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
     server = build_server(handle=ClusterHandle(scheduler, tls=tls, tls_name=tls_name))
     if transport == "stdio":
