@@ -15,7 +15,19 @@ is replaced by a workspace path:
     garbage     a text file that is not a certificate
     unreadable  a certificate file with mode 000 (rows using it are skipped as root)
     closed      tcp://127.0.0.1:PORT with nothing listening (a refused, unreachable scheduler)
+    closedurl   http://127.0.0.1:PORT, the same port as an HTTP URL (an Ollama that is down)
     busyport    a port on 127.0.0.1 that is already taken
+    src         a folder with one small Python module
+    badplugins  a folder whose analyzer plugin file has a syntax error
+    notcodemod  a Python file with no Codemod class in it
+    badyaml     a cluster file that is not valid YAML
+    unknownkey  a cluster file with a key the schema does not know
+    outdir      a folder path that does not exist yet   outempty   an existing empty folder
+    junitout    a file path that does not exist yet
+    binary      a binary (not UTF-8) file named binary.py
+
+A row's ``no_output`` names placeholders that must still be absent or empty folders after every
+row ran: bad input leaves no partial output files behind.
 
 The subprocess rows run concurrently (4 at a time) once per module; each parametrised test
 checks one row.
@@ -45,6 +57,7 @@ class Row:
     usage: bool = False  # a click usage error ("Error: …", exit 2) rather than "caelum: error: …"
     needs_non_root: bool = False
     subprocess: bool = False  # also run the real CLI as a subprocess
+    no_output: tuple[str, ...] = ()  # placeholders that must stay absent / empty folders
 
 
 ROWS: list[Row] = [
@@ -108,6 +121,102 @@ ROWS: list[Row] = [
     Row("certs-show-garbage", ("certs", "show", "{garbage}"), "is not a PEM certificate", subprocess=True),
     Row("certs-show-folder", ("certs", "show", "{dir}"), "is not a certificate file"),
     Row("unknown-command", ("frobnicate",), "No such command 'frobnicate'", usage=True, subprocess=True),
+    # caelum analyze
+    Row("analyze-missing", ("analyze", "{missing}"), "no such file or directory"),
+    Row("analyze-missing-out", ("analyze", "{missing}", "--out", "{outdir}"), "no such file or directory",
+        no_output=("outdir",)),
+    Row("analyze-missing-json", ("analyze", "{missing}", "--json"), "no such file or directory"),
+    Row("analyze-not-python", ("analyze", "{file}"), "is not a Python file"),
+    Row("analyze-bad-plugin", ("analyze", "{src}", "--plugins", "{badplugins}", "--out", "{outempty}"),
+        "cannot load analyzer plugin", subprocess=True, no_output=("outempty",)),
+    Row("analyze-bad-plugin-json", ("analyze", "{src}", "--plugins", "{badplugins}", "--json"),
+        "SyntaxError"),
+    Row("analyze-plugin-missing", ("analyze", "{src}", "--plugins", "{missing}"), "plugin path not found"),
+    Row("analyze-plugin-binary", ("analyze", "{src}", "--plugins", "{binary}"), "is not UTF-8 Python source"),
+    Row("analyze-plugin-folder-empty", ("analyze", "{src}", "--plugins", "{dir}"), "holds no analyzer plugin"),
+    Row("analyze-unknown-analyzer", ("analyze", "{src}", "--analyzer", "nosuch"), "unknown analyzer(s) nosuch"),
+    Row("analyze-out-is-file", ("analyze", "{src}", "--out", "{file}"), "is a file", usage=True),
+    Row("analyze-out-under-file", ("analyze", "{src}", "--out", "{file}/sub"), "is a file, not a folder"),
+    Row("analyze-time-limit-zero", ("analyze", "{src}", "--time-limit", "0", "--out", "{outdir}"),
+        "--time-limit must be a positive", no_output=("outdir",)),
+    Row("analyze-time-limit-text", ("analyze", "{src}", "--time-limit", "soon"), "'soon' is not a valid float",
+        usage=True),
+    Row("analyze-unreachable", ("analyze", "{src}", "--scheduler", "{closed}", "--out", "{outdir}", "--json"),
+        "cannot reach the scheduler", no_output=("outdir",)),
+    Row("analyze-bad-scheduler", ("analyze", "{src}", "--scheduler", "foo://x:1"), "bad scheduler address"),
+    # caelum codemod
+    Row("codemod-no-such-module", ("codemod", "{src}", "--transform", "nosuch:Class"),
+        "cannot import transform module 'nosuch'", subprocess=True),
+    Row("codemod-bad-format", ("codemod", "{src}", "--transform", "badformat"), "must look like module:Class"),
+    Row("codemod-transform-file-missing", ("codemod", "{src}", "--transform", "{missing}.py:Class"),
+        "transform file not found"),
+    Row("codemod-transform-binary", ("codemod", "{src}", "--transform", "{binary}:Class"),
+        "is not UTF-8 Python source"),
+    Row("codemod-not-a-codemod", ("codemod", "{src}", "--transform", "{notcodemod}:Nope"),
+        "is not a libcst Codemod class"),
+    Row("codemod-abstract", ("codemod", "{src}", "--transform", "libcst.codemod:Codemod"),
+        "abstract Codemod base class"),
+    Row("codemod-missing-path", ("codemod", "{missing}", "--transform", "nosuch:Class", "--json"),
+        "no such file or directory"),
+    Row("codemod-no-transform", ("codemod", "{src}"), "Missing option '--transform'", usage=True),
+    Row("codemod-unreachable", ("codemod", "{src}", "--apply", "--scheduler", "{closed}", "--transform",
+                                "libcst.codemod.commands.noop:NOOPCommand"), "cannot reach the scheduler"),
+    Row("codemod-bad-scheduler", ("codemod", "{src}", "--transform", "libcst.codemod.commands.noop:NOOPCommand",
+                                  "--scheduler", "foo://x:1", "--json"), "bad scheduler address"),
+    # caelum test
+    Row("test-missing", ("test", "{missing}", "--junit", "{junitout}"), "no such project folder",
+        no_output=("junitout",)),
+    Row("test-on-a-file", ("test", "{file}"), "is a file", usage=True),
+    Row("test-shards-zero", ("test", "{dir}", "--shards", "0"), "--shards must be 'auto' or a positive number",
+        subprocess=True),
+    Row("test-shards-text", ("test", "{dir}", "--shards", "many", "--json"), "--shards must be 'auto'"),
+    Row("test-bad-dist", ("test", "{dir}", "--dist", "bogus"), "'bogus' is not one of", usage=True),
+    Row("test-negative-retry", ("test", "{dir}", "--retry-failed", "-1"), "--retry-failed must be 0 or more"),
+    Row("test-timeout-zero", ("test", "{dir}", "--timeout", "0"), "--timeout must be positive"),
+    Row("test-bad-env", ("test", "{dir}", "--env", "NOEQUALS"), "expected KEY=VALUE"),
+    Row("test-unreachable", ("test", "{dir}", "--scheduler", "{closed}", "--json", "--junit", "{junitout}"),
+        "cannot reach the scheduler", no_output=("junitout",)),
+    Row("test-bad-scheduler", ("test", "{dir}", "--scheduler", "foo://x:1"), "bad scheduler address"),
+    # caelum llm
+    Row("llm-status-not-a-url", ("llm", "status", "--backend", "notaurl"), "host 'notaurl' is not known",
+        subprocess=True),
+    Row("llm-status-not-a-url-json", ("llm", "status", "--backend", "notaurl", "--json"), "is not known"),
+    Row("llm-status-bad-scheme", ("llm", "status", "--backend", "ftp://x:1"), "is not an Ollama URL"),
+    Row("llm-status-bad-port", ("llm", "status", "--backend", "http://127.0.0.1:99999"), "is not an Ollama URL"),
+    Row("llm-status-unreachable", ("llm", "status", "--scheduler", "{closed}"), "cannot reach the scheduler"),
+    Row("llm-status-bad-scheduler", ("llm", "status", "--scheduler", "foo://x:1", "--json"), "bad scheduler address"),
+    Row("llm-pull-no-such-machine", ("llm", "pull", "m", "--backend", "{closedurl}", "--machines", "nosuch"),
+        "no Ollama backend on machine 'nosuch'"),
+    Row("llm-pull-no-such-machine-json", ("llm", "pull", "m", "--backend", "{closedurl}", "--machines", "nosuch",
+                                          "--json"), "no Ollama backend on machine 'nosuch'"),
+    Row("llm-pull-all-down", ("llm", "pull", "m", "--backend", "{closedurl}"), "no Ollama backend is up"),
+    Row("llm-pull-no-model", ("llm", "pull"), "Missing argument 'MODEL'", usage=True),
+    Row("llm-pull-unreachable", ("llm", "pull", "m", "--scheduler", "{closed}"), "cannot reach the scheduler"),
+    Row("llm-serve-not-a-url", ("llm", "serve", "--backend", "notaurl", "--port", "0"), "is not known"),
+    Row("llm-serve-port-range", ("llm", "serve", "--port", "99999"), "99999 is not in the range", usage=True),
+    Row("llm-serve-port-taken", ("llm", "serve", "--host", "127.0.0.1", "--port", "{busyport}", "--backend",
+                                 "{closedurl}"), "is already in use"),
+    Row("llm-serve-bad-scheduler", ("llm", "serve", "--scheduler", "foo://x:1", "--port", "0"),
+        "bad scheduler address"),
+    Row("llm-unknown-subcommand", ("llm", "bogus"), "No such command 'bogus'", usage=True),
+    # caelum up / down
+    Row("up-missing", ("up", "{missing}"), "does not exist"),
+    Row("up-on-a-folder", ("up", "{dir}"), "is a directory", usage=True),
+    Row("up-malformed-yaml", ("up", "{badyaml}"), "not valid YAML at line 2", subprocess=True),
+    Row("up-malformed-yaml-json", ("up", "{badyaml}", "--json"), "not valid YAML"),
+    Row("up-unknown-key", ("up", "{unknownkey}", "--check"), "bogus_key: unknown key"),
+    Row("up-binary-file", ("up", "{binary}"), "not a text (UTF-8) YAML file"),
+    Row("up-not-a-mapping", ("up", "{file}"), "expected a mapping with scheduler: and workers:"),
+    Row("down-missing", ("down", "{missing}", "--json"), "does not exist"),
+    Row("down-malformed-yaml", ("down", "{badyaml}"), "not valid YAML"),
+    Row("down-unknown-key", ("down", "{unknownkey}"), "bogus_key: unknown key"),
+    # caelum mcp
+    Row("mcp-http-public-no-token", ("mcp", "--transport", "http", "--host", "0.0.0.0"),
+        "refusing to serve MCP on 0.0.0.0 without a token", subprocess=True),
+    Row("mcp-bad-scheduler", ("mcp", "--scheduler", "foo://x:1"), "bad scheduler address"),
+    Row("mcp-tls-missing-dir", ("mcp", "--tls", "{missing}"), "does not exist"),
+    Row("mcp-bad-transport", ("mcp", "--transport", "bogus"), "'bogus' is not one of", usage=True),
+    Row("mcp-port-range", ("mcp", "--transport", "http", "--port", "99999"), "99999 is not in the range", usage=True),
 ]
 
 
@@ -133,6 +242,15 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         (unreadable / name).write_bytes((root / "certs" / name).read_bytes())
         (unreadable / name).chmod(0)
     (root / "garbage.pem").write_text("hello\n")
+    (root / "src").mkdir()
+    (root / "src" / "mod.py").write_text("def f(x):\n    return x + 1\n")
+    (root / "badplugins").mkdir()
+    (root / "badplugins" / "broken.py").write_text("def analyzer(:\n")
+    (root / "notcodemod.py").write_text("VALUE = 1\n")
+    (root / "bad.yaml").write_text("scheduler: {host: [\nworkers: :\n")
+    (root / "unknown.yaml").write_text("scheduler: {host: 127.0.0.1}\nworkers:\n  - {host: 127.0.0.1}\nbogus_key: 1\n")
+    (root / "outempty").mkdir()
+    (root / "binary.py").write_bytes(b"\xff\xfe\x00\x80\x81 not text\n")
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
     busy = socket.socket()
@@ -144,6 +262,12 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
             "certs": str(root / "certs"), "badcerts": str(bad), "dircert": str(dircert),
             "garbage": str(root / "garbage.pem"), "unreadable": str(unreadable),
             "closed": f"tcp://127.0.0.1:{closed.getsockname()[1]}", "busyport": str(busy.getsockname()[1]),
+            "closedurl": f"http://127.0.0.1:{closed.getsockname()[1]}",
+            "src": str(root / "src"), "badplugins": str(root / "badplugins"),
+            "notcodemod": str(root / "notcodemod.py"), "badyaml": str(root / "bad.yaml"),
+            "unknownkey": str(root / "unknown.yaml"), "outdir": str(root / "out-not-yet"),
+            "outempty": str(root / "outempty"), "junitout": str(root / "junit-not-yet.xml"),
+            "home": str(root / "caelum-home"), "binary": str(root / "binary.py"),
         }
     finally:
         closed.close()
@@ -160,21 +284,25 @@ class Outcome:
     escaped: BaseException | None = None  # an exception that got past the CLI group
 
 
-def _in_process(argv: list[str]) -> Outcome:
+def _in_process(argv: list[str], home: str) -> Outcome:
     import dask.config
     from click.testing import CliRunner
 
     from caelum_dask.cli import cli
 
-    with dask.config.set({"caelum.connect-timeout": 1}):
-        result = CliRunner().invoke(cli, argv, prog_name="caelum", env={"CAELUM_SCHEDULER": None, "CAELUM_TLS": None})
+    with dask.config.set({"caelum.connect-timeout": 1, "caelum.home": home}):
+        result = CliRunner().invoke(cli, argv, prog_name="caelum", env={"CAELUM_SCHEDULER": None, "CAELUM_TLS": None, "CAELUM_MCP_TOKEN": None})
     escaped = result.exception if not isinstance(result.exception, SystemExit) else None
     return Outcome(result.exit_code, result.stdout, result.stderr, escaped)
 
 
 @pytest.fixture(scope="module")
 def results(workspace: dict[str, str]) -> dict[tuple[str, str], Outcome]:
-    env = {"DASK_CAELUM__CONNECT_TIMEOUT": "1", "CAELUM_SCHEDULER": "", "CAELUM_TLS": ""}
+    # This module-scoped fixture runs before the per-test caelum home exists: give the rows their
+    # own, so no cache or state from ~/.caelum (e.g. an analysis cache hit) changes their outcome.
+    home = workspace["home"]
+    env = {"DASK_CAELUM__CONNECT_TIMEOUT": "1", "CAELUM_SCHEDULER": "", "CAELUM_TLS": "", "CAELUM_MCP_TOKEN": "",
+           "DASK_CAELUM__HOME": home}
     runnable = [r for r in ROWS if not (r.needs_non_root and os.geteuid() == 0)]
 
     def argv(row: Row) -> list[str]:
@@ -187,7 +315,7 @@ def results(workspace: dict[str, str]) -> dict[tuple[str, str], Outcome]:
     with ThreadPoolExecutor(max_workers=4) as pool:
         outcomes = dict(pool.map(run, [r for r in runnable if r.subprocess]))
     for row in runnable:
-        outcomes[(row.id, "in-process")] = _in_process(argv(row))
+        outcomes[(row.id, "in-process")] = _in_process(argv(row), home)
     return outcomes
 
 
@@ -199,7 +327,8 @@ CASES = [(row, mode) for row in ROWS for mode in ("in-process", "subprocess") if
 
 
 @pytest.mark.parametrize(("row", "mode"), CASES, ids=[f"{r.id}-{m}" for r, m in CASES])
-def test_bad_input_gives_one_clear_line(row: Row, mode: str, results: dict[tuple[str, str], Outcome]) -> None:
+def test_bad_input_gives_one_clear_line(row: Row, mode: str, results: dict[tuple[str, str], Outcome],
+                                        workspace: dict[str, str]) -> None:
     if row.needs_non_root and os.geteuid() == 0:
         pytest.skip("root reads files whatever their mode")
     result = results[(row.id, mode)]
@@ -215,3 +344,26 @@ def test_bad_input_gives_one_clear_line(row: Row, mode: str, results: dict[tuple
         assert len(lines) == 1, result.stderr
         assert lines[0].startswith("caelum: error: ") and row.expect in lines[0], result.stderr
         assert len(lines[0]) < 400
+    for name in row.no_output:
+        left = Path(workspace[name])
+        assert not left.exists() or (left.is_dir() and not any(left.iterdir())), f"{left} was left behind"
+
+
+def test_failed_export_write_leaves_old_file_and_no_temp(tmp_path: Path) -> None:
+    """analyze --out writes each file through a temp file: a write that dies half-way leaves the
+    previous complete file (or none), and no temp file."""
+    from caelum_dask.analysis.report import _atomic
+
+    target = tmp_path / "summary.json"
+    target.write_text('{"complete": true}\n')
+
+    def dies_half_way(tmp: Path) -> None:
+        tmp.write_text('{"compl')
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        _atomic(target, dies_half_way)
+    assert target.read_text() == '{"complete": true}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+    _atomic(tmp_path / "new.json", lambda tmp: tmp.write_text("{}\n"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.json", "summary.json"]

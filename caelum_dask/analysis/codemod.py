@@ -84,7 +84,12 @@ def resolve_transform(spec: str) -> TransformRef:
         path = Path(module_name)
         if not path.is_file():
             raise InvalidInput(f"transform file not found: {module_name}")
-        source = PluginSource(str(path), path.read_text(encoding="utf-8"))
+        try:
+            source = PluginSource(str(path), path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise InvalidInput(f"transform file {module_name} is not UTF-8 Python source") from None
+        except OSError as exc:
+            raise InvalidInput(f"cannot read transform file {module_name}: {exc.strerror or exc}") from None
         module: Any = load_plugin_module(source)
     else:
         try:
@@ -97,6 +102,9 @@ def resolve_transform(spec: str) -> TransformRef:
     cls = getattr(module, cls_name, None)
     if not (inspect.isclass(cls) and issubclass(cls, codemod.Codemod)):
         raise InvalidInput(f"{spec} is not a libcst Codemod class (e.g. a VisitorBasedCodemodCommand)")
+    if inspect.isabstract(cls):
+        raise InvalidInput(f"{spec} is an abstract Codemod base class; give a concrete subclass that "
+                           "implements transform_module_impl")
     return TransformRef(module_name, cls_name, source)
 
 

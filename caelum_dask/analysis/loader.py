@@ -74,13 +74,22 @@ def read_plugins(paths: list[str] | tuple[str, ...]) -> tuple[PluginSource, ...]
         if not p.exists():
             raise InvalidInput(f"plugin path not found: {entry}")
         files = sorted(f for f in p.glob("*.py") if not f.name.startswith("_")) if p.is_dir() else [p]
+        before = len(sources)
         for f in files:
-            plugin = PluginSource(str(f), f.read_text(encoding="utf-8"))
+            try:
+                plugin = PluginSource(str(f), f.read_text(encoding="utf-8"))
+            except UnicodeDecodeError:
+                raise InvalidInput(f"analyzer plugin {f} is not UTF-8 Python source") from None
+            except OSError as exc:
+                raise InvalidInput(f"cannot read analyzer plugin {f}: {exc.strerror or exc}") from None
             if not analyzer_classes(vars(load_plugin_module(plugin))):
                 if p.is_dir():
                     continue
                 raise InvalidInput(f"{f} defines no analyzer (a CSTAnalyzer/ASTAnalyzer subclass with a `name`)")
             sources.append(plugin)
+        if p.is_dir() and len(sources) == before:
+            raise InvalidInput(f"--plugins {entry}: the folder holds no analyzer plugin (a *.py file defining "
+                               "a CSTAnalyzer/ASTAnalyzer subclass with a `name`)")
     return tuple(sources)
 
 

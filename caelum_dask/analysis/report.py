@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import pandas as pd
@@ -24,17 +25,30 @@ def export(result: "AnalysisResult", out: str | Path) -> dict[str, str]:
     """Write every table as ``<name>.csv`` and ``<name>.parquet``, ``summary.json`` and
     ``report.html`` under ``out``; returns the paths written."""
     folder = Path(out)
+    html = html_report(result)  # built first: if it fails, nothing is written
     folder.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
     for name, frame in result.tables.items():
-        frame.to_csv(folder / f"{name}.csv", index=False)
-        _parquet_safe(frame).to_parquet(folder / f"{name}.parquet", index=False)
+        _atomic(folder / f"{name}.csv", lambda tmp, f=frame: f.to_csv(tmp, index=False))
+        _atomic(folder / f"{name}.parquet", lambda tmp, f=frame: _parquet_safe(f).to_parquet(tmp, index=False))
         written[name] = str(folder / f"{name}.parquet")
-    (folder / "summary.json").write_text(json.dumps(result.summary, indent=2, default=str) + "\n")
-    (folder / "report.html").write_text(html_report(result), encoding="utf-8")
+    summary = json.dumps(result.summary, indent=2, default=str) + "\n"
+    _atomic(folder / "summary.json", lambda tmp: tmp.write_text(summary))
+    _atomic(folder / "report.html", lambda tmp: tmp.write_text(html, encoding="utf-8"))
     written["summary"] = str(folder / "summary.json")
     written["report"] = str(folder / "report.html")
     return written
+
+
+def _atomic(target: Path, write: Any) -> None:
+    """Write through a temporary file renamed over ``target``: a failed or interrupted export
+    leaves the previous file (or none), never a half-written one."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:

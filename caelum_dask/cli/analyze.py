@@ -74,6 +74,10 @@ def analyze_command(path: str, out: str | None, plugins: tuple[str, ...], analyz
 
     if not Path(path).exists():
         raise InvalidInput(f"no such file or directory: {path}")
+    if time_limit is not None and time_limit <= 0:
+        raise InvalidInput(f"--time-limit must be a positive number of seconds (got {time_limit:g})")
+    if out:
+        _check_out_folder(out)  # before the run, so a bad --out does not waste it
     progress = _Progress("analyze")
     result = analyze(path, scheduler=scheduler, plugins=plugins, analyzers=analyzers or None,
                      include_all=include_all, use_cache=not no_cache, time_limit=time_limit,
@@ -85,6 +89,21 @@ def analyze_command(path: str, out: str | None, plugins: tuple[str, ...], analyz
         print_json(summary)
         return
     _print_summary(summary)
+
+
+def _check_out_folder(out: str) -> None:
+    """Refuse an --out that cannot become a writable folder (a file on its path, no permission)."""
+    import os
+    from pathlib import Path
+
+    folder = Path(out).expanduser().absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InvalidInput(f"--out {out}: {existing} is a file, not a folder; give a folder for the results")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InvalidInput(f"--out {out}: cannot write in {existing} (permission denied); give a folder you can write")
 
 
 def _print_summary(s: dict[str, Any]) -> None:

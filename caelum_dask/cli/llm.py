@@ -24,10 +24,32 @@ backend_option = click.option(
          "(repeatable, e.g. --backend http://gpu1:11434).")
 
 
+def _check_backends(backends: tuple[str, ...]) -> None:
+    """Refuse a --backend that can never be an Ollama server (bad scheme, port, unknown host)."""
+    import urllib.parse
+
+    from caelum_dask.llm.discovery import parse_host
+
+    for value in backends:
+        try:
+            split = urllib.parse.urlsplit(parse_host(value))
+            port = split.port
+        except ValueError:  # e.g. a port out of range or not a number
+            split, port = urllib.parse.urlsplit(""), -1
+        if split.scheme not in ("http", "https") or not split.hostname or port is None or not 0 < port < 65536:
+            raise InvalidInput(f"--backend {value!r} is not an Ollama URL; give one like http://gpu1:11434")
+        try:
+            socket.getaddrinfo(split.hostname, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError):
+            raise InvalidInput(f"--backend {value!r}: host {split.hostname!r} is not known (DNS); "
+                               "check the name or give its IP, e.g. http://10.0.0.7:11434") from None
+
+
 @contextlib.contextmanager
 def _pool(scheduler: str | None, backends: tuple[str, ...], quiet: bool = False) -> Iterator[Any]:
     from caelum_dask.llm import LLMPool
 
+    _check_backends(backends)
     if backends:
         with LLMPool(backends=list(backends)) as pool:
             yield pool
@@ -49,7 +71,7 @@ def llm() -> None:
 @scheduler_option
 @backend_option
 @click.option("--host", default=None, help="Address to listen on (default: caelum.llm.serve-host, 127.0.0.1).")
-@click.option("--port", default=None, type=int, help="Port (default: caelum.llm.serve-port, 11434; 0 picks a free one).")
+@click.option("--port", default=None, type=click.IntRange(0, 65535), help="Port (default: caelum.llm.serve-port, 11434; 0 picks a free one).")
 def serve(scheduler: str | None, backends: tuple[str, ...], host: str | None, port: int | None) -> None:
     """Serve the pool as an Ollama-compatible HTTP endpoint.
 

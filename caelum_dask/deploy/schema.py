@@ -374,7 +374,11 @@ def load(path: str | os.PathLike[str]) -> ClusterSpec:
     if not file.is_file():
         raise InvalidInput(f"cluster file {file} does not exist")
     try:
-        data = yaml.safe_load(file.read_text())
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{file}: not a text (UTF-8) YAML file; give the cluster file") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read cluster file {file}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

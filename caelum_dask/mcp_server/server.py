@@ -8,7 +8,6 @@ is importable, so a tool for a capability that has not landed is absent, not a s
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -54,6 +53,21 @@ def tool_errors(func: Any) -> Any:
     return wrapper
 
 
+def _present(module: str) -> bool:
+    """Whether ``module`` is part of this copy of caelum_dask (a file or package beside this one).
+
+    ``importlib.util.find_spec`` alone is not enough: an editable install of another checkout
+    can answer for a capability this copy does not have, and importing its tools then fails.
+    """
+    from pathlib import Path
+
+    import caelum_dask
+
+    relative = module.split(".", 1)[1].replace(".", "/")
+    return any((Path(root) / f"{relative}.py").is_file() or (Path(root) / relative / "__init__.py").is_file()
+               for root in caelum_dask.__path__)
+
+
 def build_server(scheduler: str | None = None, handle: ClusterHandle | None = None) -> MCPServer:
     """The MCP server for the cluster at ``scheduler`` (None: the embedded cluster)."""
     handle = handle or ClusterHandle(scheduler)
@@ -88,7 +102,7 @@ def build_server(scheduler: str | None = None, handle: ClusterHandle | None = No
         return json.dumps(machines(handle.client()), default=str)
 
     for tool_module, engine in CAPABILITY_TOOLS:
-        if importlib.util.find_spec(engine) is None:
+        if not (_present(engine) and _present(tool_module)):
             continue
         importlib.import_module(tool_module).register(server, handle)
     return server
