@@ -146,9 +146,11 @@ def test_worker_killed_mid_run_gives_exactly_the_clean_results(process_cluster: 
 
     proc = start_run(str(path), "--scheduler", address, "--json")
     try:
-        # a gated task is running on the doomed worker (and waits there for the gate)
-        lost = poll(lambda: [t for k, t, w in executions(records) if k == "start" and w == "doomed"
-                             and t.startswith("gated")], "a gated task to start on the doomed worker", proc=proc)
+        # a gated task runs on each worker (waiting there for the gate); the steady one thus
+        # holds copies of every prepare result, so only the doomed worker's task is lost
+        poll(lambda: {w for k, t, w in executions(records) if k == "start" and t.startswith("gated")}
+             == {"steady", "doomed"}, "a gated task to start on each worker", proc=proc)
+        lost = [t for k, t, w in executions(records) if k == "start" and w == "doomed" and t.startswith("gated")]
         # ...and the run store has it running there (so the lost attempt is on record)
         run_id = poll(_current_run, "the run to be recorded", proc=proc)
         poll(lambda: all(_run_store_tasks(run_id).get(t) == "running" for t in lost),
