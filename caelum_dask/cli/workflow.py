@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import sys
 from typing import Any
 
@@ -55,7 +56,7 @@ def run_command(file: str, params: tuple[str, ...], resume: str | None, workflow
       caelum run workflows/fanout.py --resume 20261126-061241-c0c84f
     """
     from caelum_dask.workflow.loader import load_workflow
-    from caelum_dask.workflow.runner import run
+    from caelum_dask.workflow.runner import SchedulerLost, run
     from caelum_dask.workflow.validation import validate
 
     wf = load_workflow(file, workflow_name)
@@ -63,8 +64,14 @@ def run_command(file: str, params: tuple[str, ...], resume: str | None, workflow
     if not resume:
         validate(wf, given)  # bad input fails before a cluster starts
     with open_client(scheduler, quiet=as_json) as client:
-        result = run(wf, client=client, params=given, resume=resume, cache=not no_cache,
-                     progress=_progress_printer(), file=str(file))
+        try:
+            result = run(wf, client=client, params=given, resume=resume, cache=not no_cache,
+                         progress=_progress_printer(), file=str(file))
+        except SchedulerLost:
+            # the client is still trying to reconnect; closing it makes Dask log that attempt's
+            # traceback, which would bury our one line (how to resume) under noise
+            logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
+            raise
     if as_json:
         print_json(result.to_dict())
     else:

@@ -22,7 +22,7 @@ from distributed import Client, wait
 
 from caelum_dask import events
 from caelum_dask.cluster import connect, machines
-from caelum_dask.errors import CaelumError, InvalidInput
+from caelum_dask.errors import CaelumError, InvalidInput, SchedulerUnreachable
 from caelum_dask.workflow.cache import ResultCache, default_url
 from caelum_dask.workflow.compiler import CompiledRun, cache_keys, compile_workflow
 from caelum_dask.workflow.model import Workflow
@@ -37,6 +37,17 @@ _DISPATCH_ATTR = "_caelum_workflow_dispatch"
 
 class RunCancelled(CaelumError):
     """The run was cancelled on request (``cancel`` was set)."""
+
+
+class SchedulerLost(SchedulerUnreachable):
+    """The scheduler went away mid-run (crash, restart, network): the run can be resumed."""
+
+
+def _scheduler_lost(client: Client, exc: BaseException) -> bool:
+    """Did ``exc`` come from losing the scheduler (rather than Ctrl-C or a bug of ours)?"""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return False
+    return client.status != "running" or "scheduler-connection-lost" in str(exc)
 
 
 @dataclass
@@ -271,11 +282,21 @@ def _run(wf: Workflow, client: Client, params: dict[str, Any], bindings: Any, st
         if unsettled:
             absorb(_recover(client, run_id, unsettled))
         results, errors = _collect(client, compiled, futures, states, store, run_id)
-    except BaseException:  # Ctrl-C, lost scheduler: the run is recorded as cancelled, not "running"
+    except BaseException as exc:  # Ctrl-C, lost scheduler: the run is recorded as cancelled, not "running"
         absorb(_drain(q))
-        store.finish_run(run_id, "cancelled", _counts(states, len(order)))
-        client.cancel(list(futures.values()))
         counts = _counts(states, len(order))
+        store.finish_run(run_id, "cancelled", counts)
+        lost = _scheduler_lost(client, exc)
+        if lost:
+            # the completed tasks' results are in the cache and their states in the store:
+            # `--resume` on any scheduler reuses them
+            where = f"`caelum run {file} --resume {run_id}`" if file else f"run(..., resume={run_id!r})"
+            raise SchedulerLost(
+                f"lost the connection to the scheduler {getattr(client.scheduler, 'address', '')} "
+                f"mid-run; run {run_id} is recorded as cancelled with {counts['computed'] + counts['cached']} of "
+                f"{counts['total']} tasks done; once a scheduler is up, finish it with {where}"
+            ) from exc
+        client.cancel(list(futures.values()))
         try:
             events.emit(events.WORKFLOWS, "run-finished", sink=client, run_id=run_id, state="cancelled",
                         computed=counts["computed"], cached=counts["cached"], failed=counts["failed"])
