@@ -46,7 +46,7 @@ from pathlib import Path
 import pytest
 
 from caelum_dask import certs
-from conftest import run_caelum
+from conftest import REPO, run_caelum
 
 
 @dataclass(frozen=True)
@@ -217,6 +217,25 @@ ROWS: list[Row] = [
     Row("mcp-tls-missing-dir", ("mcp", "--tls", "{missing}"), "does not exist"),
     Row("mcp-bad-transport", ("mcp", "--transport", "bogus"), "'bogus' is not one of", usage=True),
     Row("mcp-port-range", ("mcp", "--transport", "http", "--port", "99999"), "99999 is not in the range", usage=True),
+    # caelum run / caelum runs (workflows)
+    Row("run-missing-file", ("run", "{missing}"), "does not exist", subprocess=True),
+    Row("run-syntax-error", ("run", "{wfsyntax}"), "cannot parse the workflow file"),
+    Row("run-no-workflow", ("run", "{wfnone}"), "defines no workflow"),
+    Row("run-cycle", ("run", "{wfcycle}"), "has a cycle: a -> b -> a"),
+    Row("run-impossible-resources", ("run", "{wfgpu8}"), "no machine can meet the requirement (gpus=8)"),
+    Row("run-unknown-parameter", ("run", "{fanout}", "-p", "bogus=1"), "unknown parameter(s) 'bogus'"),
+    Row("run-parameter-not-name-value", ("run", "{fanout}", "-p", "novalue"), "is not NAME=VALUE"),
+    Row("run-parameter-wrong-type", ("run", "{fanout}", "-p", "n=abc", "--json"), "must be of type int"),
+    Row("run-unreachable", ("run", "{fanout}", "--scheduler", "{closed}"), "cannot reach the scheduler"),
+    Row("runs-show-unknown", ("runs", "show", "nosuch", "--json"), "no run 'nosuch'"),
+    # caelum bi
+    Row("bi-missing-definition", ("bi", "report", "{missing}"), "does not exist", subprocess=True),
+    Row("bi-definition-syntax-error", ("bi", "report", "{wfsyntax}", "--out", "{outdir}"), "failed to load",
+        no_output=("outdir",)),
+    Row("bi-bad-since", ("bi", "report", "{weekly}", "--since", "banana", "--json"), "--since 'banana' is not understood"),
+    Row("bi-out-is-a-file", ("bi", "report", "{weekly}", "--out", "{file}"), "is a file", usage=True),
+    Row("bi-unreachable", ("bi", "report", "{weekly}", "--scheduler", "{closed}", "--out", "{outdir}"),
+        "cannot reach the scheduler", no_output=("outdir",)),
 ]
 
 
@@ -251,6 +270,15 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     (root / "unknown.yaml").write_text("scheduler: {host: 127.0.0.1}\nworkers:\n  - {host: 127.0.0.1}\nbogus_key: 1\n")
     (root / "outempty").mkdir()
     (root / "binary.py").write_bytes(b"\xff\xfe\x00\x80\x81 not text\n")
+    (root / "wf_syntax.py").write_text("def broken(:\n")
+    (root / "wf_none.py").write_text("VALUE = 1\n")
+    (root / "wf_gpu8.py").write_text(
+        "from caelum_dask.workflow import Workflow, task\n\n@task(resources={'gpus': 8})\ndef big():\n    return 1\n\n"
+        "with Workflow('gpu8') as wf:\n    big()\n")
+    (root / "wf_cycle.py").write_text(
+        "import networkx as nx\nfrom caelum_dask.workflow import Workflow\n\ndef f(*args):\n    return 1\n\n"
+        "G = nx.DiGraph()\nG.add_node('a', func=f)\nG.add_node('b', func=f)\nG.add_edge('a', 'b')\n"
+        "G.add_edge('b', 'a')\nwf = Workflow.from_graph(G, name='cyc')\n")
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
     busy = socket.socket()
@@ -268,6 +296,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
             "unknownkey": str(root / "unknown.yaml"), "outdir": str(root / "out-not-yet"),
             "outempty": str(root / "outempty"), "junitout": str(root / "junit-not-yet.xml"),
             "home": str(root / "caelum-home"), "binary": str(root / "binary.py"),
+            "wfsyntax": str(root / "wf_syntax.py"), "wfnone": str(root / "wf_none.py"),
+            "wfgpu8": str(root / "wf_gpu8.py"), "wfcycle": str(root / "wf_cycle.py"),
+            "fanout": str(REPO / "workflows" / "fanout.py"), "weekly": str(REPO / "bi" / "weekly_team.py"),
         }
     finally:
         closed.close()
@@ -336,7 +367,9 @@ def test_bad_input_gives_one_clear_line(row: Row, mode: str, results: dict[tuple
     assert result.returncode != 0, result.stdout
     assert "Traceback" not in result.stderr, result.stderr
     assert result.stdout == ""
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    # the embedded-cluster notice is information, not part of the error
+    lines = [line for line in result.stderr.splitlines()
+             if line.strip() and not line.startswith("caelum: no scheduler given;")]
     if row.usage:
         assert result.returncode == 2
         assert lines[-1].startswith("Error: ") and row.expect in lines[-1], result.stderr
