@@ -40,3 +40,5 @@ def test_gpu_check_reports_what_detection_sees():
     assert len(info["resources_2_processes"]) == 2
     if not info["gpus"]:
         assert "GPU" not in info["resources_1_process"]
+    assert info["llm"]["gpus"] == info["gpus"] or [g["index"] for g in info["llm"]["gpus"]] == [g["index"] for g in info["gpus"]]
+    assert all("url" in b and "up" in b for b in info["llm"]["backends"])

@@ -228,6 +228,10 @@ def test_workflow_tools_run_status_cancel(client, tmp_path):
             missing = await mcp.call_tool("run_workflow", {"path": str(tmp_path / "nope.py")})
             unknown = await mcp.call_tool("run_workflow", {"path": str(flow), "params": {"bogus": "1"}})
             runs = await mcp.read_resource("caelum://runs")
+            no_status = await mcp.call_tool("workflow_status", {"run_id": "no-such-run"})
+            no_cancel = await mcp.call_tool("cancel_run", {"run_id": "no-such-run"})
+            assert no_status.is_error and "no run 'no-such-run'" in no_status.content[0].text
+            assert no_cancel.is_error and "no run 'no-such-run'" in no_cancel.content[0].text
             return done, status, started, cancelled, after, missing, unknown, runs
 
     try:
