@@ -48,6 +48,20 @@ def client() -> Iterator[Client]:
         c.close()
 
 
+def wait_for(predicate: Any, timeout: float = 60, interval: float = 0.1, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout``.
+
+    The one way tests wait for the cluster: never a fixed sleep, always a deadline.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
 def run_caelum(*args: str, timeout: float = 120, env: dict[str, str] | None = None, cwd: Path | str | None = None,
                input: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real `caelum` CLI (python -m caelum_dask) and capture its output."""

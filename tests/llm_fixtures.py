@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_for  # noqa: F401  (re-exported for the LLM tests)
 from fake_ollama import FakeOllama
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,14 +87,3 @@ def llm_serve() -> Iterator[Callable[..., Served]]:
     finally:
         for served in running:
             served.stop()
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30, message: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy (no fixed sleeps in tests)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {message}")

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from caelum_dask import certs
-from conftest import ProcessCluster
+from conftest import ProcessCluster, wait_for  # noqa: F401  (re-exported for the TLS/netns tests)
 
 
 def make_cluster_certs(folder: Path, names: list[str], hosts: tuple[str, ...] = ("127.0.0.1",)) -> Path:
@@ -51,14 +51,3 @@ def start_tls_worker(cluster: ProcessCluster, name: str, tls: Path, cert_name: s
     proc = cluster._spawn(f"worker-{name}", argv)
     cluster.workers[name] = proc
     return proc
-
-
-def wait_for(predicate, timeout: float = 60, interval: float = 0.2, what: str = "condition"):  # type: ignore[no-untyped-def]
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -17,18 +17,7 @@ from caelum_dask import ResourceRequirements, UnsatisfiableRequirement, connect,
 from caelum_dask.errors import PortTaken
 from caelum_dask.resources import CPU, GPU, MEMORY_GB
 
-from conftest import run_caelum
-
-
-def wait_until(predicate, timeout: float = 60, interval: float = 0.1):
-    """Poll ``predicate`` until it returns a truthy value (returned) or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
+from conftest import run_caelum, wait_for
 
 
 def where_am_i() -> str:
@@ -137,7 +126,7 @@ def test_status_json_gpu_placement_and_offline(two_machines):
     # killing the GPU worker turns its machine offline, and an event says so
     gpu_id = by_ip["127.0.0.2"]["id"]
     cluster.kill_worker("gpu")
-    wait_until(lambda: {m["id"]: m["status"] for m in machines(client)}[gpu_id] == "offline")
+    wait_for(lambda: {m["id"]: m["status"] for m in machines(client)}[gpu_id] == "offline")
     events = client.get_events("caelum.machines")
     assert any(msg["event"] == "machine-offline" and msg["machine"] == gpu_id for _, msg in events)
     # history kept: the machine is still listed, offline, and no longer offered for GPU work
@@ -186,7 +175,7 @@ def test_websocket_scheduler_and_worker_through_the_caelum_cli(process_cluster):
     sched = process_cluster._spawn("scheduler", [sys.executable, "-m", "caelum_dask", "scheduler",
                                                  "--protocol", "ws", "--host", "127.0.0.1", "--port", "0",
                                                  "--dashboard-address", "127.0.0.1:0"])
-    address = wait_until(lambda: (re.search(r"Scheduler at:\s+(ws://\S+)", process_cluster.log("scheduler"))
+    address = wait_for(lambda: (re.search(r"Scheduler at:\s+(ws://\S+)", process_cluster.log("scheduler"))
                                   or (sched.poll() is not None and pytest.fail(process_cluster.log("scheduler")))))
     address = address.group(1)
     process_cluster._spawn("worker", [sys.executable, "-m", "caelum_dask", "worker", address,
@@ -264,10 +253,10 @@ def test_silent_machine_goes_offline_and_comes_back(process_cluster):
         (node,) = machines(client)
         os.kill(proc.pid, signal.SIGSTOP)
         try:
-            wait_until(lambda: machines(client)[0]["status"] == "offline")
+            wait_for(lambda: machines(client)[0]["status"] == "offline")
         finally:
             os.kill(proc.pid, signal.SIGCONT)
-        wait_until(lambda: machines(client)[0]["status"] in ("online", "busy"))
+        wait_for(lambda: machines(client)[0]["status"] in ("online", "busy"))
         events = [msg for _, msg in client.get_events("caelum.machines") if msg["machine"] == node["id"]]
         offline = [m for m in events if m["event"] == "machine-offline"]
         assert offline and offline[0]["reason"] == "missed heartbeats"
@@ -290,7 +279,7 @@ def test_events_follow_prints_new_events(process_cluster):
             def subscribers(dask_scheduler):
                 return len(dask_scheduler._broker._topics["caelum.machines"].subscribers)
 
-            wait_until(lambda: client.run_on_scheduler(subscribers) >= 1)
+            wait_for(lambda: client.run_on_scheduler(subscribers) >= 1)
             process_cluster.start_worker("late")
             out, err = follower.communicate(timeout=120)
     finally:

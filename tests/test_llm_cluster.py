@@ -84,7 +84,7 @@ def test_workers_discover_their_machines_backends(llm_cluster: Setup) -> None:
     assert "gpus" in a and a["machine"].endswith("@127.0.0.1")
     assert status["models"][M]["loaded_on"] == [s.a.url]
     services = wait_for(lambda: {name: port for m in machines(s.client) for name, port in m["services"].items()
-                                 if name.startswith("ollama")}, message="ollama in the service table")
+                                 if name.startswith("ollama")}, what="ollama in the service table")
     assert services["ollama"] in (s.a.port, s.b.port)  # the registry lists the Ollama port
 
 
@@ -97,7 +97,7 @@ def test_pool_routes_to_the_loaded_backend(llm_cluster: Setup) -> None:
         assert len(s.b.requests) == before
     found = wait_for(lambda: [m for _t, m in s.client.get_events(events.LLM)
                               if m.get("event") == "request-finished" and m.get("backend") == s.a.url],
-                     message="request-finished events on caelum.llm")
+                     what="request-finished events on caelum.llm")
     assert found[0]["ok"] is True and found[0]["model"] == "llama3.2"
 
 
@@ -193,7 +193,7 @@ def test_map_fails_over_when_a_backend_dies_mid_run(llm_cluster: Setup) -> None:
         assert len(s.b.requests) - before_b >= 8
         down = wait_for(lambda: [m for _t, m in s.client.get_events(events.LLM)
                                  if m.get("event") == "backend-down" and m.get("backend") == s.a.url],
-                        message="backend-down event for A")
+                        what="backend-down event for A")
         assert down[0]["reason"]
     finally:
         s.a._faults.clear()
