@@ -9,9 +9,10 @@ Fed by ``caelum.tests`` events::
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
+
+from caelum_dask.dashboard.data.recent import RecentRuns
 
 OUTCOMES: tuple[str, ...] = ("passed", "failed", "skipped", "errors")
 OUTCOME_COLOURS: dict[str, str] = {
@@ -40,23 +41,11 @@ class TestRun:
         return "passed" if self.finished.get("exit_code") in (0, None) and not self.finished.get("failed") else "failed"
 
 
-class TestRuns:
+class TestRuns(RecentRuns[TestRun]):
     """Test runs seen on ``caelum.tests``, most recent last."""
 
     __test__ = False  # not a pytest class
-
-    def __init__(self, keep: int = 50) -> None:
-        self.keep = keep
-        self.runs: OrderedDict[str, TestRun] = OrderedDict()
-        self.version = 0
-
-    def _run(self, run_id: str) -> TestRun:
-        run = self.runs.get(run_id)
-        if run is None:
-            run = self.runs[run_id] = TestRun(run_id=run_id)
-            while len(self.runs) > self.keep:
-                self.runs.popitem(last=False)
-        return run
+    run_class = TestRun
 
     def apply(self, msg: Any) -> None:
         if not isinstance(msg, dict) or "run_id" not in msg:
@@ -75,12 +64,6 @@ class TestRuns:
             return
         run.version += 1
         self.version += 1
-
-    def get(self, run_id: str) -> TestRun | None:
-        return self.runs.get(run_id)
-
-    def latest(self) -> TestRun | None:
-        return next(reversed(self.runs.values()), None)
 
 
 def runs_source(runs: TestRuns) -> dict[str, list[Any]]:

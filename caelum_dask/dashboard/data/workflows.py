@@ -16,12 +16,14 @@ hundred glyphs per update, not 10,000.
 from __future__ import annotations
 
 import datetime as _dt
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
 from dask.utils import key_split
+
+from caelum_dask.dashboard.data.recent import RecentRuns
 
 STATES: tuple[str, ...] = ("pending", "running", "completed", "failed", "cached", "skipped")
 STATE_COLOURS: dict[str, str] = {
@@ -105,24 +107,10 @@ def _time_text(value: Any) -> str:
         return str(value)
 
 
-class WorkflowRuns:
+class WorkflowRuns(RecentRuns[WorkflowRun]):
     """The runs seen on ``caelum.workflows``, most recent last, at most ``keep`` of them."""
 
-    def __init__(self, keep: int = 50) -> None:
-        self.keep = keep
-        self.runs: OrderedDict[str, WorkflowRun] = OrderedDict()
-        self.version = 0
-
-    def get(self, run_id: str) -> WorkflowRun | None:
-        return self.runs.get(run_id)
-
-    def _run(self, run_id: str) -> WorkflowRun:
-        run = self.runs.get(run_id)
-        if run is None:
-            run = self.runs[run_id] = WorkflowRun(run_id=run_id)
-            while len(self.runs) > self.keep:
-                self.runs.popitem(last=False)
-        return run
+    run_class = WorkflowRun
 
     def apply(self, msg: Any) -> None:
         """Feed one event message (anything that is not a workflow event is ignored)."""
@@ -148,9 +136,6 @@ class WorkflowRuns:
         else:
             return
         self.version += 1
-
-    def latest(self) -> WorkflowRun | None:
-        return next(reversed(self.runs.values()), None)
 
 
 def runs_source(runs: WorkflowRuns) -> dict[str, list[Any]]:
