@@ -295,9 +295,7 @@ class LLMPool:
                     return backend
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise NoBackendAvailable(
-                        f"every backend serving {model!r} stayed at its concurrency cap for "
-                        f"{self.queue_timeout:g}s; raise caelum.llm.max-in-flight or add machines")
+                    raise self._at_cap(model)
                 try:
                     await asyncio.wait_for(event.wait(), left)
                 except asyncio.TimeoutError:
@@ -305,6 +303,12 @@ class LLMPool:
             finally:
                 with self._waiters_lock:
                     self._waiters.discard(waiter)
+
+    def _at_cap(self, model: str) -> NoBackendAvailable:
+        """The error of a request that waited ``queue_timeout`` for a free slot (sync and async)."""
+        return NoBackendAvailable(
+            f"every backend serving {model!r} stayed at its concurrency cap for "
+            f"{self.queue_timeout:g}s; raise caelum.llm.max-in-flight or add machines")
 
     def _failed(self, backend: Backend, model: str, reason: str, latency: float, cool: bool = True) -> None:
         cooldown = self.router.release(backend, model=model, ok=False, error=reason, cool=cool)
@@ -441,9 +445,7 @@ class LLMPool:
                     return backend
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise NoBackendAvailable(
-                        f"every backend serving {model!r} stayed at its concurrency cap for "
-                        f"{self.queue_timeout:g}s; raise caelum.llm.max-in-flight or add machines")
+                    raise self._at_cap(model)
                 event.wait(left)
             finally:
                 with self._waiters_lock:
