@@ -129,14 +129,33 @@ def recovery(duration: float, repeats: int) -> dict[str, list[float]]:
     return figures
 
 
-def _sampler(pid: int, stop: threading.Event, peak: list[int]) -> None:
-    proc = psutil.Process(pid)
-    while not stop.is_set():
-        try:
-            peak[0] = max(peak[0], proc.memory_info().rss)
-        except psutil.Error:
-            return
-        time.sleep(0.05)
+class PeakRSS:
+    """Sample a process's RSS every 50 ms while the ``with`` block runs: ``idle`` at entry, ``peak``.
+
+    Shared by the recovery benchmarks (plain graph, workflow, analysis).
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.idle = self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, self.process.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(0.05)
+
+    def __enter__(self) -> "PeakRSS":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def scheduler_memory(tasks: int) -> tuple[int, int, float]:
@@ -146,11 +165,6 @@ def scheduler_memory(tasks: int) -> tuple[int, int, float]:
         cluster.start(["w1", "w2"])
         with caelum_dask.connect(cluster.address) as client:
             client.wait_for_workers(2, timeout=90)
-            pid = cluster.procs["scheduler"].pid
-            idle = psutil.Process(pid).memory_info().rss
-            peak, stop = [idle], threading.Event()
-            sampler = threading.Thread(target=_sampler, args=(pid, stop, peak), daemon=True)
-            sampler.start()
             inc = dask.delayed(operator.add, pure=True)  # by reference: no pickled closure per task
             level = [inc(i, 1, dask_key_name=f"leaf-{i}") for i in range(tasks)]
             depth = 0
@@ -158,13 +172,12 @@ def scheduler_memory(tasks: int) -> tuple[int, int, float]:
                 depth += 1
                 level = [dask.delayed(sum)(level[i:i + 100], dask_key_name=f"sum-{depth}-{i}")
                          for i in range(0, len(level), 100)]
-            start = time.monotonic()
-            total = client.compute(level[0]).result()
-            elapsed = time.monotonic() - start
-            stop.set()
-            sampler.join()
+            with PeakRSS(cluster.procs["scheduler"].pid) as rss:
+                start = time.monotonic()
+                total = client.compute(level[0]).result()
+                elapsed = time.monotonic() - start
             assert total == sum(range(1, tasks + 1)), total
-            return idle, peak[0], elapsed
+            return rss.idle, rss.peak, elapsed
     finally:
         cluster.stop()
 

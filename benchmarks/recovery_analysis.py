@@ -34,7 +34,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ import psutil  # noqa: E402
 
 import caelum_dask  # noqa: E402
 from caelum_dask.analysis.engine import AnalysisResult, analyze  # noqa: E402
-from recovery import Cluster, _sampler  # noqa: E402
+from recovery import Cluster, PeakRSS  # noqa: E402
 
 WORDS = ["load", "save", "parse", "render", "merge", "split", "count", "check", "build", "fetch",
          "score", "clean", "index", "route", "order", "price", "user", "item", "batch", "event"]
@@ -142,14 +141,9 @@ def run_size(root: Path, n_files: int, recovery: bool, warmup: Path) -> dict[str
             pid = cluster.procs["scheduler"].pid
             out["cold"] = psutil.Process(pid).memory_info().rss
             analyze(warmup, client=client, use_cache=False)  # imports and first-use allocations done
-            idle = psutil.Process(pid).memory_info().rss
-            peak, stop = [idle], threading.Event()
-            sampler = threading.Thread(target=_sampler, args=(pid, stop, peak), daemon=True)
-            sampler.start()
-            clean, out["seconds"], out["clean_tail"] = timed_analysis(client, root)
-            stop.set()
-            sampler.join()
-            out.update(idle=idle, peak=peak[0], tasks=clean.stats["tasks"],
+            with PeakRSS(pid) as rss:
+                clean, out["seconds"], out["clean_tail"] = timed_analysis(client, root)
+            out.update(idle=rss.idle, peak=rss.peak, tasks=clean.stats["tasks"],
                        functions=len(clean.tables["functions"]), errors=len(clean.tables["errors"]),
                        clean_assembly=clean.summary["assembly_s"])
             assert clean.stats["files"] == n_files + (n_files + 99) // 100, clean.stats  # + __init__.py

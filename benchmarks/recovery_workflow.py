@@ -38,7 +38,7 @@ import psutil  # noqa: E402
 
 import caelum_dask  # noqa: E402
 from caelum_dask.workflow import Workflow, run, task  # noqa: E402
-from recovery import Cluster, _sampler  # noqa: E402
+from recovery import Cluster, PeakRSS  # noqa: E402
 
 MARKS = Path(tempfile.mkdtemp(prefix="caelum-bench-marks-"))
 
@@ -133,19 +133,13 @@ def scheduler_memory(tasks: int) -> tuple[int, int, float, int]:
         cluster.start(["m1", "m2"])
         with caelum_dask.connect(cluster.address) as client:
             client.wait_for_workers(2, timeout=90)
-            pid = cluster.procs["scheduler"].pid
-            idle = psutil.Process(pid).memory_info().rss
-            peak, stop = [idle], threading.Event()
-            sampler = threading.Thread(target=_sampler, args=(pid, stop, peak), daemon=True)
-            sampler.start()
-            start = time.monotonic()
-            result = run(wf, client=client, cache=False)
-            elapsed = time.monotonic() - start
-            stop.set()
-            sampler.join()
+            with PeakRSS(cluster.procs["scheduler"].pid) as rss:
+                start = time.monotonic()
+                result = run(wf, client=client, cache=False)
+                elapsed = time.monotonic() - start
             assert result.ok and result.computed == nodes, (result.state, result.computed, nodes)
             assert list(result.results.values()) == [sum(range(1, tasks + 1))], result.results
-            return idle, peak[0], elapsed, nodes
+            return rss.idle, rss.peak, elapsed, nodes
     finally:
         cluster.stop()
 
