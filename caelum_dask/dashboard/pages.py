@@ -296,7 +296,22 @@ class Tasks:
         _set(self.completed, data)
 
 
-class Workflows:
+class _RunPage:
+    """A page with a table of recent runs: clicking a row pins that run (else the latest is shown)."""
+
+    pinned: str | None
+    runs: ColumnDataSource
+
+    def update(self) -> None:
+        raise NotImplementedError
+
+    def _on_select(self, attr: str, old: Any, new: list[int]) -> None:
+        if new:
+            self.pinned = self.runs.data["run_id"][new[0]]
+            self.update()
+
+
+class Workflows(_RunPage):
     """Recent runs, and the selected run's DAG with node colours by state, live."""
 
     def __init__(self, scheduler: Any, run_id: str | None = None) -> None:
@@ -347,11 +362,6 @@ class Workflows:
         self.structure: tuple[str, int] | None = None
         self.update()
 
-    def _on_select(self, attr: str, old: Any, new: list[int]) -> None:
-        if new:
-            self.pinned = self.runs.data["run_id"][new[0]]
-            self.update()
-
     def update(self) -> None:
         if self.state is None:
             return
@@ -385,7 +395,7 @@ class Workflows:
         self.title.text = f"<h3>{title}</h3>"
 
 
-class Tests:
+class Tests(_RunPage):
     """A test run's shards per machine: outcome counts, shard table and durations."""
 
     def __init__(self, scheduler: Any, run_id: str | None = None) -> None:
@@ -418,11 +428,6 @@ class Tests:
         self.shown: tuple[str, int] | None = None
         self.runs_version = -1
         self.update()
-
-    def _on_select(self, attr: str, old: Any, new: list[int]) -> None:
-        if new:
-            self.pinned = self.runs.data["run_id"][new[0]]
-            self.update()
 
     def update(self) -> None:
         if self.state is None:
