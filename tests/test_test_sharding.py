@@ -18,7 +18,7 @@ from caelum_dask.testing import TestOptions, run_tests
 from caelum_dask.testing import durations as durations_mod
 from caelum_dask.testing.collect import shard_options, split_pytest_args
 from caelum_dask.testing.partition import auto_shard_count, imbalance, partition, scope_of
-from caelum_dask.testing.shard import clean_environment
+from caelum_dask.testing.session import clean_environment
 from caelum_dask.testing.snapshot import build_snapshot, ensure_unpacked
 from caelum_dask.testing.steps import test_step as shard_test_step
 from conftest import REPO, run_caelum

@@ -15,7 +15,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 from caelum_dask.cluster import embedded_cluster_kwargs
-from caelum_dask.testing.shard import clean_environment
+from caelum_dask.testing.session import clean_environment
 
 BASIC = {
     "tests/test_basic.py": '''

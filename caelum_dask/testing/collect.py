@@ -1,21 +1,14 @@
-"""Collection: which tests exist, asked of pytest itself (``pytest --collect-only -q``).
+"""The user's pytest arguments, as a session needs them.
 
-Collection runs as a Dask task on a worker, in the unpacked snapshot with the Python the
-shards will use, so a test that only exists (or only imports) on the workers' platform is
-collected as it will run. The node ids come from the shard plugin's ``collected`` event rather
-than from parsing ``-q`` output, so the user's own ``-v``/``-q`` flags cannot confuse it;
-pytest's output is kept to show collection errors exactly as pytest prints them.
+Every session collects with the user's options and test paths (``-k``/``-m`` apply at
+collection, as in a plain run); what caelum owns in a session (its JUnit file, xdist's
+``-n``, the cache provider's ``--lf``) is dropped, and ``-x``/``--maxfail`` become the run's
+own limit so that they stop the whole run, not one session.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 #: pytest options whose value is the next argument (so that value is not a test path)
 _VALUE_OPTIONS = frozenset({
@@ -71,48 +64,30 @@ def shard_options(options: Sequence[str]) -> list[str]:
     return kept
 
 
-def collect_command(python: str, args: Sequence[str]) -> list[str]:
-    """The collection command line, run in the snapshot root."""
-    return [python, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-            "-p", "_caelum_shard_plugin", "--rootdir", ".", *shard_options(args)]
+def maxfail_of(options: Sequence[str]) -> int:
+    """The run-wide failure limit in the user's options (``-x`` is 1; 0: none)."""
+    limit = 0
+    args = list(options)
+    for i, arg in enumerate(args):
+        if arg in ("-x", "--exitfirst") or (arg.startswith("-") and not arg.startswith("--")
+                                            and arg[1:].isalpha() and "x" in arg[1:] and _short_flags(arg)):
+            limit = 1
+        elif arg.startswith("--maxfail="):
+            limit = _int(arg.split("=", 1)[1])
+        elif arg == "--maxfail" and i + 1 < len(args):
+            limit = _int(args[i + 1])
+    return limit
 
 
-def run_collection(spec: dict[str, Any]) -> dict[str, Any]:
-    """Dask task: collect the snapshot's tests; returns ``{rc, nodeids, output, machine}``.
-
-    ``rc`` is pytest's: 0 collected, 2 collection errors (``output`` shows them as pytest does),
-    4 usage error, 5 nothing collected.
-    """
-    from caelum_dask.testing import shard as shard_mod
-
-    root, _ = shard_mod.snapshot_here(spec["snapshot"])
-    options, selection = split_pytest_args(spec.get("pytest_args", []))
-    command = collect_command(spec.get("python") or sys.executable, [*options, *selection])
-    cache = _cache_file(root, command, spec.get("env") or {})
-    if cache.exists():  # same snapshot, interpreter, arguments: same tests (saves a pytest start-up)
-        try:
-            return {**json.loads(cache.read_text()), "cached": True, **shard_mod.where()}
-        except ValueError:
-            pass
-    events = shard_mod.events_path(root, spec["run_id"], "collect")
-    env = shard_mod.shard_environment(spec, events, "collect")
-    proc = shard_mod.run_watched(command, Path(root), env, events, spec.get("collect_timeout", 300))
-    records = shard_mod.read_events(events)
-    events.unlink(missing_ok=True)
-    nodeids: list[str] = []
-    for record in records:
-        if "collected" in record:
-            nodeids = record["collected"]
-    result = {"rc": proc.rc, "timed_out": proc.timed_out, "nodeids": nodeids, "output": proc.output,
-              "command": command}
-    if proc.rc == 0 and not proc.timed_out and nodeids:
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(result))
-        os.replace(tmp, cache)
-    return {**result, "cached": False, **shard_mod.where()}
+def _short_flags(arg: str) -> bool:
+    """``-xq``-style clusters of value-less short flags (not ``-k expr`` and the like)."""
+    letters = arg[1:]
+    valued = {"k", "m", "p", "c", "o", "W", "r"}
+    return not any(c in valued for c in letters[: letters.index("x")])
 
 
-def _cache_file(root: Path, command: Sequence[str], env: dict[str, str]) -> Path:
-    """Where this machine remembers the collection of one snapshot/command/environment."""
-    key = hashlib.sha256(json.dumps([root.name, list(command), sorted(env.items())]).encode()).hexdigest()[:16]
-    return root.parent / f"{root.name}.collect-{key}.json"
+def _int(text: str) -> int:
+    try:
+        return max(0, int(text))
+    except ValueError:
+        return 0

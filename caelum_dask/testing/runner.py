@@ -1,10 +1,10 @@
-"""``run_tests``: a pytest suite sharded over the cluster, end to end.
+"""``run_tests``: a pytest suite run over the cluster, end to end.
 
-snapshot -> collect (a Dask task on a worker) -> estimate from recorded durations -> LPT
-shards -> one Dask task per shard (keys ``caelum-test-<run>-…``, longest first) -> re-run of
-failures on another machine (flaky detection) -> merged JUnit XML, summary, durations file.
-With ``platforms`` the whole pipeline runs once per platform, concurrently, each pinned to
-that platform's workers.
+snapshot (shipped once per machine) -> one long-lived pytest session per worker slot, each
+collecting once -> one queue fed longest first by recorded durations, handed out in shrinking
+chunks with stealing at the tail (:mod:`.engine`, :mod:`.dispatch`) -> failures re-run on
+another machine (flaky detection) -> merged JUnit XML, summary, durations file. With
+``platforms`` every platform gets its own sessions and queue, all in the same run.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distributed import Client, as_completed
+from distributed import Client
 
 from caelum_dask import events as ev
 from caelum_dask.errors import CaelumError, InvalidInput, UnsatisfiableRequirement
 from caelum_dask.testing import durations as durations_mod
 from caelum_dask.testing import merge
-from caelum_dask.testing.collect import run_collection
-from caelum_dask.testing.partition import DIST_MODES, auto_shard_count, imbalance, partition
-from caelum_dask.testing.shard import CANNOT_START, run_shard
+from caelum_dask.testing.collect import maxfail_of, shard_options, split_pytest_args
+from caelum_dask.testing.engine import CANNOT_START, RunSettings, SuiteRun, TestProgress, new_run_id
+from caelum_dask.testing.partition import DIST_MODES, imbalance
 from caelum_dask.testing.snapshot import build_snapshot, is_unpacked
 
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed", "flaky", "notrun")
@@ -44,7 +44,7 @@ class TestOptions:
 
     __test__ = False  # not a pytest test class, despite the name
 
-    shards: int | str = "auto"
+    shards: int | str = "auto"  # sessions: auto = one per worker thread
     dist: str = "load"
     platforms: str | Sequence[str] | None = None
     retry_failed: int = 1
@@ -55,6 +55,10 @@ class TestOptions:
     env: dict[str, str] = field(default_factory=dict)
     flaky_fails: bool = False
     record_durations: bool = True
+    #: the folder, relative to the project, pytest runs in (``pytest --caelum`` from a subfolder)
+    workdir: str = ""
+    #: stream pytest's own serialised reports too (``pytest --caelum`` replays them)
+    full_reports: bool = False
 
     def validate(self) -> None:
         if self.dist not in DIST_MODES:
@@ -111,37 +115,27 @@ def _placement(platform: str | None, workers: list[dict[str, Any]]) -> dict[str,
             "allow_other_workers": False}
 
 
-def _lost(nodeids: Sequence[str], exc: BaseException, shard: str) -> dict[str, Any]:
-    reason = f"shard {shard} lost: {type(exc).__name__}: {exc}".strip()
-    return {"shard": shard, "worker": "", "machine": "", "duration": 0.0, "runs": [], "junit": [],
-            "lost": True, "output_tail": "",
-            "results": [{"nodeid": n, "outcome": "error", "duration": 0.0, "message": reason,
-                         "longrepr": reason, "worker": "", "machine": "", "lost": True} for n in nodeids]}
+def _session_slots(platform: str | None, workers: list[dict[str, Any]], wanted: int | str) -> list[str]:
+    """One worker address per session: every thread of every worker (``auto``), or N spread."""
+    mine = [w for w in workers if platform is None or w["platform"] == platform]
+    threads = [w["address"] for w in mine for _ in range(max(1, int(w.get("nthreads") or 1)))]
+    by_machine: dict[str, list[str]] = {}
+    for w in mine:  # interleave machines so that N < slots still spreads over machines
+        by_machine.setdefault(w["machine"], []).extend([w["address"]] * max(1, int(w.get("nthreads") or 1)))
+    interleaved = [addr for group in _zip_longest(list(by_machine.values())) for addr in group]
+    if wanted == "auto":
+        return interleaved or threads
+    return [interleaved[i % len(interleaved)] for i in range(int(wanted))]
 
 
-class _PlatformRun:
-    """The state of one platform's pass over the suite."""
-
-    def __init__(self, platform: str | None, workers: list[dict[str, Any]]) -> None:
-        self.platform = platform
-        self.label = platform or "all"
-        self.workers = [w for w in workers if platform is None or w["platform"] == platform]
-        self.collection: dict[str, Any] = {}
-        self.nodeids: list[str] = []
-        self.shards: list[dict[str, Any]] = []
-        self.results: dict[str, dict[str, Any]] = {}
-        self.junit: list[str] = []
-        self.lost = 0
-        self.estimates: dict[str, float] = {}
-
-    @property
-    def slots(self) -> int:
-        return max(1, sum(int(w.get("nthreads") or 1) for w in self.workers))
+def _zip_longest(groups: list[list[str]]) -> list[list[str]]:
+    longest = max((len(g) for g in groups), default=0)
+    return [[g[i] for g in groups if i < len(g)] for i in range(longest)]
 
 
 def run_tests(path: str | os.PathLike[str], options: TestOptions | None = None, *,
               client: Client | None = None, scheduler: str | None = None,
-              progress: Progress | None = None) -> dict[str, Any]:
+              progress: Progress | None = None, listener: Any = None) -> dict[str, Any]:
     """Run the pytest suite at ``path`` on the cluster; returns the JSON-able run summary.
 
     ``client`` (or ``scheduler``, or the usual connect() resolution) picks the cluster.
@@ -169,32 +163,96 @@ def run_tests(path: str | os.PathLike[str], options: TestOptions | None = None, 
 
         client = connect(scheduler)
     try:
-        return _run(root, options, client, say)
+        return _run(root, options, client, say, listener)
     finally:
         if own_client:
             client.close()
 
 
-def _run(root: Path, options: TestOptions, client: Client, say: Progress) -> dict[str, Any]:
-    run_id = uuid.uuid4().hex[:12]
+class _Quiet:
+    """A listener that hears nothing (the default)."""
+
+    def collected(self, platform: str, collection: dict[str, Any]) -> None:
+        pass
+
+    def result(self, platform: str, result: dict[str, Any], final: bool) -> None:
+        pass
+
+    def progress(self, progress: TestProgress) -> None:
+        pass
+
+
+class _Events:
+    """Wraps the caller's listener: progress also goes to the dashboard as Dask events."""
+
+    def __init__(self, inner: Any, client: Client, run_id: str, say: Progress) -> None:
+        self.inner = inner or _Quiet()
+        self.client = client
+        self.run_id = run_id
+        self.say = say
+        self.last = 0.0
+
+    def collected(self, platform: str, collection: dict[str, Any]) -> None:
+        self.say(f"[{platform}] collected {len(collection.get('ids') or [])} tests on {collection.get('machine')}")
+        self.inner.collected(platform, collection)
+
+    def result(self, platform: str, result: dict[str, Any], final: bool) -> None:
+        self.inner.result(platform, result, final)
+
+    def progress(self, progress: TestProgress) -> None:
+        now = time.monotonic()
+        if now - self.last >= 1.0 or progress.done >= progress.total:
+            self.last = now
+            ev.emit(ev.TESTS, "progress", sink=self.client, run_id=self.run_id, **progress.to_dict())
+        self.inner.progress(progress)
+
+
+def _run(root: Path, options: TestOptions, client: Client, say: Progress, listener: Any) -> dict[str, Any]:
+    run_id = new_run_id()
     started = time.time()
     snap = build_snapshot(root)
     say(f"snapshot {snap.digest[:12]}: {snap.files} files, {snap.size / 1e6:.2f} MB")
     workers = _online_workers(client)
     if not workers:
         raise UnsatisfiableRequirement("the cluster has no online workers; start one with `caelum worker`")
-    runs = [_PlatformRun(p, workers) for p in _platform_list(options.platforms, workers)]
+    platforms = _platform_list(options.platforms, workers)
     dataset = _ship_snapshot(client, snap, workers, run_id, say)
     try:
-        return _run_shipped(root, options, client, say, run_id, started, snap, workers, runs, dataset)
+        slots = {p or "all": _session_slots(p, workers, options.shards) for p in platforms}
+        settings = _settings(root, options, run_id, {"digest": snap.digest, "dataset": dataset})
+        events = _Events(listener, client, run_id, say)
+        ev.emit(ev.TESTS, "run-started", sink=client, run_id=run_id, shards=sum(len(v) for v in slots.values()),
+                tests=None, platforms=list(slots), project=str(root), dist=options.dist)
+        say(f"run {run_id}: {sum(len(v) for v in slots.values())} pytest sessions (dist={options.dist}) "
+            f"on {len({w['machine'] for w in workers})} machine(s)")
+        suite = SuiteRun(client, settings, slots, events)
+        suite.run()
     finally:
         client.unpublish_dataset(dataset)
+    return _finish(root, options, client, run_id, started, snap, suite)
+
+
+def _settings(root: Path, options: TestOptions, run_id: str, snapshot: dict[str, str]) -> RunSettings:
+    from caelum_dask import config
+
+    user_options, selection = split_pytest_args(options.pytest_args)
+    known = durations_mod.load(root)
+
+    def estimate(ids: list[str]) -> tuple[dict[str, float], bool]:
+        return durations_mod.estimate(ids, known), any(i in known for i in ids)
+
+    return RunSettings(
+        run_id=run_id, snapshot=snapshot, options=shard_options(user_options), selection=selection,
+        python=options.python, env=dict(options.env), timeout=options.timeout,
+        collect_timeout=float(config.get("testing.collect-timeout", options.timeout)), dist=options.dist,
+        retries=options.retry_failed, maxfail=maxfail_of(user_options), workdir=options.workdir,
+        full_reports=options.full_reports, estimate=estimate)
 
 
 def _ship_snapshot(client: Client, snap: Any, workers: list[dict[str, Any]], run_id: str, say: Progress) -> str:
     """Put one copy of the snapshot on each machine that has not unpacked it yet.
 
-    The copies are published as a Dask dataset; a shard on a machine without the unpacked
+    The copies are published as a Dask dataset; a session on a machine without the unpacked
     snapshot gathers it from there (the nearest copy), so a lost worker loses no snapshot
     while any machine still holds one.
     """
@@ -214,146 +272,83 @@ def _ship_snapshot(client: Client, snap: Any, workers: list[dict[str, Any]], run
     return name
 
 
-def _run_shipped(root: Path, options: TestOptions, client: Client, say: Progress, run_id: str, started: float,
-                 snap: Any, workers: list[dict[str, Any]], runs: list[_PlatformRun], dataset: str) -> dict[str, Any]:
-    snapshot_ref = {"digest": snap.digest, "dataset": dataset}
-    base = {"run_id": run_id, "snapshot": snapshot_ref, "pytest_args": list(options.pytest_args),
-            "timeout": options.timeout, "env": dict(options.env)}
-
-    # 1. collection, once per platform, on that platform's workers
-    futures = {}
-    for prun in runs:
-        spec = {**base, "python": options.python, "platform": prun.platform}
-        futures[prun.label] = client.submit(run_collection, spec, key=f"caelum-test-{run_id}-collect-{prun.label}",
-                                            pure=False, **_placement(prun.platform, workers))
-    for prun in runs:
-        try:
-            prun.collection = futures[prun.label].result()
-        except Exception as exc:  # the task itself failed (lost workers, unreadable snapshot)
-            raise RunInterrupted(f"collecting the tests failed on the cluster: {type(exc).__name__}: {exc}; "
-                                 "check `caelum status` and the worker logs") from None
-        prun.nodeids = list(prun.collection["nodeids"])
-        if prun.collection["rc"] == CANNOT_START:
-            raise InvalidInput(f"--python: {prun.collection['output']} (on {prun.collection['machine']}); "
-                               "give an interpreter that exists on the workers")
-        cached = " (cached)" if prun.collection.get("cached") else ""
-        say(f"[{prun.label}] collected {len(prun.nodeids)} tests on {prun.collection['machine']}{cached}")
-    if any(_collection_failed(p.collection) for p in runs):
-        return _finish(root, options, client, run_id, started, snap, runs, say, collection_failed=True)
-
-    # 2. partition by recorded durations
-    known = durations_mod.load(root)
-    total_shards = 0
-    for prun in runs:
-        prun.estimates = durations_mod.estimate(prun.nodeids, known)
-        fraction = sum(1 for n in prun.nodeids if n in known) / max(1, len(prun.nodeids))
-        if options.shards == "auto":
-            from caelum_dask.testing.partition import units_of
-
-            n = auto_shard_count(len(units_of(prun.nodeids, options.dist)), prun.slots,
-                                 sum(prun.estimates.values()), fraction)
-        else:
-            n = int(options.shards)
-        parts = partition(prun.nodeids, prun.estimates, n, options.dist) if prun.nodeids else []
-        prun.shards = [{"shard": f"{prun.label}-{s.index}", "nodeids": s.nodeids, "estimate": s.estimate}
-                       for s in parts]
-        total_shards += len(parts)
-    ev.emit(ev.TESTS, "run-started", sink=client, run_id=run_id, shards=total_shards,
-            tests=sum(len(p.nodeids) for p in runs), platforms=[p.label for p in runs],
-            project=str(root), dist=options.dist)
-    say(f"run {run_id}: {sum(len(p.nodeids) for p in runs)} tests in {total_shards} shards "
-        f"(dist={options.dist}) on {len({w['machine'] for w in workers})} machine(s)")
-
-    # 3. shards, longest first
-    pending: dict[Any, tuple[_PlatformRun, dict[str, Any]]] = {}
-    for prun in runs:
-        for i, shard in enumerate(prun.shards):
-            spec = {**base, "python": options.python, "platform": prun.platform,
-                    "shard": shard["shard"], "nodeids": shard["nodeids"]}
-            future = client.submit(run_shard, spec, key=f"caelum-test-{run_id}-shard-{shard['shard']}",
-                                   priority=len(prun.shards) - i, pure=False,
-                                   **_placement(prun.platform, workers))
-            pending[future] = (prun, shard)
-    _gather_shards(pending, say, record_shard=True)
-
-    # 4. failures re-run on another machine: flaky or broken
-    for attempt in range(1, options.retry_failed + 1):
-        retry: dict[Any, tuple[_PlatformRun, dict[str, Any]]] = {}
-        for prun in runs:
-            failing = [r for r in prun.results.values() if r["outcome"] in ("failed", "error")
-                       and not r.get("retried_ok")]
-            by_machine: dict[str, list[str]] = {}
-            for result in failing:
-                by_machine.setdefault(result.get("machine", ""), []).append(result["nodeid"])
-            for machine, ids in by_machine.items():
-                other_workers = [w for w in prun.workers if w["hostname"] != machine]
-                others = [w["address"] for w in other_workers]
-                placement = ({"workers": others, "allow_other_workers": False} if others
-                             else _placement(prun.platform, workers))
-                slots = sum(int(w.get("nthreads") or 1) for w in other_workers) or prun.slots
-                for part in partition(ids, prun.estimates, max(1, slots), "load"):
-                    name = f"{prun.label}-retry{attempt}-{len(retry)}"
-                    spec = {**base, "python": options.python, "platform": prun.platform,
-                            "shard": name, "nodeids": part.nodeids, "attempt": attempt}
-                    future = client.submit(run_shard, spec, key=f"caelum-test-{run_id}-shard-{name}",
-                                           pure=False, **placement)
-                    retry[future] = (prun, {"shard": name, "nodeids": part.nodeids, "estimate": part.estimate})
-        if not retry:
-            break
-        say(f"re-running {sum(len(s['nodeids']) for _, s in retry.values())} failed test(s) (attempt {attempt})")
-        _gather_shards(retry, say, record_shard=False)
-    return _finish(root, options, client, run_id, started, snap, runs, say, collection_failed=False)
+def _ordered_results(plat: Any) -> list[dict[str, Any]]:
+    """Every collected test once, in collection order: its result, not-run, or an error."""
+    ids = list((plat.collection or {}).get("ids") or [])
+    notrun = set(plat.notrun)
+    ordered = []
+    for nodeid in ids:
+        result = plat.results.get(nodeid)
+        if result is None and nodeid in notrun:
+            result = {"nodeid": nodeid, "outcome": "notrun", "categories": [], "duration": 0.0, "machine": "",
+                      "message": "not run: the run stopped early (-x/--maxfail)", "longrepr": ""}
+        elif result is None:  # never silently drop a test
+            why = "lost: no session was left to run it" if nodeid in plat.lost else "no session reported this test"
+            result = {"nodeid": nodeid, "outcome": "error", "categories": ["error"], "duration": 0.0,
+                      "machine": "", "message": why, "longrepr": why, "lost": True}
+        ordered.append({k: v for k, v in result.items() if k != "reports"})
+    return ordered
 
 
-def _gather_shards(pending: dict[Any, tuple[_PlatformRun, dict[str, Any]]], say: Progress,
-                   record_shard: bool) -> None:
-    for future in as_completed(list(pending)):
-        prun, shard = pending[future]
-        try:
-            out = future.result()
-        except Exception as exc:  # KilledWorker after Dask's own retries, or a bug in the runner
-            out = _lost(shard["nodeids"], exc, shard["shard"])
-            prun.lost += 1
-        prun.junit.extend(out["junit"])
-        for result in out["results"]:
-            result = {**result, "shard": shard["shard"]}
-            previous = prun.results.get(result["nodeid"])
-            if previous is None or (previous.get("lost") and not result.get("lost")):
-                prun.results[result["nodeid"]] = result  # first result, or the first real one
-            elif result["outcome"] in ("passed", "xfailed", "skipped", "xpassed"):
-                earlier = previous.get("flaky_failures", []) + [
-                    {k: previous.get(k) for k in ("message", "longrepr", "machine", "outcome")}]
-                prun.results[result["nodeid"]] = {**result, "outcome": "flaky", "flaky_failures": earlier,
-                                                  "retried_ok": True}
-            else:
-                previous.setdefault("attempts", []).append(
-                    {k: result.get(k) for k in ("outcome", "message", "machine")})
-        counts = {k: sum(1 for r in out["results"] if r["outcome"] == k) for k in OUTCOMES}
-        if record_shard:
-            shard.update({"worker": out["worker"], "machine": out["machine"], "duration": out["duration"],
-                          "runs": out["runs"], "lost": out.get("lost", False), "output_tail": out["output_tail"],
-                          "env_removed": out.get("env_removed", [])})
-        brief = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-        say(f"[{prun.label}] shard {shard['shard']} on {out['machine'] or '?'}: {brief or 'no tests'} "
-            f"in {out['duration']:.2f}s" + (" (LOST)" if out.get("lost") else ""))
+def _counts(plat: Any, ordered: list[dict[str, Any]]) -> dict[str, int]:
+    """pytest's final-line counts: every report's category, collection reports included."""
+    counts = dict.fromkeys((*OUTCOMES, "deselected"), 0)
+    collection = plat.collection or {}
+    for category, n in (collection.get("categories") or {}).items():
+        counts[category] = counts.get(category, 0) + int(n)
+    counts["deselected"] += int(collection.get("deselected") or 0)
+    for result in ordered:
+        if result["outcome"] in ("flaky", "notrun"):
+            counts[result["outcome"]] += 1
+            continue
+        for category in result.get("categories") or [result["outcome"]]:
+            counts[category] = counts.get(category, 0) + 1
+    counts["total"] = len(ordered)
+    return counts
 
 
-def _collection_failed(collection: dict[str, Any]) -> bool:
-    return collection.get("timed_out") or collection.get("rc") not in (0, 5)
-
-
-def _exit_code(prun: _PlatformRun, flaky_fails: bool) -> int:
-    rc = prun.collection.get("rc", 0)
-    if prun.collection.get("timed_out"):
+def _exit_code(plat: Any, ordered: list[dict[str, Any]], flaky_fails: bool) -> int:
+    if plat.failure is not None:
+        return int(plat.failure.get("rc") or 2) if plat.failure.get("rc") in (2, 3, 4) else 2
+    collection = plat.collection or {}
+    if collection.get("errors") and not ordered:
         return 2
-    if rc not in (0, 5):
-        return int(rc)
-    if not prun.nodeids:
+    if not ordered:
         return 5
-    if any(r.get("lost") for r in prun.results.values()):  # tests that never got to run
+    if any(r.get("lost") for r in ordered):  # tests that never got to run
         return 2
     bad = {"failed", "error"} | ({"flaky"} if flaky_fails else set())
-    return 1 if any(r["outcome"] in bad for r in prun.results.values()) else 0
+    failed = any(r["outcome"] in bad for r in ordered) or bool(collection.get("errors"))
+    return 1 if failed else 0
+
+
+def _collection_output(plat: Any) -> str:
+    """Collection errors as pytest prints them, or why no session could collect."""
+    if plat.failure is not None:
+        return str(plat.failure.get("output") or "")
+    errors = (plat.collection or {}).get("errors") or []
+    return "\n".join(f"{'_' * 20} ERROR collecting {e['nodeid']} {'_' * 20}\n{e['longrepr']}" for e in errors)
+
+
+def _platform_summary(plat: Any, suite: SuiteRun, options: TestOptions) -> dict[str, Any]:
+    ordered = _ordered_results(plat) if not (plat.collection or {}).get("errors") or plat.results else []
+    sessions = [s for s in suite.sessions.values() if s.platform == plat.label]
+    busy = [s.busy for s in sessions if s.ran]
+    return {
+        "platform": plat.label, "exit_code": _exit_code(plat, ordered, options.flaky_fails),
+        "counts": _counts(plat, ordered),
+        "collection": {"rc": (plat.failure or {}).get("rc", 2 if (plat.collection or {}).get("errors") else 0),
+                       "machine": (plat.collection or {}).get("machine"), "output": _collection_output(plat),
+                       "mismatches": (plat.collection or {}).get("mismatches", [])},
+        "shards": [{"shard": s.name, "worker": s.worker, "machine": s.machine, "estimate": round(s.estimate, 3),
+                    "duration": round(s.busy, 3), "runs": s.outcome.get("runs", []), "lost": s.lost,
+                    "tests": len(s.ran), "nodeids": s.ran} for s in sessions],
+        "imbalance": round(imbalance(busy), 3) if busy else None,
+        "lost_shards": sum(1 for s in sessions if s.lost),
+        "env_removed": next((s.outcome.get("env_removed") for s in sessions if s.outcome.get("env_removed")), []),
+        "stopped": suite.stopped,
+        "tests": ordered,
+    }
 
 
 def _combine_exit_codes(codes: Sequence[int]) -> int:
@@ -363,57 +358,71 @@ def _combine_exit_codes(codes: Sequence[int]) -> int:
     return 5 if codes and all(c == 5 for c in codes) else 0
 
 
-def _finish(root: Path, options: TestOptions, client: Client, run_id: str, started: float, snap: Any,
-            runs: list[_PlatformRun], say: Progress, collection_failed: bool) -> dict[str, Any]:
-    duration = time.time() - started
-    platforms = []
+def _measured(platforms: list[dict[str, Any]]) -> dict[str, float]:
+    return {r["nodeid"]: float(r.get("duration") or 0.0) for p in platforms for r in p["tests"]
+            if r["outcome"] not in ("error", "notrun", "flaky") and not r.get("crash")}
+
+
+def _write_junit(options: TestOptions, suite: SuiteRun, platforms: list[dict[str, Any]], duration: float,
+                 run_id: str) -> str | None:
+    if not options.junit:
+        return None
     suites = []
-    measured: dict[str, float] = {}
-    for prun in runs:
-        ordered = [prun.results[n] for n in prun.nodeids if n in prun.results]
-        missing = [n for n in prun.nodeids if n not in prun.results]
-        for nodeid in missing:  # never silently drop a test
-            ordered.append({"nodeid": nodeid, "outcome": "error", "duration": 0.0, "machine": "",
-                            "message": "no shard reported this test", "longrepr": ""})
-        for result in ordered:
-            if result["outcome"] not in ("error", "notrun") and not result.get("flaky_failures"):
-                measured[result["nodeid"]] = float(result.get("duration") or 0.0)
-        counts = {k: sum(1 for r in ordered if r["outcome"] == k) for k in OUTCOMES}
-        counts["total"] = len(prun.nodeids)
-        shard_times = [s.get("duration", 0.0) for s in prun.shards]
-        name = "caelum" if prun.platform is None else f"caelum[{prun.platform}]"
-        suites.append(merge.testsuite(name, ordered, prun.junit, duration, run_id))
-        platforms.append({
-            "platform": prun.label, "exit_code": _exit_code(prun, options.flaky_fails), "counts": counts,
-            "collection": {"rc": prun.collection.get("rc"), "machine": prun.collection.get("machine"),
-                           "output": prun.collection.get("output", "") if _collection_failed(prun.collection) else ""},
-            "shards": [{k: s.get(k) for k in ("shard", "worker", "machine", "estimate", "duration", "runs", "lost")}
-                       | {"tests": len(s["nodeids"]), "nodeids": s["nodeids"]} for s in prun.shards],
-            "imbalance": round(imbalance(shard_times), 3) if prun.shards else None,
-            "lost_shards": prun.lost,
-            "env_removed": next((s.get("env_removed") for s in prun.shards if s.get("env_removed")), []),
-            "tests": ordered,
-        })
+    for summary in platforms:
+        documents = [doc for s in suite.sessions.values() if s.platform == summary["platform"]
+                     for doc in s.outcome.get("junit", [])]
+        name = "caelum" if summary["platform"] == "all" else f"caelum[{summary['platform']}]"
+        suites.append(merge.testsuite(name, summary["tests"], documents, duration, run_id))
+    path = Path(options.junit).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(merge.junit_document(suites), encoding="utf-8")
+    return str(path)
+
+
+def _finish(root: Path, options: TestOptions, client: Client, run_id: str, started: float, snap: Any,
+            suite: SuiteRun) -> dict[str, Any]:
+    duration = time.time() - started
+    _raise_if_unrunnable(suite)
+    platforms = [_platform_summary(p, suite, options) for p in suite.platforms.values()]
     exit_code = _combine_exit_codes([p["exit_code"] for p in platforms])
-    junit_path = None
-    if options.junit:
-        junit_path = Path(options.junit).expanduser().resolve()
-        junit_path.parent.mkdir(parents=True, exist_ok=True)
-        junit_path.write_text(merge.junit_document(suites), encoding="utf-8")
+    junit_path = _write_junit(options, suite, platforms, duration, run_id)
     durations_file = None
-    if options.record_durations and measured and not collection_failed:
+    measured = _measured(platforms)
+    if options.record_durations and measured and not any(p["collection"]["output"] for p in platforms):
         try:
             durations_file = str(durations_mod.save(root, measured))
-        except OSError as exc:  # a read-only checkout still gets its results
-            say(f"durations not recorded: {exc}")
-    totals = {k: sum(p["counts"][k] for p in platforms) for k in (*OUTCOMES, "total")}
+        except OSError:  # a read-only checkout still gets its results
+            durations_file = None
+    totals = {k: sum(p["counts"].get(k, 0) for p in platforms) for k in (*OUTCOMES, "deselected", "total")}
+    _emit_sessions(client, run_id, suite, platforms)
     summary = {
         "run_id": run_id, "project": str(root), "exit_code": exit_code, "duration": round(duration, 3),
         "dist": options.dist, "snapshot": {"digest": snap.digest, "files": snap.files, "bytes": snap.size},
-        "counts": totals, "platforms": platforms, "junit": str(junit_path) if junit_path else None,
-        "durations_file": durations_file,
+        "counts": totals, "platforms": platforms, "junit": junit_path, "durations_file": durations_file,
+        "stopped": suite.stopped,
     }
     ev.emit(ev.TESTS, "run-finished", sink=client, run_id=run_id, exit_code=exit_code,
             duration=round(duration, 3), **{k: totals[k] for k in ("passed", "failed", "skipped", "flaky")},
             errors=totals["error"])
     return summary
+
+
+def _emit_sessions(client: Client, run_id: str, suite: SuiteRun, platforms: list[dict[str, Any]]) -> None:
+    """One ``shard-finished`` event per session (the dashboard's per-machine table)."""
+    outcome = {r["nodeid"]: r["outcome"] for p in platforms for r in p["tests"]}
+    for info in suite.sessions.values():
+        if not info.ran:
+            continue
+        mine = [outcome.get(n) for n in set(info.ran)]
+        ev.emit(ev.TESTS, "shard-finished", sink=client, run_id=run_id, shard=info.name, worker=info.worker,
+                machine=info.machine, platform=info.platform, passed=mine.count("passed"),
+                failed=mine.count("failed"), skipped=mine.count("skipped"), errors=mine.count("error"),
+                duration=round(info.busy, 3))
+
+
+def _raise_if_unrunnable(suite: SuiteRun) -> None:
+    """A --python that exists on no worker is bad input, not a test failure."""
+    for plat in suite.platforms.values():
+        failure = plat.failure or {}
+        if failure.get("rc") == CANNOT_START:
+            raise InvalidInput(f"--python: {failure.get('output')}; give an interpreter that exists on the workers")
