@@ -122,10 +122,12 @@ def snapshot_here(snapshot: dict[str, str]) -> tuple[Path, bool]:
     """The unpacked snapshot on this machine, fetched from the cluster if this is its first."""
 
     def fetch() -> bytes:
-        from distributed import worker_client
+        # get_client, not worker_client: a session must not secede (and later wait to rejoin
+        # a thread pool that the run's other sessions hold until the end)
+        from distributed import get_client
 
-        with worker_client() as client:
-            return client.gather(client.get_dataset(snapshot["dataset"]))
+        client = get_client()
+        return client.gather(client.get_dataset(snapshot["dataset"]))
 
     return snapshot_mod.ensure_unpacked(snapshot["digest"], fetch)
 
@@ -252,6 +254,7 @@ class Relay:
         self.position: dict[str, int] = {}
         self.digest = ""
         self.abandoned = False  # the client is gone: end without restarting
+        self.liveness: Liveness | None = None
         self.handed: dict[int, None] = {}  # handed to the interpreter, not reported or released yet
         self.last = False
         self.closing = False  # shutdown or stop asked: an exit is expected
@@ -352,6 +355,10 @@ class Relay:
             self.stream.flush(when_due=True)
             if self.running is not None and time.monotonic() - quiet_since > self.timeout:
                 return self._ended(hung=True)
+            if self.liveness is not None and self.liveness.lost():  # cancelled, or the client is gone
+                with self.lock:
+                    self.abandoned = self.closing = True
+                return self._ended(hung=False)
 
     def _record(self, record: dict[str, Any]) -> None:
         with self.lock:
@@ -413,35 +420,43 @@ class Relay:
                 "snapshot_fetched": fetched}
 
 
-def _listen(relay: Relay, inbox: Any, attempt: str, key: Any, done: threading.Event) -> None:
-    """Command thread: the client's queue to the relay; ends the session if the task is dropped."""
-    from distributed import get_client
+def _listen(relay: Relay, inbox: Any, attempt: str) -> None:
+    """Command thread: the client's queue to the relay, until the relay says goodbye.
 
-    client = get_client()
-    address = relay.here["worker"]
-    checked = time.monotonic()
-    while not done.is_set():
+    It blocks on the queue without a timeout (a timed-out ``Queue.get`` is logged as an
+    error by the scheduler); the relay ends it by putting ``{"op": "bye"}`` in its own queue.
+    """
+    while True:
         try:
-            message = inbox.get(timeout=1.0)
-        except TimeoutError:
-            message = None
+            message = inbox.get()
         except Exception:  # the client or scheduler went away
-            message = {"op": "stop"}
-        if message is not None and message.get("attempt") in (attempt, "*"):
+            relay.command({"op": "stop"})
+            return
+        if message.get("op") == "bye" and message.get("attempt") == attempt:
+            return
+        if message.get("attempt") in (attempt, "*"):
             relay.command(message)
-        if time.monotonic() - checked > ALIVE_CHECK_SECONDS:
-            checked = time.monotonic()
-            try:
-                wanted = key in (client.processing(workers=[address]).get(address) or ())
-            except Exception:
-                wanted = False
-            if not wanted:  # cancelled, or its client is gone: end the session
-                relay.command({"op": "stop"})
-                with relay.lock:
-                    relay.abandoned = True
-                    if relay.proc is not None and relay.proc.proc is not None:
-                        proctree.end_job(relay.proc.proc.pid, (MARKER, relay.proc.marker))
-                return
+
+
+class Liveness:
+    """Whether the client still wants this task (not cancelled, its client not gone)."""
+
+    def __init__(self, key: Any, address: str) -> None:
+        from distributed import get_client
+
+        self.client = get_client()
+        self.key = key
+        self.address = address
+        self.checked = time.monotonic()
+
+    def lost(self) -> bool:
+        if time.monotonic() - self.checked < ALIVE_CHECK_SECONDS:
+            return False
+        self.checked = time.monotonic()
+        try:
+            return self.key not in (self.client.processing(workers=[self.address]).get(self.address) or ())
+        except Exception:
+            return True
 
 
 def run_session(spec: dict[str, Any]) -> dict[str, Any]:
@@ -461,8 +476,8 @@ def run_session(spec: dict[str, Any]) -> dict[str, Any]:
     _, removed = clean_environment()
     relay = Relay(spec, root, stream, here)
     inbox = Queue(spec["inbox"], client=get_client())
-    done = threading.Event()
-    listener = threading.Thread(target=_listen, args=(relay, inbox, attempt, stream.worker.get_current_task(), done), daemon=True,
+    relay.liveness = Liveness(stream.worker.get_current_task(), here["worker"])
+    listener = threading.Thread(target=_listen, args=(relay, inbox, attempt), daemon=True,
                                 name=f"caelum-session-{spec['session']}")
     listener.start()
     try:
@@ -470,11 +485,13 @@ def run_session(spec: dict[str, Any]) -> dict[str, Any]:
         while running:
             running = relay.pump()
     finally:
-        done.set()
         with relay.lock:
             if relay.proc is not None:
                 relay._finish_proc("ended")
         stream.emit("ended")
-        listener.join(timeout=5)
-        inbox.close()
+        try:
+            inbox.put({"op": "bye", "attempt": attempt})
+            listener.join(timeout=5)
+        finally:
+            inbox.close()
     return relay.result(started, fetched, removed)
