@@ -13,23 +13,27 @@ from pathlib import Path
 
 import pytest
 
+import psutil
+
 from caelum_dask import events
 from caelum_dask.testing import TestOptions, run_tests
 from caelum_dask.testing import durations as durations_mod
-from caelum_dask.testing.collect import shard_options, split_pytest_args
-from caelum_dask.testing.partition import auto_shard_count, imbalance, partition, scope_of
+from caelum_dask.testing.collect import maxfail_of, shard_options, split_pytest_args
+from caelum_dask.testing.dispatch import Dispatcher
+from caelum_dask.testing.partition import imbalance, scope_of, units_of
 from caelum_dask.testing.session import clean_environment
 from caelum_dask.testing.snapshot import build_snapshot, ensure_unpacked
 from caelum_dask.testing.steps import test_step as shard_test_step
 from conftest import REPO, run_caelum
-from testshard_fixtures import (BASIC, BROKEN, CRASHY, EMPTY, FLAKY, make_project, plain_pytest_outcomes,
-                                      shard_cluster, skewed)
+from testshard_fixtures import (BASIC, BROKEN, CRASHY, EMPTY, EXACT, FLAKY, final_counts, make_project,
+                                plain_pytest, plain_pytest_outcomes, shard_cluster, skewed)
 
 __all__ = ["shard_cluster"]
 
 
 def _caelum_json(*args: str, **kwargs) -> tuple[subprocess.CompletedProcess[str], dict]:
-    proc = run_caelum("test", *args, "--json", **kwargs)
+    cut = args.index("--") if "--" in args else len(args)  # after "--" everything goes to pytest
+    proc = run_caelum("test", *args[:cut], "--json", *args[cut:], **kwargs)
     assert proc.stdout.strip(), proc.stderr
     return proc, json.loads(proc.stdout)
 
@@ -40,28 +44,112 @@ def _outcomes(summary: dict) -> dict[str, str]:
 
 # ---------------------------------------------------------------- pure pieces (no cluster)
 
-def test_partition_lpt_keeps_scopes_and_balances() -> None:
+def test_units_keep_scopes() -> None:
     ids = ["a.py::t1", "a.py::t2", "b.py::C::t1", "b.py::C::t2", "b.py::t3", "c.py::t[x::y]"]
-    est = {"a.py::t1": 5, "a.py::t2": 1, "b.py::C::t1": 2, "b.py::C::t2": 2, "b.py::t3": 3, "c.py::t[x::y]": 3}
-    shards = partition(ids, est, 2, "load")
-    assert sorted(sum((s.nodeids for s in shards), [])) == sorted(ids)
-    assert [round(s.estimate) for s in shards] == [8, 8]
-    by_file = partition(ids, est, 3, "loadfile")
-    for shard in by_file:
-        assert len({scope_of(n, "loadfile") for n in shard.nodeids}) == 1
+    assert units_of(ids, "load") == [[i] for i in ids]
+    assert units_of(ids, "loadfile") == [ids[:2], ids[2:5], ids[5:]]
+    assert units_of(ids, "loadscope") == [ids[:2], ids[2:4], ids[4:5], ids[5:]]
     assert scope_of("c.py::t[x::y]", "loadfile") == "c.py"
-    assert scope_of("b.py::C::t1", "loadscope") == "b.py::C"
-    assert scope_of("b.py::t3", "loadscope") == "b.py"
     assert imbalance([2.0, 2.0]) == 1.0 and imbalance([3.0, 1.0]) == 1.5
-    assert auto_shard_count(n_units=100, slots=4, total_estimate=400, known_fraction=1.0) == 4
-    assert auto_shard_count(n_units=100, slots=4, total_estimate=400, known_fraction=0.0) == 8
-    assert auto_shard_count(n_units=3, slots=4, total_estimate=1, known_fraction=0.0) == 3
 
 
-def test_pytest_args_split_for_shards() -> None:
+def _drain(dispatcher: Dispatcher) -> dict[str, list[int]]:
+    """Play the sessions: each finishes its queue in order, the plan refills them."""
+    ran: dict[str, list[int]] = {name: [] for name in dispatcher.sessions}
+    for _ in range(1000):
+        for order in dispatcher.plan():
+            assert order.op == "run"
+        busy = [s for s in dispatcher.sessions.values() if s.queued]
+        if not busy:
+            break
+        for slot in busy:  # one test each, round robin
+            index = slot.queued[0].ids[0]
+            dispatcher.started(slot.name, index)
+            dispatcher.finished_test(slot.name, index)
+            ran[slot.name].append(index)
+    assert dispatcher.complete()
+    return ran
+
+
+def test_dispatcher_hands_out_longest_first_in_shrinking_chunks() -> None:
+    ids = [f"t.py::test_{i}" for i in range(40)]
+    estimates = {n: (10.0 if i in (5, 30) else 1.0) for i, n in enumerate(ids)}
+    dispatcher = Dispatcher(ids, estimates, "load", ordered_by_duration=True)
+    dispatcher.expected = 2
+    dispatcher.add_session("a", "m1")
+    dispatcher.add_session("b", "m2")
+    first = dispatcher.plan()
+    assert [o.session for o in first] == ["a", "b"]
+    assert {first[0].ids[0], first[1].ids[0]} == {5, 30}  # the two long tests start at once, apart
+    sizes = [len(o.ids) for o in first]
+    ran = _drain(dispatcher)
+    assert sorted(ran["a"] + ran["b"]) == list(range(40))  # every test exactly once
+    assert max(sizes) > 1 and len(ran["a"]) + len(ran["b"]) == 40
+    unknown = Dispatcher(ids, {n: 1.0 for n in ids}, "loadfile", ordered_by_duration=False)
+    unknown.add_session("a", "m1")
+    [order] = [o for o in unknown.plan() if o.op == "run"]
+    assert order.ids == list(range(40)) and order.last  # one file is one unit
+
+
+def test_dispatcher_steals_from_the_back_never_the_successor() -> None:
+    ids = [f"t.py::test_{i}" for i in range(10)]
+    dispatcher = Dispatcher(ids, {n: 1.0 for n in ids}, "load", ordered_by_duration=False)
+    dispatcher.expected = 1
+    dispatcher.add_session("a", "m1")
+    [order] = [o for o in dispatcher.plan() if o.op == "run"]
+    dispatcher.add_session("b", "m1")  # arrives late: everything is in a's hands
+    while dispatcher.pending:
+        dispatcher.sessions["a"].queued.extend(dispatcher._take(dispatcher.sessions["a"], 1))
+    dispatcher.started("a", 0)
+    steals = [o for o in dispatcher.plan() if o.op == "steal"]
+    assert len(steals) == 1 and steals[0].session == "a"
+    assert 0 not in steals[0].ids and 1 not in steals[0].ids  # running and its successor stay
+    assert steals[0].ids == sorted(steals[0].ids) and steals[0].ids[-1] == 9  # from the back
+    dispatcher.released("a", steals[0].ids[:-1])  # the last one had started meanwhile
+    given = [o for o in dispatcher.plan() if o.session == "b" and o.op == "run"]
+    assert given and given[0].ids == steals[0].ids[:-1]
+
+
+def test_dispatcher_retries_elsewhere_and_requeues_lost_sessions() -> None:
+    ids = [f"t.py::test_{i}" for i in range(4)]
+    dispatcher = Dispatcher(ids, {n: 1.0 for n in ids}, "load", ordered_by_duration=False, retries=1,
+                            allowed_losses=1)
+    dispatcher.expected = 2
+    dispatcher.add_session("a", "m1")
+    dispatcher.add_session("b", "m2")
+    dispatcher.plan()
+    a, b = dispatcher.sessions["a"], dispatcher.sessions["b"]
+    first_a = a.queued[0].ids[0]
+    dispatcher.started("a", first_a)
+    dispatcher.finished_test("a", first_a)
+    assert dispatcher.retry(first_a, "m1") is True
+    assert dispatcher.retry(first_a, "m1") is False  # one retry allowed
+    for _ in range(3):  # b finishes a test per round; the retry waits for b, never goes to a
+        dispatcher.plan()
+        assert not any(first_a in u.ids for u in a.queued)
+        if any(first_a in u.ids for u in b.queued):
+            break
+        dispatcher.started("b", b.queued[0].ids[0])
+        dispatcher.finished_test("b", b.queued[0].ids[0])
+    assert any(first_a in u.ids for u in b.queued)
+    running_b = b.queued[0].ids[0]
+    dispatcher.started("b", running_b)
+    assert dispatcher.lost("b") == []  # first loss: the running test is re-queued, not given up
+    assert running_b in [i for u in dispatcher.pending for i in u.ids]
+    assert "b" not in dispatcher.sessions
+    dispatcher.add_session("b2", "m2")
+    dispatcher.plan()
+    assert dispatcher.sessions["b2"].queued[0].ids[0] == running_b  # given back to the front
+    dispatcher.started("b2", running_b)
+    assert dispatcher.lost("b2") == [running_b]  # lost twice: reported, not run a third time
+
+
+def test_pytest_args_split_for_sessions() -> None:
     options, selection = split_pytest_args(["-x", "-k", "fast", "tests/unit", "--junitxml=o.xml", "-n", "4", "-q"])
     assert selection == ["tests/unit"]
     assert shard_options(options) == ["-x", "-k", "fast", "-q"]
+    assert maxfail_of(["-x"]) == 1 and maxfail_of(["-qx"]) == 1 and maxfail_of(["--maxfail=3"]) == 3
+    assert maxfail_of(["--maxfail", "2", "-v"]) == 2 and maxfail_of(["-k", "x"]) == 0 and maxfail_of(["-kx"]) == 0
 
 
 def test_durations_mean_for_unknown_and_pytest_split(tmp_path: Path) -> None:
@@ -103,50 +191,56 @@ def test_environment_drops_dask_injected_values_only() -> None:
 
 # ---------------------------------------------------------------- real clusters
 
-def test_results_equal_plain_pytest_and_junit_complete(shard_cluster, tmp_path: Path) -> None:
-    project = make_project(tmp_path / "basic", BASIC)
-    plain_rc, plain = plain_pytest_outcomes(project)
-    assert plain_rc == 1 and len(plain) == 14, plain
+def _project_processes(run_id: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("CAELUM_TEST_RUN") == run_id:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_counts_equal_plain_pytest_field_by_field(shard_cluster, tmp_path: Path) -> None:
+    project = make_project(tmp_path / "exact", EXACT)
+    plain = plain_pytest(project, "-q")
+    expected = final_counts(plain.stdout)
+    assert expected == {"failed": 4, "passed": 15, "skipped": 5, "xfailed": 1, "xpassed": 1, "error": 3}, plain.stdout
     junit = tmp_path / "out" / "junit.xml"
-    proc, summary = _caelum_json(str(project), "--scheduler", shard_cluster.scheduler.address, "--shards", "3",
-                                 "--junit", str(junit), "--retry-failed", "0")
-    assert proc.returncode == 1 == summary["exit_code"], proc.stderr
-    assert _outcomes(summary) == plain
-    assert summary["counts"]["failed"] == 2 and summary["counts"]["error"] == 1
-    assert len(summary["platforms"][0]["shards"]) == 3
+    args = [str(project), "--scheduler", shard_cluster.scheduler.address, "--retry-failed", "0"]
+    proc, summary = _caelum_json(*args, "--junit", str(junit))
+    assert proc.returncode == plain.returncode == summary["exit_code"] == 1, proc.stderr
+    got = {k: v for k, v in summary["counts"].items() if v and k in expected}
+    assert got == expected  # passed, failed, errors, skipped (collection-time too), xfailed, xpassed
+    assert not _project_processes(summary["run_id"])
+    assert len(summary["platforms"][0]["shards"]) == 2
     assert "OMP_NUM_THREADS" in summary["platforms"][0]["env_removed"]  # the nanny set it; tests never saw it
+    cases = {p.get("value"): case for case in ET.parse(junit).getroot().iter("testcase")
+             for p in case.iter("property") if p.get("name") == "caelum_nodeid"}
+    assert len(cases) == summary["counts"]["total"] == 26
+    assert "assert 1 == 2" in cases["tests/test_outcomes.py::test_fail"].find("failure").text
 
-    root = ET.parse(junit).getroot()  # valid XML
-    suite = root.find("testsuite")
-    cases = {p.get("value"): case for case in suite.iter("testcase") for p in case.iter("property")
-             if p.get("name") == "caelum_nodeid"}
-    assert set(cases) == set(plain)
-    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("14", "2", "1", "2")
-    assert cases["tests/test_basic.py::test_fail"].find("failure") is not None
-    assert "assert [1, 2] == [1, 3]" in cases["tests/test_basic.py::test_fail"].find("failure").text
-
-    recorded = json.loads((project / ".caelum" / "test-durations.json").read_text())["durations"]
-    assert set(recorded) >= set(plain) - {"tests/test_basic.py::TestGroup::test_method_error"}
-    assert recorded["tests/test_basic.py::test_slow"] >= 0.35
-
-    text = run_caelum("test", str(project), "--scheduler", shard_cluster.scheduler.address, "--retry-failed", "0")
+    text = run_caelum("test", *args)  # the final line, word for word as pytest's
     assert text.returncode == 1
-    assert "FAILED tests/test_basic.py::test_fail - " in text.stdout and "= FAILURES =" in text.stdout
-    assert "2 failed, 9 passed, 1 skipped, 1 xfailed, 1 error in" in text.stdout
-    assert "slowest" in text.stdout and "shards" in text.stdout
+    assert final_counts(text.stdout) == expected, text.stdout
+    assert "FAILED tests/test_outcomes.py::test_fail - " in text.stdout and "= FAILURES =" in text.stdout
+    selected = plain_pytest(project, "-q", "-k", "not many")
+    proc, summary = _caelum_json(*args, "--", "-k", "not many")
+    assert {k: v for k, v in summary["counts"].items() if v and k != "total"} == final_counts(selected.stdout)
+    assert summary["counts"]["deselected"] == 12
 
 
-def test_recorded_durations_balance_the_next_run(shard_cluster, tmp_path: Path) -> None:
+def test_recorded_durations_order_the_next_run(shard_cluster, tmp_path: Path) -> None:
     project = make_project(tmp_path / "skewed", skewed())
     slow = {"tests/test_skewed.py::test_slow_a", "tests/test_skewed.py::test_slow_b"}
     first = run_tests(project, TestOptions(shards=2), client=shard_cluster)
     assert first["exit_code"] == 0 and first["durations_file"]
-    first_shards = [set(s["nodeids"]) for s in first["platforms"][0]["shards"]]
-    assert any(slow <= s for s in first_shards)  # nothing known yet: both slow tests share a shard
+    recorded = json.loads((project / ".caelum" / "test-durations.json").read_text())["durations"]
+    assert all(recorded[n] >= 0.5 for n in slow)
     second = run_tests(project, TestOptions(shards=2), client=shard_cluster)
-    shards = second["platforms"][0]["shards"]
-    assert [len(slow & set(s["nodeids"])) for s in shards] == [1, 1]
-    assert imbalance([s["estimate"] for s in shards]) < 1.1
+    sessions = second["platforms"][0]["shards"]
+    assert sorted(s["nodeids"][0] for s in sessions) == sorted(slow)  # longest first, one per session
     got = _outcomes(second)
     assert set(got.values()) == {"passed"} and len(got) == 8
 
@@ -154,30 +248,74 @@ def test_recorded_durations_balance_the_next_run(shard_cluster, tmp_path: Path) 
 def test_module_fixture_runs_once_per_module_with_loadscope(shard_cluster, tmp_path: Path) -> None:
     project = make_project(tmp_path / "fixture", {k: v for k, v in BASIC.items() if "module" in k})
     log = tmp_path / "fixture.log"
-    summary = run_tests(project, TestOptions(shards=3, dist="loadscope", env={"FIXTURE_LOG": str(log)}),
+    summary = run_tests(project, TestOptions(dist="loadscope", env={"FIXTURE_LOG": str(log)}),
                         client=shard_cluster)
     assert summary["exit_code"] == 0 and summary["counts"]["passed"] == 3
-    assert len(summary["platforms"][0]["shards"]) == 1  # one scope: one shard
+    assert sorted(len(s["nodeids"]) for s in summary["platforms"][0]["shards"]) == [0, 3]  # one scope, one session
     assert log.read_text().splitlines() == ["setup"]
+    log.unlink()
+    plain = run_tests(project, TestOptions(dist="load", env={"FIXTURE_LOG": str(log)}), client=shard_cluster)
+    assert plain["exit_code"] == 0 and 1 <= len(log.read_text().splitlines()) <= 2  # at most once per session
 
 
-def test_crash_and_hang_lose_no_tests(shard_cluster, tmp_path: Path) -> None:
-    project = make_project(tmp_path / "crashy", CRASHY)
+HELPERS = {
+    "tests/test_helpers.py": '''
+        import os
+        import subprocess
+        import sys
+        import time
+        from pathlib import Path
+
+        def _helper(name):
+            # what server fixtures do: a helper in its own session, outside the process group
+            proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                                    start_new_session=True)
+            Path(os.environ["HELPER_PIDS"], name).write_text(str(proc.pid))
+
+        def test_before():
+            pass
+
+        def test_crash_leaving_an_orphan():
+            _helper("orphan")
+            os._exit(3)
+
+        def test_after_crash():
+            pass
+
+        def test_hang_with_a_helper():
+            _helper("hung")
+            time.sleep(3600)
+
+        def test_after_hang():
+            pass
+    ''',
+}
+
+
+def test_crash_and_hang_lose_no_tests_and_leave_no_process(shard_cluster, tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    project = make_project(tmp_path / "crashy", HELPERS)
     junit = tmp_path / "crashy.xml"
-    summary = run_tests(project, TestOptions(shards=1, timeout=4, retry_failed=0, junit=str(junit)),
-                        client=shard_cluster)
+    summary = run_tests(project, TestOptions(shards=1, timeout=4, retry_failed=0, junit=str(junit),
+                                             env={"HELPER_PIDS": str(pids)}), client=shard_cluster)
     tests = {t["nodeid"].split("::")[1]: t for t in summary["platforms"][0]["tests"]}
     assert {k: t["outcome"] for k, t in tests.items()} == {
-        "test_before": "passed", "test_crash": "error", "test_after_crash": "passed", "test_hang": "error",
-        "test_after_hang": "passed"}
-    assert tests["test_crash"]["message"].startswith("crashed: the Python interpreter exited with code 3")
-    assert tests["test_hang"]["message"].startswith("hung: no progress for 4s")
-    assert tests["test_hang"]["duration"] >= 4  # it ran until the no-progress limit killed it
-    assert summary["exit_code"] == 1
+        "test_before": "passed", "test_crash_leaving_an_orphan": "error", "test_after_crash": "passed",
+        "test_hang_with_a_helper": "error", "test_after_hang": "passed"}
+    assert tests["test_crash_leaving_an_orphan"]["message"].startswith(
+        "crashed: the Python interpreter exited with code 3")
+    assert tests["test_hang_with_a_helper"]["message"].startswith("hung: no progress for 4s")
+    assert tests["test_hang_with_a_helper"]["duration"] >= 4  # it ran until the no-progress limit killed it
+    assert summary["exit_code"] == 1 and summary["counts"]["error"] == 2 and summary["counts"]["passed"] == 3
     assert len(summary["platforms"][0]["shards"][0]["runs"]) == 3  # two restarts
     cases = ET.parse(junit).getroot().find("testsuite")
     assert cases.get("tests") == "5" and cases.get("errors") == "2"
-    assert {c.get("name") for c in cases.iter("testcase")} == set(tests)
+    helpers = {p.name: int(p.read_text()) for p in pids.iterdir()}
+    assert set(helpers) == {"orphan", "hung"}
+    for name, pid in helpers.items():  # the orphan was re-parented to init, the other left the group
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, name
+    assert not _project_processes(summary["run_id"])
 
 
 @pytest.mark.slow
@@ -200,13 +338,19 @@ def test_flaky_test_passes_on_rerun(shard_cluster, tmp_path: Path) -> None:
 
 def test_collection_errors_and_empty_suites(shard_cluster, tmp_path: Path) -> None:
     address = shard_cluster.scheduler.address
-    broken = make_project(tmp_path / "broken", BROKEN)
+    broken = make_project(tmp_path / "broken", {**BROKEN, **{k: v for k, v in EXACT.items() if "optional" in k}})
+    plain = plain_pytest(broken, "-q")
     proc = run_caelum("test", str(broken), "--scheduler", address)
-    assert proc.returncode == 2
+    assert proc.returncode == plain.returncode == 2
     assert "ERROR collecting tests/test_broken.py" in proc.stdout
     assert "ModuleNotFoundError: No module named 'module_that_does_not_exist'" in proc.stdout
     assert "Interrupted" in proc.stdout
+    assert final_counts(proc.stdout) == final_counts(plain.stdout) == {"skipped": 1, "error": 1}
     assert not (broken / ".caelum" / "test-durations.json").exists()
+    plain = plain_pytest(broken, "-q", "--continue-on-collection-errors")
+    proc, summary = _caelum_json(str(broken), "--scheduler", address, "--", "--continue-on-collection-errors")
+    assert proc.returncode == plain.returncode == 1
+    assert {k: v for k, v in summary["counts"].items() if v and k != "total"} == final_counts(plain.stdout)
     empty = make_project(tmp_path / "empty", EMPTY)
     proc, summary = _caelum_json(str(empty), "--scheduler", address)
     assert proc.returncode == 5 == summary["exit_code"] and summary["counts"]["total"] == 0
@@ -256,28 +400,29 @@ def test_example_runs(shard_cluster, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     first, second = (json.loads(line) for line in proc.stdout.splitlines())
     assert first["counts"]["failed"] == 1 and first["counts"]["passed"] == 2 and first["counts"]["skipped"] == 1
-    slow_shard = next(s for s in second["shards"] if any("test_slow" in t for t in s["tests"]))
-    assert slow_shard["tests"] == ["tests/test_sample.py::test_slow"]  # alone, thanks to recorded durations
+    assert second["counts"] == first["counts"]
+    firsts = [s["tests"][0] for s in second["shards"] if s["tests"]]
+    assert "tests/test_sample.py::test_slow" in firsts  # recorded as the longest: started first
 
 
 @pytest.mark.slow
 def test_killed_worker_gives_the_same_results(process_cluster, tmp_path: Path) -> None:
-    """kill -9 a worker while its shard runs: Dask re-runs the shard; results equal a clean run."""
+    """kill -9 a worker while its session runs: its tests go to the other; every test once."""
     marks = tmp_path / "marks"
     marks.mkdir()
     files = {"tests/test_work.py": "\n".join(
         ["import os, time", "from pathlib import Path", "",
          "def _mark():",
          "    Path(os.environ['MARKS'], f'{os.getpid()}-{os.getppid()}').write_text('')", ""]
-        + [f"def test_w{i}():\n    _mark()\n    time.sleep(0.3)\n    assert {i} != 5\n" for i in range(8)])}
+        + [f"def test_w{i}():\n    _mark()\n    time.sleep(0.3)\n    assert {i} != 5\n" for i in range(12)])}
     project = make_project(tmp_path / "work", files)
     process_cluster.env = {"MARKS": str(marks)}
     process_cluster.start_scheduler()
     process_cluster.start_worker("a")
     process_cluster.start_worker("b")
     process_cluster.wait_for_workers(2).close()
-    args = ["test", str(project), "--scheduler", process_cluster.address, "--shards", "2", "--json",
-            "--retry-failed", "0", "--no-record"]
+    args = ["test", str(project), "--scheduler", process_cluster.address, "--json", "--retry-failed", "0",
+            "--no-record"]
     clean = run_caelum(*args, timeout=180)
     assert clean.returncode == 1, clean.stderr
     for path in marks.iterdir():
@@ -290,27 +435,54 @@ def test_killed_worker_gives_the_same_results(process_cluster, tmp_path: Path) -
         parents = {int(p.name.split("-")[1]) for p in marks.iterdir()}
         victim = next((name for name, w in process_cluster.workers.items() if w.pid in parents), None)
         time.sleep(0.05)
-    assert victim is not None, "no shard started"
+    assert victim is not None, "no session started"
     process_cluster.kill_worker(victim)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 1, err
     killed = json.loads(out)
-    assert _outcomes(killed) == _outcomes(json.loads(clean.stdout))
+    assert _outcomes(killed) == _outcomes(json.loads(clean.stdout))  # every test reported, once
+    assert killed["counts"]["passed"] == 11 and killed["counts"]["failed"] == 1 and killed["counts"]["total"] == 12
+    assert killed["platforms"][0]["lost_shards"] == 1
     survivor = next(iter(process_cluster.workers.values()))
     assert survivor.poll() is None
-    assert len({s["worker"] for s in killed["platforms"][0]["shards"]}) == 1  # the victim's shard re-ran
-    assert set(_outcomes(json.loads(out)).values()) == {"passed", "failed"}
+    assert not _project_processes(killed["run_id"])
 
 
-def test_pytest_args_select_at_collection_and_stop_shards(shard_cluster, tmp_path: Path) -> None:
-    project = make_project(tmp_path / "args", {k: v for k, v in BASIC.items() if "basic" in k})
-    summary = run_tests(project, TestOptions(shards=1, retry_failed=0, pytest_args=["-x", "-k", "not slow"]),
+@pytest.mark.slow
+def test_two_machines_share_one_queue_and_retry_elsewhere(process_cluster, tmp_path: Path) -> None:
+    """Workers on 127.0.0.1 and 127.0.0.2 (two machines to the registry) take from one queue."""
+    state = tmp_path / "flaky-state"
+    files = {"tests/test_shared.py": "\n".join(
+        ["import time", ""] + [f"def test_s{i}():\n    time.sleep(0.05)\n" for i in range(30)]),
+        **FLAKY}
+    project = make_project(tmp_path / "shared", files)
+    process_cluster.start_scheduler()
+    process_cluster.start_worker("one")
+    process_cluster.start_worker("two", "--host", "127.0.0.2")
+    process_cluster.wait_for_workers(2).close()
+    proc, summary = _caelum_json(str(project), "--scheduler", process_cluster.address, "--env",
+                                 f"FLAKY_STATE={state}")
+    assert proc.returncode == 0, proc.stderr
+    sessions = summary["platforms"][0]["shards"]
+    assert len({s["machine"] for s in sessions}) == 2 and all(s["tests"] for s in sessions)
+    assert sum(s["tests"] for s in sessions) == 32 + 1  # every test once, plus the flaky one's re-run
+    flaky = next(t for t in summary["platforms"][0]["tests"] if t["nodeid"].endswith("test_flaky"))
+    assert flaky["outcome"] == "flaky" and flaky["machine"] != flaky["flaky_failures"][0]["machine"]
+
+
+def test_exitfirst_stops_the_whole_run(shard_cluster, tmp_path: Path) -> None:
+    files = {"tests/test_stop.py": "\n".join(
+        ["import time", "", "def test_fails_first():\n    assert 0\n"]
+        + [f"def test_later_{i}():\n    time.sleep(0.1)\n" for i in range(40)])}
+    project = make_project(tmp_path / "stop", files)
+    summary = run_tests(project, TestOptions(retry_failed=1, pytest_args=["-x", "-k", "not later_39"]),
                         client=shard_cluster)
-    got = _outcomes(summary)
-    assert "tests/test_basic.py::test_slow" not in got and len(got) == 10  # -k applied at collection
-    assert got["tests/test_basic.py::test_fail"] == "failed"
-    assert got["tests/test_basic.py::test_skip"] == "notrun"  # -x stopped the shard after test_fail
-    assert summary["exit_code"] == 1
+    counts = summary["counts"]
+    assert counts["failed"] == 1 and counts["deselected"] == 1 and counts["flaky"] == 0  # no retries after -x
+    assert counts["notrun"] > 20  # both sessions stopped, not only the one that failed
+    assert counts["passed"] + counts["failed"] + counts["notrun"] == counts["total"] == 40
+    assert summary["stopped"] and summary["exit_code"] == 1
+    assert all(len(s["nodeids"]) < 20 for s in summary["platforms"][0]["shards"])
 
 
 @pytest.mark.slow
@@ -329,5 +501,5 @@ def test_shard_that_keeps_killing_its_worker_is_reported_not_lost(tmp_path: Path
         with LocalCluster(**kwargs) as cluster, Client(cluster) as client:
             summary = run_tests(project, TestOptions(shards=1, retry_failed=0), client=client)
     [test] = summary["platforms"][0]["tests"]
-    assert test["outcome"] == "error" and "lost: KilledWorker" in test["message"]
+    assert test["outcome"] == "error" and "lost: KilledWorker" in test["message"], test
     assert summary["exit_code"] == 2 and summary["platforms"][0]["lost_shards"] == 1

@@ -125,6 +125,106 @@ BROKEN = {
 
 EMPTY = {"tests/helpers.py": "VALUE = 1\n"}
 
+#: every kind of outcome pytest counts, several of them twice for one test
+EXACT = {
+    "tests/conftest.py": '''
+        import pytest
+
+        @pytest.fixture
+        def broken_teardown():
+            yield
+            raise RuntimeError("teardown fails")
+    ''',
+    "tests/test_outcomes.py": '''
+        import pytest
+
+        def test_pass():
+            pass
+
+        def test_fail():
+            assert 1 == 2
+
+        def test_fail_then_teardown_error(broken_teardown):
+            assert 0  # pytest counts this test twice: 1 failed and 1 error
+
+        def test_teardown_error_only(broken_teardown):
+            pass  # 1 passed and 1 error
+
+        def test_setup_error(missing_fixture):
+            pass
+
+        @pytest.mark.skip(reason="not today")
+        def test_skip():
+            pass
+
+        def test_skip_inside():
+            pytest.skip("decided at run time")
+
+        @pytest.mark.xfail(reason="known bug")
+        def test_xfail():
+            assert 0
+
+        @pytest.mark.xfail(reason="fixed already")
+        def test_xpass():
+            pass
+
+        @pytest.mark.xfail(strict=True, reason="strict")
+        def test_xpass_strict():
+            pass
+
+        @pytest.mark.parametrize("n", range(12))
+        def test_many(n):
+            assert n != 7
+
+        class TestGroup:
+            def test_a(self):
+                pass
+
+            def test_b(self):
+                pass
+    ''',
+    "tests/test_optional_dep.py": '''
+        import pytest
+
+        pytest.importorskip("module_nobody_installs_here")
+
+        def test_never_collected():
+            pass
+    ''',
+    "tests/test_skipped_module.py": '''
+        import pytest
+
+        pytestmark = pytest.mark.skip(reason="whole module off")
+
+        def test_one():
+            pass
+
+        def test_two():
+            pass
+    ''',
+}
+
+_FINAL = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?)")
+
+
+def final_counts(output: str) -> dict[str, int]:
+    """pytest's final line (``=== 1 failed, 2 passed, 1 error in 0.1s ===``) as counts."""
+    line = next(line for line in reversed(output.splitlines()) if re.search(r" in [\d.]+s", line))
+    counts = {}
+    for number, word in _FINAL.findall(line):
+        word = {"errors": "error", "warning": "warnings"}.get(word, word)
+        if word != "warnings":
+            counts[word] = int(number)
+    return counts
+
+
+def plain_pytest(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Plain ``python -m pytest`` in the project, with the user's environment."""
+    full_env, _ = clean_environment(dict(os.environ), env)
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly",
+                           "--rootdir", ".", *args], cwd=project, capture_output=True, text=True, timeout=120,
+                          env=full_env)
+
 
 def skewed(n_fast: int = 6, slow: float = 0.6) -> dict[str, str]:
     """Two slow tests placed so that count-based LPT puts them in the same shard of two."""

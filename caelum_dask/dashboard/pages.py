@@ -405,7 +405,8 @@ class Tests(_RunPage):
         self.summary = Div(text="", sizing_mode="stretch_width")
         self.runs = ColumnDataSource(test_data.runs_source(test_data.TestRuns()))
         self.runs_table = _table(self.runs, [
-            ("run_id", "Run", 120), ("state", "State"), ("shards", "Shards"), _number("tests", "Tests", "0"),
+            ("run_id", "Run", 120), ("state", "State"), ("done", "Done"), ("eta", "ETA"), ("shards", "Shards"),
+            _number("tests", "Tests", "0"),
             *(_number(o, o.title(), "0") for o in test_data.OUTCOMES), _number("duration", "Shard time s"),
         ], height=150)
         self.runs.selected.on_change("indices", self._on_select)
@@ -438,7 +439,7 @@ class Tests(_RunPage):
             _set(self.runs, test_data.runs_source(runs))
             _fit(self.runs_table, len(runs.runs), 300)
         run = runs.get(self.pinned) if self.pinned else runs.latest()
-        text = _message(f"run {run.run_id}: {run.state}, {len(run.shards)} shards finished" if run else NO_TESTS)
+        text = _message(test_data.progress_text(run) if run else NO_TESTS)
         if self.summary.text != text:
             self.summary.text = text
         if run is None or self.shown == (run.run_id, run.version):

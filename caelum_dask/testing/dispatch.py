@@ -94,6 +94,7 @@ class Dispatcher:
         self.finished: set[int] = set()
         self.retried: dict[int, int] = {}
         self.stopped = False
+        self.expected = 1  # sessions the run has (collected or about to): chunks are shares of them
 
     # -- state changes -----------------------------------------------------------------
     def add_session(self, name: str, machine: str) -> None:
@@ -151,9 +152,12 @@ class Dispatcher:
             return []
         given_up = []
         back: list[int] = []
+        # the running test; if its start was not heard of yet, the first queued one (a
+        # session runs its queue in order), so a test that kills its worker at once is caught
+        running = slot.running if slot.running is not None else next((u.ids[0] for u in slot.queued if u.ids), None)
         for unit in slot.queued:
             for index in unit.ids:
-                if index == slot.running:
+                if index == running:
                     self.losses[index] = self.losses.get(index, 0) + 1
                     if self.losses[index] > self.allowed_losses:
                         given_up.append(index)
@@ -183,12 +187,12 @@ class Dispatcher:
         ready = [s for s in self.sessions.values() if s.ready and s.alive]
         for slot in sorted(ready, key=lambda s: s.queued_estimate()):
             if self._low(slot) and self.pending:
-                chunk = self._take(slot, len(ready))
+                chunk = self._take(slot, max(len(ready), self.expected))
                 if chunk:
                     slot.queued.extend(chunk)
                     out.append(Dispatch(slot.name, "run", [i for u in chunk for i in u.ids]))
         for slot in ready:
-            if self._low(slot) and not self.pending:
+            if not slot.queued and not self.pending:  # idle with nothing left to hand out
                 out.extend(self._steal_for(slot, ready))
         last = not self.pending
         for slot in ready:
@@ -211,8 +215,11 @@ class Dispatcher:
         total = 0.0
         others_alive = any(s.machine != slot.machine for s in self.sessions.values() if s.alive)
         skipped: list[Unit] = []
-        while self.pending and (not chunk or total < share):
-            unit = self.pending.popleft()
+        while self.pending:
+            unit = self.pending[0]
+            if chunk and total + unit.estimate > share:
+                break  # never more than the share, so the long tests at the head go out singly
+            self.pending.popleft()
             if unit.avoid_machine == slot.machine and others_alive:
                 skipped.append(unit)  # a retry waits for a session on another machine
                 continue
@@ -238,7 +245,7 @@ class Dispatcher:
             take.append(unit)
             total += unit.estimate
         best.stealing = True
-        return [Dispatch(best.name, "steal", [i for u in take for i in u.ids])]
+        return [Dispatch(best.name, "steal", [i for u in reversed(take) for i in u.ids])]
 
     def _stealable(self, victim: SessionSlot) -> list[Unit]:
         """Whole units behind the running test and its successor."""

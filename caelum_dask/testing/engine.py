@@ -96,6 +96,7 @@ class PlatformState:
     collection: dict[str, Any] | None = None
     dispatcher: Dispatcher | None = None
     failure: dict[str, Any] | None = None  # no session could collect
+    collected_at: float = 0.0
     done: bool = False
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     notrun: list[str] = field(default_factory=list)
@@ -119,6 +120,7 @@ class RunSettings:
     maxfail: int
     workdir: str = ""
     full_reports: bool = False
+    start_grace: float = 2.0
     estimate: Callable[[list[str]], tuple[dict[str, float], bool]] = lambda ids: ({i: 1.0 for i in ids}, False)
 
 
@@ -133,8 +135,9 @@ class SuiteRun:
     """One run over the cluster (see the module docstring)."""
 
     def __init__(self, client: Client, settings: RunSettings, slots: dict[str, list[str]],
-                 listener: Listener) -> None:
+                 listener: Listener, machine_of: dict[str, str] | None = None) -> None:
         self.client = client
+        self.machine_of = machine_of or {}
         self.settings = settings
         self.listener = listener
         self.platforms = {label: PlatformState(label) for label in slots}
@@ -215,7 +218,8 @@ class SuiteRun:
     def _hello(self, info: SessionInfo, message: dict[str, Any]) -> None:
         if info.attempt is not None and not info.lost:
             self._lose(info, "its worker was lost; the session started again elsewhere")
-        info.attempt, info.worker, info.machine = message["attempt"], message["worker"], message["machine"]
+        info.attempt, info.worker = message["attempt"], message["worker"]
+        info.machine = self.machine_of.get(info.worker, message["machine"])  # the registry's host@ip
         info.lost = info.ended = False
 
     def _on_collected(self, info: SessionInfo, message: dict[str, Any]) -> None:
@@ -250,6 +254,7 @@ class SuiteRun:
         estimates, known = self.settings.estimate(ids)
         plat.dispatcher = Dispatcher(ids, estimates, self.settings.dist, ordered_by_duration=known,
                                      retries=self.settings.retries, allowed_losses=_allowed_failures())
+        plat.collected_at = time.monotonic()
 
     def _on_tests(self, info: SessionInfo, message: dict[str, Any]) -> None:
         plat = self.platforms[info.platform]
@@ -264,6 +269,7 @@ class SuiteRun:
             index = position.get(result["nodeid"])
             if index is None:
                 continue
+            result["machine"] = info.machine
             dispatcher.finished_test(info.name, index)
             info.ran.append(result["nodeid"])
             info.busy += float(result.get("duration") or 0.0)
@@ -300,8 +306,12 @@ class SuiteRun:
 
     def _on_released(self, info: SessionInfo, message: dict[str, Any]) -> None:
         plat = self.platforms[info.platform]
-        if plat.dispatcher is not None:
-            plat.dispatcher.released(info.name, message.get("ids", []))
+        dispatcher = plat.dispatcher
+        if dispatcher is not None:
+            dispatcher.released(info.name, message.get("ids", []))
+            if dispatcher.stopped:  # given back after -x/--maxfail: they will not run
+                plat.notrun.extend(dispatcher.nodeids[i] for i in message.get("ids", [])
+                                   if i not in dispatcher.finished)
 
     def _on_stopped(self, info: SessionInfo, message: dict[str, Any]) -> None:
         self._on_released(info, {"ids": message.get("released", [])})
@@ -382,11 +392,18 @@ class SuiteRun:
             self._send(info, {"op": "stop"})
 
     # -- sending -----------------------------------------------------------------------
+    def _expected(self, plat: PlatformState) -> int:
+        return sum(1 for s in self.sessions.values() if s.platform == plat.label and not s.ended and not s.lost)
+
     def _dispatch(self) -> None:
         for plat in self.platforms.values():
             dispatcher = plat.dispatcher
             if dispatcher is None or plat.done:
                 continue
+            expected = self._expected(plat)
+            dispatcher.expected = max(1, expected)
+            if len(dispatcher.sessions) < expected and time.monotonic() - plat.collected_at < self.settings.start_grace:
+                continue  # the first chunks wait (briefly) for every session, as xdist's do
             for order in dispatcher.plan():
                 self._send(self.sessions[order.session], {"op": order.op, "ids": order.ids, "last": order.last})
             if dispatcher.complete() or (self.stopped and all(

@@ -225,7 +225,7 @@ def _run(root: Path, options: TestOptions, client: Client, say: Progress, listen
                 tests=None, platforms=list(slots), project=str(root), dist=options.dist)
         say(f"run {run_id}: {sum(len(v) for v in slots.values())} pytest sessions (dist={options.dist}) "
             f"on {len({w['machine'] for w in workers})} machine(s)")
-        suite = SuiteRun(client, settings, slots, events)
+        suite = SuiteRun(client, settings, slots, events, {w["address"]: w["machine"] for w in workers})
         suite.run()
     finally:
         client.unpublish_dataset(dataset)
@@ -246,7 +246,8 @@ def _settings(root: Path, options: TestOptions, run_id: str, snapshot: dict[str,
         python=options.python, env=dict(options.env), timeout=options.timeout,
         collect_timeout=float(config.get("testing.collect-timeout", options.timeout)), dist=options.dist,
         retries=options.retry_failed, maxfail=maxfail_of(user_options), workdir=options.workdir,
-        full_reports=options.full_reports, estimate=estimate)
+        full_reports=options.full_reports, estimate=estimate,
+        start_grace=float(config.get("testing.start-grace", 2.0)))
 
 
 def _ship_snapshot(client: Client, snap: Any, workers: list[dict[str, Any]], run_id: str, say: Progress) -> str:
@@ -272,10 +273,10 @@ def _ship_snapshot(client: Client, snap: Any, workers: list[dict[str, Any]], run
     return name
 
 
-def _ordered_results(plat: Any) -> list[dict[str, Any]]:
+def _ordered_results(plat: Any, stopped: bool) -> list[dict[str, Any]]:
     """Every collected test once, in collection order: its result, not-run, or an error."""
     ids = list((plat.collection or {}).get("ids") or [])
-    notrun = set(plat.notrun)
+    notrun = set(plat.notrun) if not stopped else set(ids) - set(plat.lost)
     ordered = []
     for nodeid in ids:
         result = plat.results.get(nodeid)
@@ -331,7 +332,7 @@ def _collection_output(plat: Any) -> str:
 
 
 def _platform_summary(plat: Any, suite: SuiteRun, options: TestOptions) -> dict[str, Any]:
-    ordered = _ordered_results(plat) if not (plat.collection or {}).get("errors") or plat.results else []
+    ordered = _ordered_results(plat, bool(suite.stopped)) if not (plat.collection or {}).get("errors") or plat.results else []
     sessions = [s for s in suite.sessions.values() if s.platform == plat.label]
     busy = [s.busy for s in sessions if s.ran]
     return {

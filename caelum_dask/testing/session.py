@@ -195,23 +195,35 @@ class SessionProcess:
                 continue
         return records
 
-    def end(self) -> tuple[int, str]:
-        """Kill whatever is left of it (tree and marked orphans); its exit code and output."""
-        pid = self.proc.pid if self.proc else None
-        proctree.end_job(pid, (MARKER, self.marker))
-        rc = self.proc.wait() if self.proc else CANNOT_START
-        for handle in (self.commands,):
+    def end(self, exiting: bool = False) -> tuple[int, str]:
+        """Kill whatever is left of it (tree and marked orphans); its exit code and output.
+
+        ``exiting``: its pipe closed, so it is on its way out; its own exit code is read
+        before anything is killed (a crash must be reported with the code it exited with).
+        """
+        rc: int | None = CANNOT_START if self.proc is None else None
+        if self.proc is not None and exiting:
             try:
-                handle.close()
-            except OSError:
-                pass
+                rc = self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                rc = None
+        pid = self.proc.pid if self.proc is not None else None
+        descendants = [p for p in proctree.tree(pid) if p.pid != pid] if pid and rc is None else []
+        proctree.kill(descendants + proctree.marked(MARKER, self.marker))
+        if self.proc is not None and rc is None:
+            self.proc.kill()
+            rc = self.proc.wait()
+        try:
+            self.commands.close()
+        except OSError:
+            pass
         os.close(self.events_fd)
         try:
             output = self.log.read_bytes().decode("utf-8", "replace")
         except OSError:
             output = ""
         self.log.unlink(missing_ok=True)
-        return rc, self.error or output
+        return int(rc if rc is not None else -9), self.error or output
 
 
 class Stream:
@@ -322,16 +334,16 @@ class Relay:
                     return record["collected"]
         self.proc = proc
         timed_out = time.monotonic() >= deadline
-        rc, output = self._finish_proc("collection timed out" if timed_out else "")
+        rc, output = self._finish_proc("collection timed out" if timed_out else "", exiting=not timed_out)
         self.stream.emit("failed", rc=rc, output=output[-OUTPUT_TAIL:], timed_out=timed_out,
                          released=list(self.handed))
         return None
 
-    def _finish_proc(self, reason: str) -> tuple[int, str]:
+    def _finish_proc(self, reason: str, exiting: bool = False) -> tuple[int, str]:
         """End the current interpreter and everything it started; keep its JUnit and output."""
         proc, self.proc = self.proc, None
         assert proc is not None
-        rc, output = proc.end()
+        rc, output = proc.end(exiting)
         junit: Path = proc.junit  # type: ignore[attr-defined]
         if junit.exists():
             self.junit.append(junit.read_text(encoding="utf-8", errors="replace"))
@@ -390,7 +402,7 @@ class Relay:
                 reason = f"hung: no progress for {self.timeout:g}s; the session's process tree was killed"
             else:
                 reason = "crashed"
-            rc, output = self._finish_proc(reason)
+            rc, output = self._finish_proc(reason, exiting=not hung and not self.abandoned)
             if self.abandoned or (culprit is None and (self.closing or not self.handed)):
                 return False  # the end we asked for
             if culprit is None:  # died outside any test: its tests go back to the client

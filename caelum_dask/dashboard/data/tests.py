@@ -2,9 +2,12 @@
 
 Fed by ``caelum.tests`` events::
 
-    run-started    {run_id, shards, tests}
+    run-started    {run_id, shards, tests}      (tests: None until the sessions have collected)
+    progress       {run_id, done, total, failed, running, sessions, elapsed, eta}  (≤ 1 a second)
     shard-finished {run_id, shard, worker, machine, passed, failed, skipped, errors, duration}
     run-finished   {run_id, exit_code, passed, failed, ...}
+
+``progress`` is what lets the page fill while the run goes: shards only report at the end.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 from caelum_dask.dashboard.data.recent import RecentRuns
 
 OUTCOMES: tuple[str, ...] = ("passed", "failed", "skipped", "errors")
+PROGRESS_FIELDS: tuple[str, ...] = ("done", "total", "failed", "running", "sessions", "elapsed", "eta")
 OUTCOME_COLOURS: dict[str, str] = {
     "passed": "#2ca02c", "failed": "#d62728", "skipped": "#f7e17c", "errors": "#9467bd",
 }
@@ -33,12 +37,27 @@ class TestRun:
     finished: dict[str, Any] | None = None
     started: str = ""
     version: int = 0
+    #: the latest ``progress`` event: done, total, failed, running, sessions, elapsed, eta
+    progress: dict[str, Any] = field(default_factory=dict)
 
     @property
     def state(self) -> str:
         if self.finished is None:
             return "running"
         return "passed" if self.finished.get("exit_code") in (0, None) and not self.finished.get("failed") else "failed"
+
+    @property
+    def done_text(self) -> str:
+        """``12/40`` while the tests run (``…`` before any progress), then all of them."""
+        done, total = self.progress.get("done"), self.progress.get("total") or self.tests
+        if done is None:
+            return "…" if self.finished is None else (f"{total}/{total}" if total else "")
+        return f"{done}/{total if total else '?'}"
+
+    @property
+    def live(self) -> bool:
+        """Running with no shard reported yet: the counts come from ``progress`` alone."""
+        return self.finished is None and not self.shards
 
 
 class TestRuns(RecentRuns[TestRun]):
@@ -56,6 +75,10 @@ class TestRuns(RecentRuns[TestRun]):
             run.shards_expected = msg.get("shards")
             run.tests = msg.get("tests")
             run.started = str(msg.get("time") or "")
+        elif event == "progress":
+            run.progress = {k: msg.get(k) for k in PROGRESS_FIELDS}
+            if msg.get("total"):
+                run.tests = int(msg["total"])
         elif event == "shard-finished":
             run.shards.append({k: msg.get(k) for k in ("shard", "worker", "machine", "duration", *OUTCOMES)})
         elif event == "run-finished":
@@ -67,16 +90,40 @@ class TestRuns(RecentRuns[TestRun]):
 
 
 def runs_source(runs: TestRuns) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {k: [] for k in ("run_id", "state", "shards", "tests", *OUTCOMES, "duration")}
+    """One row per run, most recent first; ``done`` and ``eta`` are live while the run goes."""
+    columns = ("run_id", "state", "done", "eta", "shards", "tests", *OUTCOMES, "duration")
+    out: dict[str, list[Any]] = {k: [] for k in columns}
     for run in reversed(runs.runs.values()):
         out["run_id"].append(run.run_id)
         out["state"].append(run.state)
+        out["done"].append(run.done_text)
+        out["eta"].append(_eta_text(run))
         out["shards"].append(f"{len(run.shards)}/{run.shards_expected if run.shards_expected is not None else '?'}")
         out["tests"].append(run.tests)
         for outcome in OUTCOMES:
             out[outcome].append(sum(int(s.get(outcome) or 0) for s in run.shards))
+        if run.live:  # failures so far (failed and errors); the shards' split comes at the end
+            out["failed"][-1] = int(run.progress.get("failed") or 0)
         out["duration"].append(round(sum(float(s.get("duration") or 0) for s in run.shards), 2))
     return out
+
+
+def _eta_text(run: TestRun) -> str:
+    """``12s`` left while running (once there is an estimate), else empty."""
+    eta = run.progress.get("eta")
+    if run.finished is not None or eta is None:
+        return ""
+    return f"{float(eta):.0f}s"
+
+
+def progress_text(run: TestRun) -> str:
+    """The page's one-line summary of a run: live counts while it goes, shards at the end."""
+    if run.finished is None:
+        text = f"run {run.run_id}: running, {run.done_text} tests done, {int(run.progress.get('failed') or 0)} failed"
+        eta = _eta_text(run)
+        return f"{text}, ETA {eta}" if eta else text
+    tests = f"{run.done_text} tests, " if run.done_text else ""
+    return f"run {run.run_id}: {run.state}, {tests}{len(run.shards)} shards finished"
 
 
 def shards_source(run: TestRun) -> dict[str, list[Any]]:
