@@ -14,16 +14,22 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from caelum_dask import config as _config  # noqa: E402,F401  (loads the caelum defaults)
-from caelum_dask.cluster import connect, machines, register_service  # noqa: E402
-from caelum_dask.errors import (  # noqa: E402
-    CaelumError,
-    InvalidInput,
-    PortTaken,
-    SchedulerUnreachable,
-    UnsatisfiableRequirement,
-)
-from caelum_dask.requirements import ResourceRequirements  # noqa: E402
+_LAZY = {"connect": "caelum_dask.cluster", "machines": "caelum_dask.cluster",
+         "register_service": "caelum_dask.cluster", "ResourceRequirements": "caelum_dask.requirements",
+         **dict.fromkeys(("CaelumError", "InvalidInput", "PortTaken", "SchedulerUnreachable",
+                          "UnsatisfiableRequirement"), "caelum_dask.errors")}
+
+
+def __getattr__(name: str) -> object:
+    """The public API, imported on first use (a bare ``import caelum_dask.x`` stays cheap)."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'caelum_dask' has no attribute {name!r}")
+
 
 __all__ = [
     "CaelumError",

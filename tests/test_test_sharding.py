@@ -18,7 +18,7 @@ import psutil
 from caelum_dask import events
 from caelum_dask.testing import TestOptions, run_tests
 from caelum_dask.testing import durations as durations_mod
-from caelum_dask.testing.collect import maxfail_of, shard_options, split_pytest_args
+from caelum_dask.testing.collect import maxfail_of, shard_options
 from caelum_dask.testing.dispatch import Dispatcher
 from caelum_dask.testing.partition import imbalance, scope_of, units_of
 from caelum_dask.testing.session import clean_environment
@@ -145,9 +145,8 @@ def test_dispatcher_retries_elsewhere_and_requeues_lost_sessions() -> None:
 
 
 def test_pytest_args_split_for_sessions() -> None:
-    options, selection = split_pytest_args(["-x", "-k", "fast", "tests/unit", "--junitxml=o.xml", "-n", "4", "-q"])
-    assert selection == ["tests/unit"]
-    assert shard_options(options) == ["-x", "-k", "fast", "-q"]
+    args = ["-x", "-k", "fast", "tests/unit", "--junitxml=o.xml", "-n", "4", "--flavour", "sweet", "-q"]
+    assert shard_options(args) == ["-x", "-k", "fast", "tests/unit", "--flavour", "sweet", "-q"]  # order kept
     assert maxfail_of(["-x"]) == 1 and maxfail_of(["-qx"]) == 1 and maxfail_of(["--maxfail=3"]) == 3
     assert maxfail_of(["--maxfail", "2", "-v"]) == 2 and maxfail_of(["-k", "x"]) == 0 and maxfail_of(["-kx"]) == 0
 

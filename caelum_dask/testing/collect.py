@@ -10,44 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-#: pytest options whose value is the next argument (so that value is not a test path)
-_VALUE_OPTIONS = frozenset({
-    "-k", "-m", "-p", "-c", "-o", "-W", "-r", "--deselect", "--ignore", "--ignore-glob",
-    "--rootdir", "--confcutdir", "--basetemp", "--maxfail", "--tb", "--durations",
-    "--durations-min", "--log-level", "--log-cli-level", "--log-file", "--import-mode",
-    "--timeout", "--override-ini", "--junit-prefix", "--capture", "--color", "--code-highlight",
-    "--pyargs", "--config-file", "--cov", "--cov-report", "--randomly-seed",
-})
-#: options caelum owns in a shard (dropped from the user's arguments when sharding)
+#: options caelum owns in a session (dropped from the user's arguments)
 _DROPPED_WITH_VALUE = frozenset({"--junitxml", "--junit-xml", "-n", "--numprocesses", "--dist",
-                                 "--maxprocesses", "--rootdir"})
+                                 "--maxprocesses", "--rootdir", "--basetemp"})
 _DROPPED_FLAGS = frozenset({"--collect-only", "--co", "--lf", "--last-failed", "--ff",
                             "--failed-first", "--sw", "--stepwise", "--nf", "--new-first"})
 
 
-def split_pytest_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``(options, selection)``: the user's pytest options, and their test paths/node ids.
-
-    Collection gets both. Shards get the options only, because they are given explicit node
-    ids: passing ``tests/`` again would run the whole folder in every shard.
-    """
-    options: list[str] = []
-    selection: list[str] = []
-    expect_value = False
-    for arg in args:
-        if expect_value:
-            options.append(arg)
-            expect_value = False
-        elif arg.startswith("-"):
-            options.append(arg)
-            expect_value = arg in _VALUE_OPTIONS or arg in _DROPPED_WITH_VALUE
-        else:
-            selection.append(arg)
-    return options, selection
-
-
 def shard_options(options: Sequence[str]) -> list[str]:
-    """The user's options minus those caelum sets itself for a shard (junit path, xdist, …)."""
+    """The user's arguments, in order, minus those caelum sets itself for a session (junit path, xdist, …)."""
     kept: list[str] = []
     skip_next = False
     for arg in options:

@@ -95,6 +95,8 @@ class Dispatcher:
         self.retried: dict[int, int] = {}
         self.stopped = False
         self.expected = 1  # sessions the run has (collected or about to): chunks are shares of them
+        self.done_estimate = 0.0  # estimates vs measured durations of finished tests: the pace
+        self.done_actual = 0.0
 
     # -- state changes -----------------------------------------------------------------
     def add_session(self, name: str, machine: str) -> None:
@@ -105,9 +107,12 @@ class Dispatcher:
         if slot is not None:
             slot.running = index
 
-    def finished_test(self, session: str, index: int) -> None:
+    def finished_test(self, session: str, index: int, duration: float | None = None) -> None:
         """A test has its result; drop it from the session's queue."""
         self.finished.add(index)
+        if duration is not None:
+            self.done_estimate += self.estimates[index]
+            self.done_actual += duration
         slot = self.sessions.get(session)
         if slot is None:
             return
@@ -205,9 +210,18 @@ class Dispatcher:
                 slot.last_sent = last
         return out
 
+    def pace(self) -> float:
+        """Measured seconds per estimated second so far (1.0 until something finished).
+
+        Unknown durations are all estimated alike, so this turns "N tests queued" into time:
+        a session is refilled while it still has about LOW_WATER_SECONDS of work, which hides
+        the round trip to the client for suites of millisecond tests.
+        """
+        return self.done_actual / self.done_estimate if self.done_estimate > 0 else 1.0
+
     def _low(self, slot: SessionSlot) -> bool:
         unstarted = slot.queued_tests() - (1 if slot.running is not None else 0)
-        return unstarted < LOW_WATER_TESTS or slot.queued_estimate() < LOW_WATER_SECONDS
+        return unstarted < LOW_WATER_TESTS or slot.queued_estimate() * self.pace() < LOW_WATER_SECONDS
 
     def _take(self, slot: SessionSlot, sessions: int) -> list[Unit]:
         share = sum(u.estimate for u in self.pending) / (2 * max(1, sessions))
@@ -248,11 +262,5 @@ class Dispatcher:
         return [Dispatch(best.name, "steal", [i for u in reversed(take) for i in u.ids])]
 
     def _stealable(self, victim: SessionSlot) -> list[Unit]:
-        """Whole units behind the running test and its successor."""
-        units = list(victim.queued)
-        keep = 0
-        protected = 2 if victim.running is not None else 1
-        while units and keep < protected:
-            keep += len(units[0].ids)
-            units.pop(0)
-        return units if len(units) >= 1 else []
+        """Whole units behind the running test's unit and the next one."""
+        return list(victim.queued)[2:]  # the first is (or is about to be) running, the second is its successor

@@ -109,8 +109,7 @@ class RunSettings:
 
     run_id: str
     snapshot: dict[str, str]
-    options: list[str]
-    selection: list[str]
+    args: list[str]  # the user's pytest arguments, in order, minus what caelum owns
     python: str | None
     env: dict[str, str]
     timeout: float
@@ -120,6 +119,7 @@ class RunSettings:
     maxfail: int
     workdir: str = ""
     full_reports: bool = False
+    junit: bool = False  # sessions write JUnit files (only when the run's --junit asks for them)
     start_grace: float = 2.0
     estimate: Callable[[list[str]], tuple[dict[str, float], bool]] = lambda ids: ({i: 1.0 for i in ids}, False)
 
@@ -176,9 +176,9 @@ class SuiteRun:
         s = self.settings
         info.inbox = Queue(f"caelum-test-{s.run_id}-{info.name}", client=self.client)
         spec = {"run_id": s.run_id, "session": info.name, "topic": STREAM_TOPIC, "inbox": info.inbox.name,
-                "snapshot": s.snapshot, "python": s.python, "options": s.options, "selection": s.selection,
+                "snapshot": s.snapshot, "python": s.python, "args": s.args,
                 "workdir": s.workdir, "timeout": s.timeout, "collect_timeout": s.collect_timeout,
-                "env": s.env, "full": s.full_reports, "platform": None if info.platform == "all" else info.platform}
+                "env": s.env, "full": s.full_reports, "junit": s.junit, "platform": None if info.platform == "all" else info.platform}
         info.future = self.client.submit(run_session, spec, key=f"caelum-test-{s.run_id}-session-{info.name}",
                                          workers=[info.worker], allow_other_workers=True, pure=False, retries=0)
 
@@ -245,7 +245,7 @@ class SuiteRun:
         plat.collection = collection
         self.listener.collected(plat.label, collection)
         ids = list(collection["ids"] or [])
-        if collection["errors"] and "--continue-on-collection-errors" not in self.settings.options:
+        if collection["errors"] and "--continue-on-collection-errors" not in self.settings.args:
             plat.done = True  # pytest stops here too: "Interrupted: N errors during collection"
             return
         if not ids:
@@ -262,15 +262,12 @@ class SuiteRun:
         if dispatcher is None:
             return
         position = self._positions(plat)
-        for nodeid, _t in message.get("started", ()):
-            if nodeid in position:
-                dispatcher.started(info.name, position[nodeid])
         for result in message.get("results", ()):
             index = position.get(result["nodeid"])
             if index is None:
                 continue
             result["machine"] = info.machine
-            dispatcher.finished_test(info.name, index)
+            dispatcher.finished_test(info.name, index, float(result.get("duration") or 0.0))
             info.ran.append(result["nodeid"])
             info.busy += float(result.get("duration") or 0.0)
             info.estimate += dispatcher.estimates[index]
@@ -422,7 +419,7 @@ class SuiteRun:
         total = sum(len((p.collection or {}).get("ids") or []) for p in self.platforms.values())
         done = sum(len(p.results) for p in self.platforms.values())
         running = sum(1 for p in self.platforms.values() if p.dispatcher
-                      for s in p.dispatcher.sessions.values() if s.running is not None)
+                      for s in p.dispatcher.sessions.values() if s.queued)
         elapsed = now - self.started
         eta = (elapsed / done) * (total - done) if done and total > done else (0.0 if total and done >= total else None)
         alive = sum(1 for s in self.sessions.values() if s.attempt and not s.ended and not s.lost)

@@ -23,7 +23,7 @@ from caelum_dask import events as ev
 from caelum_dask.errors import CaelumError, InvalidInput, UnsatisfiableRequirement
 from caelum_dask.testing import durations as durations_mod
 from caelum_dask.testing import merge
-from caelum_dask.testing.collect import maxfail_of, shard_options, split_pytest_args
+from caelum_dask.testing.collect import maxfail_of, shard_options
 from caelum_dask.testing.engine import CANNOT_START, RunSettings, SuiteRun, TestProgress, new_run_id
 from caelum_dask.testing.partition import DIST_MODES, imbalance
 from caelum_dask.testing.snapshot import build_snapshot, is_unpacked
@@ -235,18 +235,18 @@ def _run(root: Path, options: TestOptions, client: Client, say: Progress, listen
 def _settings(root: Path, options: TestOptions, run_id: str, snapshot: dict[str, str]) -> RunSettings:
     from caelum_dask import config
 
-    user_options, selection = split_pytest_args(options.pytest_args)
+    args = shard_options(options.pytest_args)
     known = durations_mod.load(root)
 
     def estimate(ids: list[str]) -> tuple[dict[str, float], bool]:
         return durations_mod.estimate(ids, known), any(i in known for i in ids)
 
     return RunSettings(
-        run_id=run_id, snapshot=snapshot, options=shard_options(user_options), selection=selection,
+        run_id=run_id, snapshot=snapshot, args=args,
         python=options.python, env=dict(options.env), timeout=options.timeout,
         collect_timeout=float(config.get("testing.collect-timeout", options.timeout)), dist=options.dist,
-        retries=options.retry_failed, maxfail=maxfail_of(user_options), workdir=options.workdir,
-        full_reports=options.full_reports, estimate=estimate,
+        retries=options.retry_failed, maxfail=maxfail_of(args), workdir=options.workdir,
+        full_reports=options.full_reports, junit=bool(options.junit), estimate=estimate,
         start_grace=float(config.get("testing.start-grace", 2.0)))
 
 

@@ -58,7 +58,9 @@ CANNOT_START = 127
 #: the variable that marks every process of one session (see caelum_dask.proctree)
 MARKER = "CAELUM_TEST_SESSION"
 #: how often results are sent to the client while tests stream in
-FLUSH_SECONDS = 0.1
+FLUSH_SECONDS = 0.03
+#: after reading results, wait this long before the next read (fewer wake-ups, same latency)
+READ_PAUSE_SECONDS = 0.005
 #: how often the relay asks the scheduler whether its task is still wanted
 ALIVE_CHECK_SECONDS = 2.0
 
@@ -132,10 +134,10 @@ def snapshot_here(snapshot: dict[str, str]) -> tuple[Path, bool]:
     return snapshot_mod.ensure_unpacked(snapshot["digest"], fetch)
 
 
-def session_command(python: str, options: Sequence[str], selection: Sequence[str], junit: Path) -> list[str]:
+def session_command(python: str, root: Path, args: Sequence[str], junit: Path | None) -> list[str]:
     """``python -m pytest -p _caelum_session …``: one session's command line."""
-    return [python, "-m", "pytest", "-p", "no:cacheprovider", "-p", PLUGIN_MODULE, "--rootdir", ".",
-            f"--junitxml={junit}", *options, *selection]
+    return [python, "-m", "pytest", "-p", "no:cacheprovider", "-p", PLUGIN_MODULE, "--rootdir", str(root),
+            *([f"--junitxml={junit}"] if junit else []), *args]
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -235,7 +237,6 @@ class Stream:
         self.worker = get_worker()
         self.topic = topic
         self.header = header
-        self.started: list[list[Any]] = []
         self.results: list[dict[str, Any]] = []
         self.last_flush = time.monotonic()
 
@@ -246,10 +247,9 @@ class Stream:
     def flush(self, when_due: bool = False) -> None:
         if when_due and time.monotonic() - self.last_flush < FLUSH_SECONDS:
             return
-        if self.started or self.results:
-            self.worker.log_event(self.topic, {**self.header, "ev": "tests", "started": self.started,
-                                               "results": self.results})
-            self.started, self.results = [], []
+        if self.results:
+            self.worker.log_event(self.topic, {**self.header, "ev": "tests", "results": self.results})
+            self.results = []
         self.last_flush = time.monotonic()
 
 
@@ -270,7 +270,7 @@ class Relay:
         self.handed: dict[int, None] = {}  # handed to the interpreter, not reported or released yet
         self.last = False
         self.closing = False  # shutdown or stop asked: an exit is expected
-        self.running: tuple[str, float] | None = None
+        self.quiet_since = time.monotonic()  # the last result (or the last test handed over)
         self.proc: SessionProcess | None = None
         self.junit: list[str] = []
         self.runs: list[dict[str, Any]] = []
@@ -284,6 +284,8 @@ class Relay:
         with self.lock:
             op = message.get("op")
             if op == "run":
+                if not self.handed:
+                    self.quiet_since = time.monotonic()
                 self.handed.update(dict.fromkeys(message["ids"]))
                 self.last = bool(message.get("last"))
             elif op in ("stop", "shutdown"):
@@ -300,8 +302,8 @@ class Relay:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(plugin_dir()), env.get("PYTHONPATH", "")) if p)
         env.update({"CAELUM_TEST_RUN": self.spec["run_id"], "CAELUM_TEST_SESSION_NAME": self.spec["session"],
                     "PYTHONUNBUFFERED": "1", "CAELUM_SESSION_FULL": "1" if self.spec.get("full") else "0"})
-        command = session_command(self.spec.get("python") or sys.executable, self.spec["options"],
-                                  self.spec["selection"], junit)
+        command = session_command(self.spec.get("python") or sys.executable, self.root, self.spec["args"],
+                                  junit if self.spec.get("junit") else None)
         proc = SessionProcess(command, self.root / self.spec.get("workdir", ""), env, self.scratch / name)
         proc.junit = junit  # type: ignore[attr-defined]
         collected = self._await_collection(proc)
@@ -355,30 +357,36 @@ class Relay:
     def pump(self) -> bool:
         """Relay what the interpreter says until it ends; True if the relay should go on."""
         assert self.proc is not None
-        quiet_since = time.monotonic()
         while True:
             records = self.proc.read(FLUSH_SECONDS)
             if records is None:
                 return self._ended(hung=False)
-            if records:
-                quiet_since = time.monotonic()
             for record in records:
                 self._record(record)
             self.stream.flush(when_due=True)
-            if self.running is not None and time.monotonic() - quiet_since > self.timeout:
+            if records:
+                time.sleep(READ_PAUSE_SECONDS)  # let results pile up: one read for many tests
+            if self.running() is not None and time.monotonic() - self.quiet_since > self.timeout:
                 return self._ended(hung=True)
             if self.liveness is not None and self.liveness.lost():  # cancelled, or the client is gone
                 with self.lock:
                     self.abandoned = self.closing = True
                 return self._ended(hung=False)
 
+    def running(self) -> str | None:
+        """The test the interpreter runs now: the first handed over and not reported.
+
+        Nothing runs while the only test queued waits for its successor (``nextitem``).
+        """
+        with self.lock:
+            if not self.handed or (len(self.handed) < 2 and not (self.last or self.closing)):
+                return None
+            return self.ids[next(iter(self.handed))] if self.ids else None
+
     def _record(self, record: dict[str, Any]) -> None:
         with self.lock:
-            if "s" in record:
-                self.running = (record["s"], float(record["t"]))
-                self.stream.started.append([record["s"], record["t"]])
-            elif "r" in record:
-                self.running = None
+            if "r" in record:
+                self.quiet_since = time.monotonic()
                 self._forget([self.position.get(record["r"], -1)])
                 self.stream.results.append({**{k: v for k, v in record.items() if k != "r"},
                                             "nodeid": record["r"], **self.here})
@@ -397,11 +405,11 @@ class Relay:
     def _ended(self, hung: bool) -> bool:
         """The interpreter exited (or hangs): report the culprit, restart if tests remain."""
         with self.lock:
-            culprit = self.running
+            culprit = self.running()
             if hung:
                 reason = f"hung: no progress for {self.timeout:g}s; the session's process tree was killed"
             else:
-                reason = "crashed"
+                reason = "crashed" if culprit is not None else "ended"
             rc, output = self._finish_proc(reason, exiting=not hung and not self.abandoned)
             if self.abandoned or (culprit is None and (self.closing or not self.handed)):
                 return False  # the end we asked for
@@ -413,14 +421,14 @@ class Relay:
             if not hung:
                 reason = f"crashed: the Python interpreter exited with code {rc} during this test"
                 self.runs[-1]["reason"] = reason
-            self.running = None
-            self._forget([self.position.get(culprit[0], -1)])
+            self._forget([self.position.get(culprit, -1)])
             detail = output[-OUTPUT_TAIL:]
             self.stream.results.append({
-                "nodeid": culprit[0], "outcome": "error", "categories": ["error"], "reports": [],
-                "duration": round(max(0.0, time.time() - culprit[1]), 3), "message": reason,
+                "nodeid": culprit, "outcome": "error", "categories": ["error"], "reports": [],
+                "duration": round(max(0.0, time.monotonic() - self.quiet_since), 3), "message": reason,
                 "longrepr": f"{reason}\n\n{detail}".rstrip(), "crash": True, **self.here})
-            self.stream.emit("restart", reason=reason, nodeid=culprit[0])
+            self.stream.emit("restart", reason=reason, nodeid=culprit)
+            self.quiet_since = time.monotonic()
             if self.closing and not self.handed:
                 return False
         return self.start()
@@ -474,8 +482,8 @@ class Liveness:
 def run_session(spec: dict[str, Any]) -> dict[str, Any]:
     """Dask task: one session slot for the whole run (see the module docstring).
 
-    ``spec``: run_id, session, topic, inbox (queue name), snapshot, python, options, selection,
-    workdir, timeout, collect_timeout, env, full, platform.
+    ``spec``: run_id, session, topic, inbox (queue name), snapshot, python, args (the user's
+    pytest arguments, minus what caelum owns), workdir, timeout, collect_timeout, env, full, platform.
     """
     from distributed import Queue, get_client
 

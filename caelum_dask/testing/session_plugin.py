@@ -17,13 +17,14 @@ relay -> session
     ``{"op": "stop"}`` give back everything queued and end after the running test;
     ``{"op": "shutdown"}`` end once the queue is empty.
 session -> relay
-    ``{"collected": {...}}`` once; ``{"s": index, "t": time}`` when a test starts;
-    ``{"r": index, ...}`` when it has finished all its phases (outcome, report categories as
+    ``{"collected": {...}}`` once; ``{"r": nodeid, ...}`` when a test has finished all its phases (outcome, report categories as
     pytest's terminal counts them, duration, text, and with ``full`` pytest's own serialised
     reports); ``{"released": [...]}``; ``{"stopped": reason}`` on ``-x``/``--maxfail``.
 
 A test runs with ``nextitem`` set to the test queued after it, exactly as in a plain run, so
-module- and class-scoped fixtures live across the tests of a unit.
+module- and class-scoped fixtures live across the tests of a unit. Tests run in the order they
+were handed over, so the relay knows which test is running without being told: the first one
+handed over and not reported yet (the one to blame when the interpreter dies).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import hashlib
 import json
 import os
 import threading
-import time
 from collections import deque
 from typing import Any
 
@@ -188,8 +188,6 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
 def pytest_runtest_logstart(nodeid: str, location: Any) -> None:
     _STATE[nodeid] = {"outcome": "passed", "duration": 0.0, "longrepr": "", "message": "",
                       "categories": [], "reports": []}
-    if _LINK is not None:
-        _LINK.send({"s": nodeid, "t": time.time()})
 
 
 def _message(report: pytest.TestReport) -> str:
