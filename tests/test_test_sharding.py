@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -502,3 +503,35 @@ def test_shard_that_keeps_killing_its_worker_is_reported_not_lost(tmp_path: Path
     [test] = summary["platforms"][0]["tests"]
     assert test["outcome"] == "error" and "lost: KilledWorker" in test["message"], test
     assert summary["exit_code"] == 2 and summary["platforms"][0]["lost_shards"] == 1
+
+
+def test_interrupted_run_leaves_no_process(shard_cluster, tmp_path: Path) -> None:
+    """Ctrl-C (and SIGTERM) on `caelum test` ends every session and what its tests started."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    project = make_project(tmp_path / "stuck", HELPERS)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        for path in pids.iterdir():
+            path.unlink()
+        proc = subprocess.Popen([sys.executable, "-m", "caelum_dask", "test", str(project), "--scheduler",
+                                 shard_cluster.scheduler.address, "--env", f"HELPER_PIDS={pids}", "--", "-k", "hang"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        deadline = time.monotonic() + 120
+        while not (pids / "hung").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (pids / "hung").exists(), proc.stderr
+        helper = int((pids / "hung").read_text())
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2 and "interrupted" in err, err
+        gone = psutil.wait_procs([psutil.Process(helper)] if psutil.pid_exists(helper) else [], timeout=10)[1]
+        assert not gone, f"helper {helper} survived {signum}"
+        assert not [p for p in psutil.process_iter() if _env_of(p).get("HELPER_PIDS") == str(pids)]
+
+
+def _env_of(proc: psutil.Process) -> dict[str, str]:
+    try:
+        return proc.environ()
+    except psutil.Error:
+        return {}

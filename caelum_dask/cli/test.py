@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -52,8 +53,8 @@ def _env_pairs(values: tuple[str, ...]) -> dict[str, str]:
 @click.command(context_settings={"ignore_unknown_options": False})
 @click.argument("path", type=click.Path(file_okay=False, path_type=str))
 @click.option("--shards", default="auto", show_default=True, metavar="auto|N",
-              help="How many pytest processes to split the suite into; auto: from the cluster's "
-                   "slots and the recorded durations.")
+              help="How many long-lived pytest sessions run the suite; auto: one per worker thread "
+                   "of the cluster.")
 @click.option("--dist", type=click.Choice(["load", "loadfile", "loadscope"]), default="load", show_default=True,
               help="load: tests spread freely; loadfile: a file's tests stay together; loadscope: a "
                    "module's or class's tests stay together (their fixtures set up once).")
@@ -67,8 +68,8 @@ def _env_pairs(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--python", "python", default=None, metavar="PY",
               help="Interpreter to run pytest with on the workers (default: the worker's own Python).")
 @click.option("--timeout", type=float, default=None, metavar="SECONDS",
-              help="Kill a shard's pytest when no test starts or finishes for this long; the running test "
-                   "is reported as hung (default: caelum.testing.timeout, 300).")
+              help="A test that makes no progress for this long is reported hung and its session's "
+                   "process tree killed; a fresh session takes the rest (default: caelum.testing.timeout, 300).")
 @click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Extra environment for the tests (repeatable).")
 @click.option("--no-record", is_flag=True, help="Do not update .caelum/test-durations.json.")
 @scheduler_option
@@ -77,17 +78,21 @@ def _env_pairs(values: tuple[str, ...]) -> dict[str, str]:
 def test(path: str, shards: str, dist: str, platforms: str | None, retry_failed: int | None, flaky_fails: bool,
          junit: str | None, python: str | None, timeout: float | None, env: tuple[str, ...], no_record: bool,
          scheduler: str | None, as_json: bool, pytest_args: tuple[str, ...]) -> None:
-    """Run the pytest suite in PATH sharded over the cluster's machines.
+    """Run the pytest suite in PATH over the cluster's machines.
 
     The project is shipped to each machine once (git-tracked plus untracked, non-ignored
-    files), its tests are collected with `pytest --collect-only`, split into shards balanced
-    by the durations recorded in PATH/.caelum/test-durations.json (or pytest-split's
-    .test_durations), and each shard runs as `python -m pytest` on a worker. Failed tests are
-    re-run to tell flaky from broken. Anything after `--` goes to pytest, e.g.
-    `caelum test . -- -x -k smoke`. Workers need the project's test dependencies installed.
+    files). Every worker slot runs one long-lived pytest session that collects once and then
+    takes tests from one queue, longest first by the durations recorded in
+    PATH/.caelum/test-durations.json (or pytest-split's .test_durations), in shrinking
+    chunks, with idle sessions stealing at the tail. The counts are pytest's own final
+    line. Failed tests are re-run on another machine to tell flaky from broken. A crashed
+    or hung test is reported and its session replaced; everything a session started ends
+    with it. Anything after `--` goes to pytest, e.g. `caelum test . -- -x -k smoke`
+    (`-x`/`--maxfail` stop the whole run). Workers need the project's test dependencies
+    installed. `pytest --caelum` runs the same engine from your own pytest command line.
 
     Exit status as pytest's: 0 passed, 1 tests failed, 2 interrupted (collection errors,
-    lost shards), 4 usage error, 5 no tests collected.
+    lost workers), 4 usage error, 5 no tests collected.
     """
     from caelum_dask.testing.report import render
     from caelum_dask.testing.runner import TestOptions, run_tests
@@ -105,19 +110,24 @@ def test(path: str, shards: str, dist: str, platforms: str | None, retry_failed:
     if not Path(path).expanduser().is_dir():
         raise InvalidInput(f"{path}: no such project folder; give the folder that holds the tests")
 
+    signal.signal(signal.SIGTERM, _interrupt)  # a stopped run ends its sessions, as Ctrl-C does
     try:
         with open_client(scheduler, quiet=as_json) as client, \
                 ProgressDisplay("caelum test", noun="tests", live=not as_json) as display:
             summary = run_tests(path, options, client=client, progress=display.status,
                                 listener=ProgressListener(display))
-    except KeyboardInterrupt:  # pytest's meaning of 2; closing the client cancels the shards
-        click.echo("caelum test: interrupted; the run's shards were cancelled", err=True)
+    except KeyboardInterrupt:  # pytest's meaning of 2; the run ended its sessions and their processes
+        click.echo("caelum test: interrupted; the run's sessions and their processes were ended", err=True)
         sys.exit(2)
     if as_json:
         print_json(summary)
     else:
         click.echo(render(summary))
     sys.exit(summary["exit_code"])
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 COMMANDS = [test]

@@ -188,27 +188,37 @@ class Dispatcher:
         """What to send now: chunks to sessions running low, ``last`` flags, steals."""
         if self.stopped:
             return []
-        out: list[Dispatch] = []
         ready = [s for s in self.sessions.values() if s.ready and s.alive]
+        out = self._refills(ready)
+        if not self.pending:
+            for slot in ready:
+                if not slot.queued:  # idle with nothing left to hand out
+                    out.extend(self._steal_for(slot, ready))
+        return out + self._last_flags(ready, out)
+
+    def _refills(self, ready: list[SessionSlot]) -> list[Dispatch]:
+        out = []
         for slot in sorted(ready, key=lambda s: s.queued_estimate()):
-            if self._low(slot) and self.pending:
+            if self.pending and self._low(slot):
                 chunk = self._take(slot, max(len(ready), self.expected))
                 if chunk:
                     slot.queued.extend(chunk)
                     out.append(Dispatch(slot.name, "run", [i for u in chunk for i in u.ids]))
-        for slot in ready:
-            if not slot.queued and not self.pending:  # idle with nothing left to hand out
-                out.extend(self._steal_for(slot, ready))
+        return out
+
+    def _last_flags(self, ready: list[SessionSlot], sent: list[Dispatch]) -> list[Dispatch]:
+        """Tell each session whether more is coming (it holds its last test back until then)."""
         last = not self.pending
+        extra = []
+        runs = {d.session: d for d in sent if d.op == "run"}
         for slot in ready:
-            sent = next((d for d in out if d.session == slot.name and d.op == "run"), None)
-            if sent is not None:
-                sent.last = last
+            if slot.name in runs:
+                runs[slot.name].last = last
                 slot.last_sent = last
             elif slot.last_sent is not last and (slot.queued or last):
-                out.append(Dispatch(slot.name, "run", [], last))
+                extra.append(Dispatch(slot.name, "run", [], last))
                 slot.last_sent = last
-        return out
+        return extra
 
     def pace(self) -> float:
         """Measured seconds per estimated second so far (1.0 until something finished).

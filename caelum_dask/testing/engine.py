@@ -160,8 +160,12 @@ class SuiteRun:
             for info in self.sessions.values():
                 self._submit(info)
             self._loop()
-        finally:
+        except BaseException:  # Ctrl-C, a cancelled workflow step, a bug: end everything now
+            self._abort()
+            raise
+        else:
             self._shutdown()
+        finally:
             _unsubscribe(self.client, self)
             try:
                 self.client.run(reap_run, run_id)
@@ -425,6 +429,17 @@ class SuiteRun:
         alive = sum(1 for s in self.sessions.values() if s.attempt and not s.ended and not s.lost)
         self.listener.progress(TestProgress(done=min(done, total), total=total, failed=self.failures,
                                             running=running, sessions=alive, elapsed=elapsed, eta=eta))
+
+    def _abort(self) -> None:
+        """Stop every session without waiting for it; the reap below ends their processes."""
+        for info in self.sessions.values():
+            try:
+                if info.inbox is not None:
+                    info.inbox.put({"op": "stop", "attempt": "*"})
+                if info.future is not None:
+                    info.future.cancel()
+            except Exception:  # the client may be half closed already
+                continue
 
     def _shutdown(self) -> None:
         for info in self.sessions.values():

@@ -115,29 +115,39 @@ def session_args(args: list[str], positional: list[str] | None = None, keep_valu
     i = 0
     while i < len(args):
         arg = args[i]
-        name = arg.split("=", 1)[0]
         following = args[i + 1] if i + 1 < len(args) else None
         if arg == "--":
             out.extend(args[i:])
             break
-        if arg == "--caelum":
-            if following is not None and not following.startswith("-") and not keep_value:
-                i += 1  # its address
-        elif name == "--caelum":
-            pass
-        elif name in _VALUED:
-            if "=" not in arg:
-                i += 1
-        elif (arg.startswith("-") and arg != "-" and "=" not in arg and arg not in _KNOWN_SHORT
-              and following is not None and not following.startswith("-") and not pending[following]):
-            out.append(f"{arg}={following}" if arg.startswith("--") else arg + following)
-            i += 1
-        else:
-            if pending[arg]:
+        skip = _ours(arg, following, keep_value)
+        if skip is None:
+            glued = _glued(arg, following, pending)
+            out.append(glued or arg)
+            skip = 1 if glued else 0
+            if not glued and pending[arg]:
                 pending[arg] -= 1
-            out.append(arg)
-        i += 1
+        i += 1 + skip
     return out
+
+
+def _ours(arg: str, following: str | None, keep_value: bool) -> int | None:
+    """How many following words a caelum option takes with it; None: not one of ours."""
+    name = arg.split("=", 1)[0]
+    if arg == "--caelum":
+        return 1 if following is not None and not following.startswith("-") and not keep_value else 0
+    if name == "--caelum":
+        return 0
+    if name in _VALUED:
+        return 0 if "=" in arg else 1
+    return None
+
+
+def _glued(arg: str, following: str | None, pending: Counter[str]) -> str | None:
+    """``--opt value`` as ``--opt=value`` when ``value`` is not one of pytest's test paths."""
+    if (arg.startswith("-") and arg != "-" and "=" not in arg and arg not in _KNOWN_SHORT
+            and following is not None and not following.startswith("-") and not pending[following]):
+        return f"{arg}={following}" if arg.startswith("--") else arg + following
+    return None
 
 
 class _Deselected:
@@ -326,18 +336,23 @@ class CaelumController:
         """End as pytest's own ``pytest_runtestloop`` would (``-x``, collection errors, …)."""
         platforms = list(summary.get("platforms") or ())
         if platforms and not self.seen_collection:  # no session could collect: show why
-            collection = platforms[0]["collection"]
-            if self.terminal is not None:
-                self.terminal.write_sep("=", "caelum: no pytest session could collect", red=True)
-                self.terminal.write_line(str(collection.get("output") or "").rstrip())
-            raise session.Interrupted(f"caelum: no pytest session could collect the tests "
-                                      f"(exit code {collection.get('rc')})")
+            self._no_collection(session, platforms[0]["collection"])
         # tests no session was left to run never reached the listener; after -x/--maxfail the
         # tests still queued are not run (pytest does not report them either), not lost
         lost = [] if summary.get("stopped") else [t for p in platforms for t in p["tests"] if t.get("lost")]
         for test in lost:
             if self._rebase(test["nodeid"]) not in self.replayed:
                 self.result(platforms[0]["platform"], test, True)
+        self._raise_like_pytest(session, summary, lost)
+
+    def _no_collection(self, session: pytest.Session, collection: dict[str, Any]) -> None:
+        if self.terminal is not None:
+            self.terminal.write_sep("=", "caelum: no pytest session could collect", red=True)
+            self.terminal.write_line(str(collection.get("output") or "").rstrip())
+        raise session.Interrupted(f"caelum: no pytest session could collect the tests "
+                                  f"(exit code {collection.get('rc')})")
+
+    def _raise_like_pytest(self, session: pytest.Session, summary: dict[str, Any], lost: list[Any]) -> None:
         if self.collection_errors and not self.config.option.continue_on_collection_errors:
             n = self.collection_errors
             raise session.Interrupted(f"{n} error{'s' if n != 1 else ''} during collection")

@@ -427,10 +427,10 @@ class Relay:
                 "nodeid": culprit, "outcome": "error", "categories": ["error"], "reports": [],
                 "duration": round(max(0.0, time.monotonic() - self.quiet_since), 3), "message": reason,
                 "longrepr": f"{reason}\n\n{detail}".rstrip(), "crash": True, **self.here})
+            if self.closing:  # stopped (or stopping): no new interpreter for what is left
+                return False
             self.stream.emit("restart", reason=reason, nodeid=culprit)
             self.quiet_since = time.monotonic()
-            if self.closing and not self.handed:
-                return False
         return self.start()
 
     def result(self, started: float, fetched: bool, removed: list[str]) -> dict[str, Any]:
