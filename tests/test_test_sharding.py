@@ -192,6 +192,7 @@ def test_environment_drops_dask_injected_values_only() -> None:
 # ---------------------------------------------------------------- real clusters
 
 def _project_processes(run_id: str) -> list[psutil.Process]:
+    """The run's processes still alive once its sessions had time to finish exiting."""
     found = []
     for proc in psutil.process_iter():
         try:
@@ -199,7 +200,7 @@ def _project_processes(run_id: str) -> list[psutil.Process]:
                 found.append(proc)
         except psutil.Error:
             continue
-    return found
+    return psutil.wait_procs(found, timeout=40)[1]
 
 
 def test_counts_equal_plain_pytest_field_by_field(shard_cluster, tmp_path: Path) -> None:

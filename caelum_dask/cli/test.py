@@ -95,6 +95,7 @@ def test(path: str, shards: str, dist: str, platforms: str | None, retry_failed:
     lost workers), 4 usage error, 5 no tests collected.
     """
     from caelum_dask.testing.report import render
+    from caelum_dask.testing.engine import settle
     from caelum_dask.testing.runner import TestOptions, run_tests
 
     options = TestOptions(
@@ -112,17 +113,18 @@ def test(path: str, shards: str, dist: str, platforms: str | None, retry_failed:
 
     signal.signal(signal.SIGTERM, _interrupt)  # a stopped run ends its sessions, as Ctrl-C does
     try:
-        with open_client(scheduler, quiet=as_json) as client, \
-                ProgressDisplay("caelum test", noun="tests", live=not as_json) as display:
-            summary = run_tests(path, options, client=client, progress=display.status,
-                                listener=ProgressListener(display))
+        with open_client(scheduler, quiet=as_json) as client:
+            with ProgressDisplay("caelum test", noun="tests", live=not as_json) as display:
+                summary = run_tests(path, options, client=client, progress=display.status,
+                                    listener=ProgressListener(display))
+            if as_json:
+                print_json(summary)
+            else:
+                click.echo(render(summary))
+            settle(client, summary["run_id"])  # the results are out; let the sessions finish exiting
     except KeyboardInterrupt:  # pytest's meaning of 2; the run ended its sessions and their processes
         click.echo("caelum test: interrupted; the run's sessions and their processes were ended", err=True)
         sys.exit(2)
-    if as_json:
-        print_json(summary)
-    else:
-        click.echo(render(summary))
     sys.exit(summary["exit_code"])
 
 

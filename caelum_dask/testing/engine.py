@@ -125,10 +125,53 @@ class RunSettings:
 
 
 def reap_run(run_id: str) -> int:
-    """On a worker: end every process left on this machine by the run's sessions."""
+    """On a worker: end every process left on this machine by the run's sessions.
+
+    Spared: a session's own pytest whose relay still owns it (its parent is alive, not
+    init); it is exiting after its results and its relay ends its tree.
+    """
     from caelum_dask import proctree
 
-    return proctree.kill(proctree.marked("CAELUM_TEST_RUN", run_id))
+    victims = []
+    for proc in proctree.marked("CAELUM_TEST_RUN", run_id):
+        try:
+            owned = "_caelum_session" in proc.cmdline() and proc.ppid() > 1 and proc.parent() is not None
+        except Exception:  # gone already, or unreadable
+            owned = False
+        if not owned:
+            victims.append(proc)
+    return proctree.kill(victims)
+
+
+def await_exit(run_id: str, timeout: float) -> int:
+    """On a worker: wait for the run's session interpreters to finish exiting; how many did not."""
+    import psutil
+
+    from caelum_dask import proctree
+
+    exiting = []
+    for proc in proctree.marked("CAELUM_TEST_RUN", run_id):
+        try:
+            if "_caelum_session" in proc.cmdline():
+                exiting.append(proc)
+        except psutil.Error:
+            continue
+    return len(psutil.wait_procs(exiting, timeout=timeout)[1])
+
+
+def settle(client: Client, run_id: str, timeout: float = 30.0) -> None:
+    """Before a cluster that ran sessions closes: let them finish exiting, then reap.
+
+    ``run_tests`` returns as soon as the results are complete; a session's interpreter may
+    still be exiting (freeing its heap, atexit handlers such as coverage's). Closing an
+    embedded cluster would kill it on the way (its pytest dies with its worker), so whoever
+    owns the cluster calls this first.
+    """
+    try:
+        client.run(await_exit, run_id, timeout)
+        client.run(reap_run, run_id)
+    except Exception:  # workers that are gone have nothing left
+        pass
 
 
 class SuiteRun:

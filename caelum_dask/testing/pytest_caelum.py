@@ -164,6 +164,7 @@ class CaelumController:
         self.address = address
         self.args = args
         self.client: Any = None
+        self.run_id = ""
         self.session: pytest.Session | None = None
         self.terminal = config.pluginmanager.getplugin("terminalreporter")
         self.collection_errors = 0
@@ -215,20 +216,22 @@ class CaelumController:
             summary = run_tests(self.root, options, client=self.client, progress=self.progress, listener=self)
         except CaelumError as exc:
             raise pytest.UsageError(f"--caelum: {exc}") from None
+        self.run_id = summary["run_id"]
         self._finish(session, summary)
         return True
-
-    @pytest.hookimpl
-    def pytest_sessionfinish(self) -> None:
-        self.close()
 
     @pytest.hookimpl
     def pytest_unconfigure(self) -> None:
         self.close()
 
     def close(self) -> None:
+        """After pytest's own summary: let the sessions finish exiting, then let the cluster go."""
         client, self.client = self.client, None
         if client is not None:
+            if self.run_id:
+                from caelum_dask.testing.engine import settle
+
+                settle(client, self.run_id)
             client.close()
 
     # -- the engine's listener (called in this thread, from SuiteRun's loop) ------------------

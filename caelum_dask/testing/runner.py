@@ -24,7 +24,7 @@ from caelum_dask.errors import CaelumError, InvalidInput, UnsatisfiableRequireme
 from caelum_dask.testing import durations as durations_mod
 from caelum_dask.testing import merge
 from caelum_dask.testing.collect import maxfail_of, shard_options
-from caelum_dask.testing.engine import CANNOT_START, RunSettings, SuiteRun, TestProgress, new_run_id
+from caelum_dask.testing.engine import CANNOT_START, RunSettings, SuiteRun, TestProgress, new_run_id, settle
 from caelum_dask.testing.partition import DIST_MODES, imbalance
 from caelum_dask.testing.snapshot import build_snapshot, is_unpacked
 
@@ -162,10 +162,14 @@ def run_tests(path: str | os.PathLike[str], options: TestOptions | None = None, 
         from caelum_dask.cluster import connect
 
         client = connect(scheduler)
+    summary = None
     try:
-        return _run(root, options, client, say, listener)
+        summary = _run(root, options, client, say, listener)
+        return summary
     finally:
         if own_client:
+            if summary is not None:
+                settle(client, summary["run_id"])
             client.close()
 
 

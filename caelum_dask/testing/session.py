@@ -59,6 +59,8 @@ CANNOT_START = 127
 MARKER = "CAELUM_TEST_SESSION"
 #: how often results are sent to the client while tests stream in
 FLUSH_SECONDS = 0.03
+#: how long an interpreter that said it finished may take to exit before it is killed
+EXIT_SECONDS = 30.0
 #: after reading results, wait this long before the next read (fewer wake-ups, same latency)
 READ_PAUSE_SECONDS = 0.005
 #: how often the relay asks the scheduler whether its task is still wanted
@@ -206,7 +208,7 @@ class SessionProcess:
         rc: int | None = CANNOT_START if self.proc is None else None
         if self.proc is not None and exiting:
             try:
-                rc = self.proc.wait(timeout=5)
+                rc = self.proc.wait(timeout=EXIT_SECONDS)
             except subprocess.TimeoutExpired:
                 rc = None
         pid = self.proc.pid if self.proc is not None else None
@@ -271,6 +273,7 @@ class Relay:
         self.last = False
         self.closing = False  # shutdown or stop asked: an exit is expected
         self.quiet_since = time.monotonic()  # the last result (or the last test handed over)
+        self.finished = False  # the interpreter's results are complete (it is only exiting)
         self.proc: SessionProcess | None = None
         self.junit: list[str] = []
         self.runs: list[dict[str, Any]] = []
@@ -364,6 +367,8 @@ class Relay:
             for record in records:
                 self._record(record)
             self.stream.flush(when_due=True)
+            if self.finished and not self.handed:
+                return self._detach()
             if records:
                 time.sleep(READ_PAUSE_SECONDS)  # let results pile up: one read for many tests
             if self.running() is not None and time.monotonic() - self.quiet_since > self.timeout:
@@ -372,6 +377,23 @@ class Relay:
                 with self.lock:
                     self.abandoned = self.closing = True
                 return self._ended(hung=False)
+
+    def _detach(self) -> bool:
+        """Results complete: return now; a thread sees the interpreter out and ends its tree.
+
+        Interpreter shutdown (freeing a large heap, atexit handlers such as coverage's) is
+        nobody's wait: the run's results do not change any more.
+        """
+        with self.lock:
+            proc, self.proc = self.proc, None
+            assert proc is not None
+            junit: Path = proc.junit  # type: ignore[attr-defined]
+            if junit.exists():
+                self.junit.append(junit.read_text(encoding="utf-8", errors="replace"))
+                junit.unlink(missing_ok=True)
+            self.runs.append({"rc": 0, "reason": "ended", "elapsed": round(time.monotonic() - proc.started, 3)})
+        threading.Thread(target=proc.end, args=(True,), name="caelum-session-exit", daemon=True).start()
+        return False
 
     def running(self) -> str | None:
         """The test the interpreter runs now: the first handed over and not reported.
@@ -390,6 +412,8 @@ class Relay:
                 self._forget([self.position.get(record["r"], -1)])
                 self.stream.results.append({**{k: v for k, v in record.items() if k != "r"},
                                             "nodeid": record["r"], **self.here})
+            elif "finished" in record:
+                self.finished = True
             elif "released" in record:
                 self._forget(record["released"])
                 if "stopped" in record:

@@ -19,7 +19,9 @@ relay -> session
 session -> relay
     ``{"collected": {...}}`` once; ``{"r": nodeid, ...}`` when a test has finished all its phases (outcome, report categories as
     pytest's terminal counts them, duration, text, and with ``full`` pytest's own serialised
-    reports); ``{"released": [...]}``; ``{"stopped": reason}`` on ``-x``/``--maxfail``.
+    reports); ``{"released": [...]}``; ``{"stopped": reason}`` on ``-x``/``--maxfail``;
+    ``{"finished": exitstatus}`` once every report (session-scoped teardown included) and the
+    JUnit file are written: the results are complete, the interpreter is only exiting.
 
 A test runs with ``nextitem`` set to the test queued after it, exactly as in a plain run, so
 module- and class-scoped fixtures live across the tests of a unit. Tests run in the order they
@@ -252,3 +254,9 @@ def pytest_runtest_logfinish(nodeid: str, location: Any) -> None:
     state = _STATE.pop(nodeid, None)
     if state is not None and _LINK is not None:
         _LINK.send({"r": nodeid, **state})
+
+
+@pytest.hookimpl(trylast=True)  # after the runner's final teardown and junitxml's file
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _LINK is not None:
+        _LINK.send({"finished": int(exitstatus)})
