@@ -19,7 +19,7 @@ import pytest
 
 from caelum_dask.testing.pytest_caelum import session_args
 from caelum_dask.testing.session import clean_environment
-from testshard_fixtures import make_project, shard_cluster
+from testshard_fixtures import EXACT, OUTCOME_TESTS, make_project, shard_cluster
 
 __all__ = ["shard_cluster"]
 
@@ -61,28 +61,7 @@ PROJECT = {
         def test_teardown_error_only(broken_teardown):
             pass
 
-        def test_setup_error(missing_fixture):
-            pass
-
-        @pytest.mark.skip(reason="not today")
-        def test_skip():
-            pass
-
-        def test_skip_inside():
-            pytest.skip("decided at run time")
-
-        @pytest.mark.xfail(reason="known bug")
-        def test_xfail():
-            assert 0
-
-        @pytest.mark.xfail(reason="fixed already")
-        def test_xpass():
-            pass
-
-        @pytest.mark.xfail(strict=True, reason="strict")
-        def test_xpass_strict():
-            pass
-
+''' + OUTCOME_TESTS + '''
         @pytest.mark.parametrize("n", range(6))
         def test_many(n):
             assert n != 4
@@ -102,25 +81,9 @@ PROJECT = {
             def test_b(self):
                 pass
     ''',
-    "tests/test_optional_dep.py": '''
-        import pytest
-
-        pytest.importorskip("module_nobody_installs_here")
-
-        def test_never_collected():
-            pass
-    ''',
-    "tests/test_skipped_module.py": '''
-        import pytest
-
-        pytestmark = pytest.mark.skip(reason="whole module off")
-
-        def test_one():
-            pass
-
-        def test_two():
-            pass
-    ''',
+    # modules skipped at collection, shared with the `caelum test` sample
+    "tests/test_optional_dep.py": EXACT["tests/test_optional_dep.py"],
+    "tests/test_skipped_module.py": EXACT["tests/test_skipped_module.py"],
     "tests/sub/test_deep.py": '''
         def test_deep_pass():
             pass

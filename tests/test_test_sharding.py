@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from caelum_dask.testing.partition import imbalance, scope_of, units_of
 from caelum_dask.testing.session import clean_environment
 from caelum_dask.testing.snapshot import build_snapshot, ensure_unpacked
 from caelum_dask.testing.steps import test_step as shard_test_step
-from conftest import REPO, run_caelum
+from conftest import REPO, run_caelum, wait_for
 from testshard_fixtures import (BASIC, BROKEN, CRASHY, EMPTY, EXACT, FLAKY, final_counts, make_project,
                                 plain_pytest, plain_pytest_outcomes, shard_cluster, skewed)
 
@@ -451,15 +452,22 @@ def test_killed_worker_gives_the_same_results(process_cluster, tmp_path: Path) -
 
 @pytest.mark.slow
 def test_two_machines_share_one_queue_and_retry_elsewhere(process_cluster, tmp_path: Path) -> None:
-    """Workers on 127.0.0.1 and 127.0.0.2 (two machines to the registry) take from one queue."""
+    """`caelum scheduler` and two `caelum worker`s on 127.0.0.1 and 127.0.0.2 (two machines to the
+    registry) take from one queue; the flaky test's re-run goes to the other machine."""
     state = tmp_path / "flaky-state"
     files = {"tests/test_shared.py": "\n".join(
         ["import time", ""] + [f"def test_s{i}():\n    time.sleep(0.05)\n" for i in range(30)]),
         **FLAKY}
     project = make_project(tmp_path / "shared", files)
-    process_cluster.start_scheduler()
-    process_cluster.start_worker("one")
-    process_cluster.start_worker("two", "--host", "127.0.0.2")
+    sched = process_cluster._spawn("scheduler", [sys.executable, "-m", "caelum_dask", "scheduler", "--host",
+                                                 "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0"])
+    found = wait_for(lambda: re.search(r"Scheduler at:\s+(tcp://\S+)", process_cluster.log("scheduler"))
+                     or (sched.poll() is not None and pytest.fail(process_cluster.log("scheduler"))))
+    process_cluster.address = found.group(1)
+    for name, host in (("one", "127.0.0.1"), ("two", "127.0.0.2")):  # `caelum worker`, two machines
+        process_cluster._spawn(f"worker-{name}", [sys.executable, "-m", "caelum_dask", "worker",
+                                                  process_cluster.address, "--nthreads", "1", "--host", host,
+                                                  "--dashboard-address", "127.0.0.1:0"])
     process_cluster.wait_for_workers(2).close()
     proc, summary = _caelum_json(str(project), "--scheduler", process_cluster.address, "--env",
                                  f"FLAKY_STATE={state}")

@@ -125,6 +125,31 @@ BROKEN = {
 
 EMPTY = {"tests/helpers.py": "VALUE = 1\n"}
 
+#: setup error, skips, xfail, xpass and strict xpass: shared by the samples that compare counts
+OUTCOME_TESTS = '''
+        def test_setup_error(missing_fixture):
+            pass
+
+        @pytest.mark.skip(reason="not today")
+        def test_skip():
+            pass
+
+        def test_skip_inside():
+            pytest.skip("decided at run time")
+
+        @pytest.mark.xfail(reason="known bug")
+        def test_xfail():
+            assert 0
+
+        @pytest.mark.xfail(reason="fixed already")
+        def test_xpass():
+            pass
+
+        @pytest.mark.xfail(strict=True, reason="strict")
+        def test_xpass_strict():
+            pass
+'''
+
 #: every kind of outcome pytest counts, several of them twice for one test
 EXACT = {
     "tests/conftest.py": '''
@@ -150,28 +175,7 @@ EXACT = {
         def test_teardown_error_only(broken_teardown):
             pass  # 1 passed and 1 error
 
-        def test_setup_error(missing_fixture):
-            pass
-
-        @pytest.mark.skip(reason="not today")
-        def test_skip():
-            pass
-
-        def test_skip_inside():
-            pytest.skip("decided at run time")
-
-        @pytest.mark.xfail(reason="known bug")
-        def test_xfail():
-            assert 0
-
-        @pytest.mark.xfail(reason="fixed already")
-        def test_xpass():
-            pass
-
-        @pytest.mark.xfail(strict=True, reason="strict")
-        def test_xpass_strict():
-            pass
-
+''' + OUTCOME_TESTS + '''
         @pytest.mark.parametrize("n", range(12))
         def test_many(n):
             assert n != 7

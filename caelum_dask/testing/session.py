@@ -13,8 +13,9 @@ The relay owns the failure handling that only a process on that machine can do:
 
 * a test that kills the interpreter (``os._exit``, a segfault) is reported as an error naming
   the exit code; a test that makes no progress for ``timeout`` seconds is reported hung and its
-  process tree killed; either way a fresh session starts, collects, and gets the tests that
-  were handed to the dead one and had not run;
+  process tree killed; either way the tests handed to the dead interpreter that had not run go
+  back to the run's queue, and a fresh interpreter starts on the slot, collects, and takes
+  work again;
 * every process a session started dies with it: its live tree and every process carrying its
   marker variable (:mod:`caelum_dask.proctree`), including helpers that started their own
   session; the pytest process itself dies with the worker (``PR_SET_PDEATHSIG`` on Linux);
@@ -453,7 +454,11 @@ class Relay:
                 "longrepr": f"{reason}\n\n{detail}".rstrip(), "crash": True, **self.here})
             if self.closing:  # stopped (or stopping): no new interpreter for what is left
                 return False
+            # the rest go back to the run's queue (other sessions take them while this slot's
+            # new interpreter collects); the queue hands this slot new work once it is ready
             self.stream.emit("restart", reason=reason, nodeid=culprit)
+            self.stream.emit("released", ids=list(self.handed))
+            self.handed.clear()
             self.quiet_since = time.monotonic()
         return self.start()
 
