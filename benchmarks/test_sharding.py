@@ -17,8 +17,11 @@ Suites (the synthetic one always runs):
 * --all: both.
 A sdist that cannot be downloaded (offline) is reported and its suite left out.
 
-For each suite, in this order and on this machine: one untimed ``pytest --collect-only`` (so
-every timed run finds bytecode and page cache warm), then serial ``python -m pytest``,
+For each suite, in this order and on this machine: one untimed collection per contender
+(``pytest --collect-only`` in the project; a caelum run that selects nothing, which collects in
+the workers' unpacked snapshot), so every timed run finds bytecode and page cache warm — as on
+a developer's machine, where ``PYTHONDONTWRITEBYTECODE`` is dropped for the whole benchmark
+unless ``--keep-bytecode-env`` — then serial ``python -m pytest``,
 ``pytest -n 2``, ``pytest -n 2 --dist loadfile``, and ``caelum test`` on a 2-worker
 LocalCluster started before the timings (as a real cluster would be) twice: run 1 with no
 recorded durations (PROJECT/.caelum deleted first) and run 2 balanced by run 1's durations.
@@ -159,10 +162,21 @@ def caelum_run(suite: Suite, client: Client) -> dict[str, Any]:
             "shards": len(durations), "imbalance": round(max(durations) / mean, 2) if mean else None}
 
 
-def warm_up(suite: Suite) -> None:
-    """Untimed collection, so no timed run pays for bytecode compilation or a cold page cache."""
+#: a -k expression no test matches: a caelum run that only collects
+NOTHING = ["-k", "caelum_benchmark_warm_up_selects_nothing"]
+
+
+def warm_up(suite: Suite, client: Client) -> None:
+    """Untimed collection for every contender, so no timed run pays for bytecode compilation.
+
+    pytest and xdist compile into the project's ``__pycache__``; caelum's sessions compile into
+    the unpacked snapshot on the workers, warmed by a run that collects and selects nothing
+    (it records no durations, so run 1 still starts without any).
+    """
     subprocess.run([*pytest_command(suite, []), "--collect-only"], cwd=suite.project, env=pytest_env(suite),
                    capture_output=True, check=False)
+    run_tests(suite.project, TestOptions(pytest_args=[*suite.pytest_args, *NOTHING], env=suite.env,
+                                         retry_failed=0, record_durations=False), client=client)
 
 
 def with_load(result: dict[str, Any]) -> dict[str, Any]:
@@ -209,7 +223,7 @@ def summarise(reps: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
 
 def bench(suite: Suite, client: Client, repeat: int) -> dict[str, Any]:
     load_before = os.getloadavg()
-    warm_up(suite)
+    warm_up(suite, client)
     row = summarise([measure_once(suite, client) for _ in range(repeat)])
     ratio = ratios(row["wall_s"])
     return {"suite": suite.name, "repeat": repeat, **row, "ratios": ratio,
@@ -262,6 +276,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--large", action="store_true", help="also benchmark networkx's test suite (large)")
     parser.add_argument("--all", action="store_true", help="both --click and --large")
     parser.add_argument("--repeat", type=int, default=1, help="repeat each suite's sequence N times (medians)")
+    parser.add_argument("--keep-bytecode-env", action="store_true",
+                        help="keep PYTHONDONTWRITEBYTECODE if set (every run then recompiles everything)")
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -270,6 +286,11 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    if not args.keep_bytecode_env:
+        # a developer's machine writes bytecode caches: serial and xdist reuse the project's
+        # __pycache__, caelum its unpacked snapshot's. Some boxes (CI images) set
+        # PYTHONDONTWRITEBYTECODE, which makes every run of every contender recompile.
+        os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     work = Path(tempfile.mkdtemp(prefix="caelum-bench-"))
     load_before = os.getloadavg()
     rows: list[dict[str, Any]] = []

@@ -51,8 +51,8 @@ def embedded_cluster_kwargs() -> dict[str, Any]:
     return {
         "n_workers": int(n_workers),
         "threads_per_worker": threads,
-        "processes": bool(config.get("embedded.processes", True)),
-        "dashboard_address": config.get("embedded.dashboard-address", ":0"),
+        "processes": bool(config.get("embedded.processes")),
+        "dashboard_address": config.get("embedded.dashboard-address"),
         "host": "127.0.0.1",
         "scheduler_kwargs": {"preload": ["caelum_dask.scheduler"]},
         "preload": ["caelum_dask.worker"],
@@ -121,6 +121,22 @@ def connect(
             "to run on the embedded cluster"
         ) from None
     return client
+
+
+@contextlib.contextmanager
+def client_scope(client: Client | None = None, scheduler: str | None = None) -> Iterator[Client]:
+    """The client an engine works with: the caller's, or one it connects and closes.
+
+    Every engine takes ``client=`` / ``scheduler=`` and enters this: given a client, it is
+    used and left open (the caller owns it); otherwise :func:`connect` resolves the cluster
+    (``scheduler`` > ``CAELUM_SCHEDULER`` > config > embedded LocalCluster) and the client,
+    with any embedded cluster, is closed when the block ends.
+    """
+    if client is not None:
+        yield client
+        return
+    with connect(scheduler) as owned:
+        yield owned
 
 
 def _short(exc: BaseException) -> str:

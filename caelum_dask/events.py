@@ -9,7 +9,10 @@ flat JSON-serialisable dict with at least ``event`` (what happened) and ``time``
 from __future__ import annotations
 
 import datetime as _dt
+import inspect
 import json
+import threading
+from collections.abc import Callable
 from typing import Any
 
 MACHINES = "caelum.machines"
@@ -63,3 +66,53 @@ def _default_sink() -> Any:
 def as_json_line(topic: str, timestamp: float, message: Any) -> str:
     """One line of ``caelum events`` output."""
     return json.dumps({"topic": topic, "timestamp": timestamp, "message": message}, default=str)
+
+
+class _Router:
+    """The one Dask handler of a (client, topic), fanning events out to caelum's listeners."""
+
+    def __init__(self, previous: Callable[..., Any] | None) -> None:
+        self.listeners: dict[str, Callable[[tuple[float, Any]], None]] = {}
+        self.previous = previous  # a handler somebody else had installed: still called
+
+    def __call__(self, event: tuple[float, Any]) -> Any:
+        for listener in list(self.listeners.values()):
+            listener(event)
+        if self.previous is not None:
+            outcome = self.previous(event)
+            if inspect.isawaitable(outcome):
+                return outcome
+        return None
+
+
+_ROUTERS_LOCK = threading.Lock()
+
+
+def listen(client: Any, topic: str, key: str, listener: Callable[[tuple[float, Any]], None]) -> None:
+    """Call ``listener(event)`` for every event on ``topic`` that reaches ``client``.
+
+    Dask keeps one handler per topic and client; several runs on one client (and a dashboard or
+    a user's own handler) share it through this router. ``key`` names the listener for
+    :func:`unlisten`. Listeners run on the client's event loop: keep them short.
+    """
+    from caelum_dask import compat
+
+    with _ROUTERS_LOCK:
+        current = compat.topic_handler(client, topic)
+        router = current if isinstance(current, _Router) else _Router(current)
+        router.listeners[key] = listener
+        if router is not current:
+            client.subscribe_topic(topic, router)
+
+
+def unlisten(client: Any, topic: str, key: str) -> None:
+    """Stop calling the listener ``key``; the last one out unsubscribes (unless chained)."""
+    from caelum_dask import compat
+
+    with _ROUTERS_LOCK:
+        router = compat.topic_handler(client, topic)
+        if not isinstance(router, _Router):
+            return
+        router.listeners.pop(key, None)
+        if not router.listeners and router.previous is None:
+            compat.drop_topic_handler(client, topic)

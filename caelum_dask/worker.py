@@ -16,7 +16,7 @@ import logging
 import os
 from typing import Any
 
-from caelum_dask import config, resources, slots
+from caelum_dask import compat, config, resources, slots
 from caelum_dask.machine import describe_local_machine
 from caelum_dask.nvml import describe_gpus
 
@@ -29,21 +29,18 @@ METRICS_KEY = "caelum_gpus"
 def dask_setup(worker: Any) -> None:
     """Preload entry point (Dask calls it with the Worker, before registration)."""
     _start_llm_discovery(worker)
-    if not config.get("resources.detect", True):
+    if not config.get("resources.detect"):
         return
     machine = resources.detect(config.get("resources.disk-path") or worker.local_directory)
     claim = slots.claim_slot(worker.scheduler.address, slots.slot_count(worker.state.nthreads))
     worker._caelum_slot = claim  # held (with its lock) for the life of the worker
     share = resources.share_for_worker(machine, claim.share, claim.count)
 
-    explicit = dict(worker.state.total_resources)
+    explicit = compat.worker_resources(worker)
     advertised = resources.merge_resources(share.resources, explicit)
-    for name, quantity in advertised.items():
-        if name not in explicit:
-            worker.state.total_resources[name] = quantity
-            worker.state.available_resources[name] = quantity
+    compat.advertise_resources(worker, {k: v for k, v in advertised.items() if k not in explicit})
 
-    if share.gpu_indices and config.get("resources.set-cuda-visible-devices", True):
+    if share.gpu_indices and config.get("resources.set-cuda-visible-devices"):
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", ",".join(map(str, share.gpu_indices)))
 
     description = {
@@ -60,13 +57,13 @@ def dask_setup(worker: Any) -> None:
             gpu.to_dict() for gpu in describe_gpus() if gpu.index in mine
         ]
     logger.info(
-        "caelum: slot %d/%d, advertising %s", claim.index, claim.count, worker.state.total_resources
+        "caelum: slot %d/%d, advertising %s", claim.index, claim.count, compat.worker_resources(worker)
     )
 
 
 def _start_llm_discovery(worker: Any) -> None:
     """Find this machine's Ollama server(s) from the start (see caelum_dask.llm.discovery)."""
-    if not config.get("llm.discover-on-start", True):
+    if not config.get("llm.discover-on-start"):
         return
     from caelum_dask.llm.discovery import LLMDiscovery
 

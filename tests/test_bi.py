@@ -356,3 +356,14 @@ def test_parse_since() -> None:
     with pytest.raises(InvalidInput):
         parse_since("soon")
     assert np.isclose(parse_since("1y", now), now - 365 * 86400)
+
+
+def test_aggregation_follows_the_callers_configuration(cluster: tuple[Any, str], tmp_path: Path) -> None:
+    """The aggregation task runs on a worker; the caller's caelum.bi settings travel with it."""
+    definition = tmp_path / "deploys.py"
+    definition.write_text('TITLE = "deploys"\nSINCE = "all"\nSOURCES = ["git"]\nTABLES = ["deployments"]\n')
+    usual = run_report(definition, client=cluster[0], since="all", per="worker").tables["deployments"]
+    assert usual["fixes"].tolist() == [0, 1, 0]
+    with dask.config.set({"caelum.bi.fix-pattern": "^no commit subject looks like this$"}):
+        mine = run_report(definition, client=cluster[0], since="all", per="worker").tables["deployments"]
+    assert mine["fixes"].tolist() == [0, 0, 0]  # the workers' own (default) pattern would say [0, 1, 0]

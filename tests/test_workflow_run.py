@@ -271,10 +271,7 @@ def test_another_handler_on_the_topic_keeps_working(wf_client: Client) -> None:
         assert {m["task"] for m in seen if m.get("run_id") == result.run_id and m.get("event") == "task-state"
             and m.get("state") == "completed"} == set(result.tasks)
     finally:
-        from caelum_dask.workflow.runner import _DISPATCH_ATTR
-
         wf_client.unsubscribe_topic(events.WORKFLOWS)
-        setattr(wf_client, _DISPATCH_ATTR, None)
 
 
 def test_final_states_recoverable_from_the_scheduler_log(wf_client: Client) -> None:

@@ -150,7 +150,7 @@ def run_codemod(path: str, transform: str, *, apply: bool = False, client: Any =
     from libcst.helpers import calculate_module_and_package
 
     from caelum_dask import config
-    from caelum_dask.cluster import connect
+    from caelum_dask.cluster import client_scope
 
     if not Path(path).exists():
         raise InvalidInput(f"no such file or directory: {path}")
@@ -168,14 +168,11 @@ def run_codemod(path: str, transform: str, *, apply: bool = False, client: Any =
         except ValueError:
             module = package = None
         items.append((filename, Path(filename).read_bytes(), module, package))
-    owned = client is None
-    if owned:
-        client = connect(scheduler)
     run = uuid.uuid4().hex[:12]
-    try:
+    with client_scope(client, scheduler) as client:
         n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
         batches = batch_by_size(items, [len(i[1]) for i in items],
-                                target_bytes=int(config.get("analysis.batch-bytes", 64_000)),
+                                target_bytes=int(config.get("analysis.batch-bytes")),
                                 min_batches=8 * n_workers)
         futures = [client.submit(codemod_batch, b, ref, context_lines, pure=False,
                                  key=f"caelum-analyze-{run}-codemod-{i:05d}") for i, b in enumerate(batches)]
@@ -193,9 +190,6 @@ def run_codemod(path: str, transform: str, *, apply: bool = False, client: Any =
                 done += 1
             if progress:
                 progress(done, len(items))
-    finally:
-        if owned:
-            client.close()
     if apply:
         for filename in result.changed:
             Path(filename).write_bytes(result.new_code[filename])

@@ -76,7 +76,7 @@ def discover(root: str | os.PathLike[str], *, include_all: bool = False,
     if not base.exists():
         raise InvalidInput(f"no such file or directory: {root}")
     if max_bytes is None:
-        max_bytes = int(config.get("analysis.max-file-bytes", 1_000_000))
+        max_bytes = int(config.get("analysis.max-file-bytes"))
     if base.is_file():
         if not base.name.endswith((".py", ".pyi")):
             raise InvalidInput(f"{root} is not a Python file (.py)")

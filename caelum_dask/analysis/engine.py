@@ -108,17 +108,14 @@ def _run_on_cluster(run_id: str, misses: list[SourceFile], contents: dict[str, b
                     progress: Progress | None, n_files: int) -> int:
     from distributed import as_completed
 
-    from caelum_dask.cluster import connect
+    from caelum_dask.cluster import client_scope
 
-    owned = client is None
-    if owned:
-        client = connect(scheduler)
-    try:
+    with client_scope(client, scheduler) as client:
         n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
-        target = int(batch_bytes or config.get("analysis.batch-bytes", 64_000))
+        target = int(batch_bytes or config.get("analysis.batch-bytes"))
         batches = batch_by_size(misses, [f.size for f in misses], target_bytes=target,
                                 min_batches=8 * n_workers)
-        limit = time_limit if time_limit is not None else config.get("analysis.file-time-limit", 60)
+        limit = time_limit if time_limit is not None else config.get("analysis.file-time-limit")
         events.emit(events.ANALYSIS, "run-started", sink=client, run_id=run_id, files=n_files,
                     tasks=len(batches))
         futures = {}
@@ -146,9 +143,6 @@ def _run_on_cluster(run_id: str, misses: list[SourceFile], contents: dict[str, b
             if progress:
                 progress(done, len(misses))
         return len(batches)
-    finally:
-        if owned:
-            client.close()
 
 
 def _failed(message: str) -> dict[str, Any]:

@@ -103,7 +103,7 @@ def make_spec(analyzers: list[str] | tuple[str, ...] | None = None, plugins: lis
     names = tuple(n for n in BUILTINS if n in needed)
     from caelum_dask import config
 
-    merged = {**(config.get("analysis.plugin-options", {}) or {}), **(options or {})}
+    merged = {**(config.get("analysis.plugin-options") or {}), **(options or {})}
     spec = AnalyzerSpec(names, read_plugins(list(plugins)), {k: dict(v) for k, v in merged.items()})
     seen: set[str] = set()
     for cls in spec.classes():

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import cloudpickle
+import dask.config
 import pandas as pd
 from distributed import Client
 
@@ -52,24 +53,31 @@ class ReportResult:
                 "problems": self.problems.to_dict(orient="records"), "files": self.files}
 
 
-def aggregate(table_names: list[str], extra_pickled: bytes | None,
+def aggregate(table_names: list[str], extra_pickled: bytes | None, settings: dict[str, Any],
               precomputed: dict[str, pd.DataFrame], *parts: dict[str, pd.DataFrame]) -> dict[str, Any]:
     """The aggregation task: merge + dedup the collectors' tables and build the report's tables.
 
     ``extra_pickled`` is the definition's ``tables`` function, cloudpickled by value on the
     client: plain pickle would refer to the definition module by name, which workers lack.
+    ``settings`` is the caller's ``caelum.bi`` configuration (fix pattern, deploy tags,
+    ownership depth): the report follows the configuration of whoever asked for it, not of
+    the worker that happens to aggregate.
     """
     extra = cloudpickle.loads(extra_pickled) if extra_pickled else None
     data = Dataset.merge(list(parts))
-    built = {name: precomputed[name] if name in precomputed else BUILDERS[name](data) for name in table_names}
-    if extra is not None:
-        try:
-            derived = dict(extra(data, built) or {})
-        except Exception as exc:  # noqa: BLE001 - user code: one clear line, not a worker traceback
-            raise InvalidInput(f"the report definition's tables() failed: {type(exc).__name__}: {exc}") from None
-        for name, frame in derived.items():
-            built[str(name)] = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
+    with dask.config.set({"caelum.bi": settings}):
+        built = {name: precomputed[name] if name in precomputed else BUILDERS[name](data) for name in table_names}
+        derived = _extra_tables(extra, data, built) if extra is not None else {}
+    for name, frame in derived.items():
+        built[str(name)] = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
     return {"tables": built, "problems": data.problems, "collected": data.summary()}
+
+
+def _extra_tables(extra: Callable[..., Any], data: Dataset, built: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    try:
+        return dict(extra(data, built) or {})
+    except Exception as exc:  # noqa: BLE001 - user code: one clear line, not a worker traceback
+        raise InvalidInput(f"the report definition's tables() failed: {type(exc).__name__}: {exc}") from None
 
 
 def _rows(part: dict[str, pd.DataFrame]) -> int:
@@ -89,8 +97,9 @@ def run_report(definition: str | Path | ReportDefinition, *, client: Client | No
     defn = definition if isinstance(definition, ReportDefinition) else load(definition)
     window = parse_since(since if since is not None else defn.since)
     if client is None:
-        from caelum_dask.cluster import connect
-        with connect() as own:
+        from caelum_dask.cluster import client_scope
+
+        with client_scope() as own:
             return run_report(defn, client=own, roots=roots, since=since, out=out, per=per, progress=progress)
     started = time.monotonic()
     run_id, futures = submit_collectors(client, roots, window, per, defn.sources)
@@ -108,7 +117,8 @@ def run_report(definition: str | Path | ReportDefinition, *, client: Client | No
             precomputed = {t: big[t] for t in wanted_large}
     extra = getattr(defn.module, "tables", None)
     blob = cloudpickle.dumps(extra) if callable(extra) else None
-    result = client.submit(aggregate, defn.tables, blob, precomputed,
+    settings = dict(dask.config.get("caelum.bi", default={}) or {})
+    result = client.submit(aggregate, defn.tables, blob, settings, precomputed,
                            *futures, key=f"caelum-bi-{run_id}-aggregate", pure=False).result()
     say(f"aggregated {len(result['tables'])} table(s)")
     report = ReportResult(run_id=run_id, report=defn.name, title=defn.title, tables=result["tables"],

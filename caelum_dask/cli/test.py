@@ -52,12 +52,13 @@ def _env_pairs(values: tuple[str, ...]) -> dict[str, str]:
 
 @click.command(context_settings={"ignore_unknown_options": False})
 @click.argument("path", type=click.Path(file_okay=False, path_type=str))
-@click.option("--shards", default="auto", show_default=True, metavar="auto|N",
+@click.option("--shards", default=None, metavar="auto|N",
               help="How many long-lived pytest sessions run the suite; auto: one per worker thread "
-                   "of the cluster.")
-@click.option("--dist", type=click.Choice(["load", "loadfile", "loadscope"]), default="load", show_default=True,
+                   "of the cluster (default: caelum.testing.sessions, auto).")
+@click.option("--dist", type=click.Choice(["load", "loadfile", "loadscope"]), default=None,
               help="load: tests spread freely; loadfile: a file's tests stay together; loadscope: a "
-                   "module's or class's tests stay together (their fixtures set up once).")
+                   "module's or class's tests stay together (their fixtures set up once) "
+                   "(default: caelum.testing.dist, load).")
 @click.option("--platforms", default=None, metavar="all|LIST",
               help="Run the suite once per platform: 'all' (every platform in the cluster) or e.g. linux,darwin.")
 @click.option("--retry-failed", type=int, default=None, metavar="N",
@@ -75,7 +76,7 @@ def _env_pairs(values: tuple[str, ...]) -> dict[str, str]:
 @scheduler_option
 @json_option
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
-def test(path: str, shards: str, dist: str, platforms: str | None, retry_failed: int | None, flaky_fails: bool,
+def test(path: str, shards: str | None, dist: str | None, platforms: str | None, retry_failed: int | None, flaky_fails: bool,
          junit: str | None, python: str | None, timeout: float | None, env: tuple[str, ...], no_record: bool,
          scheduler: str | None, as_json: bool, pytest_args: tuple[str, ...]) -> None:
     """Run the pytest suite in PATH over the cluster's machines.
@@ -98,13 +99,10 @@ def test(path: str, shards: str, dist: str, platforms: str | None, retry_failed:
     from caelum_dask.testing.engine import settle
     from caelum_dask.testing.runner import TestOptions, run_tests
 
-    options = TestOptions(
-        shards=shards, dist=dist, platforms=platforms,
-        retry_failed=int(config.get("testing.retry-failed", 1) if retry_failed is None else retry_failed),
-        junit=junit, python=python, pytest_args=list(pytest_args),
-        timeout=float(config.get("testing.timeout", 300) if timeout is None else timeout),
-        env=_env_pairs(env), flaky_fails=flaky_fails, record_durations=not no_record,
-    )
+    options = TestOptions.from_config(
+        shards=shards, dist=dist, platforms=platforms, retry_failed=retry_failed, junit=junit, python=python,
+        pytest_args=list(pytest_args), timeout=timeout, env=_env_pairs(env), flaky_fails=flaky_fails,
+        record_durations=not no_record)
     options.validate()  # bad options fail before a cluster is started
     from pathlib import Path
 

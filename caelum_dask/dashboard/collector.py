@@ -33,8 +33,8 @@ class DashboardState(SchedulerPlugin):
     name = PLUGIN_NAME
 
     def __init__(self) -> None:
-        history = int(config.get("dashboard.history", 600))
-        keep = int(config.get("dashboard.keep-runs", 50))
+        history = int(config.get("dashboard.history"))
+        keep = int(config.get("dashboard.keep-runs"))
         self.workflows = WorkflowRuns(keep=keep)
         self.tests = TestRuns(keep=keep)
         self.llm = LLMState()
@@ -56,7 +56,7 @@ class DashboardState(SchedulerPlugin):
         for topic, feed in self._feeds.items():  # events logged before we were installed
             for _, msg in scheduler.get_events(topic):
                 feed(msg)
-        interval = dask.utils.parse_timedelta(config.get("dashboard.sample-interval", "1s"))
+        interval = dask.utils.parse_timedelta(config.get("dashboard.sample-interval"))
         self._callback = PeriodicCallback(self.sample, interval * 1000)
         self._callback.start()
 

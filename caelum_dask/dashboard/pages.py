@@ -53,7 +53,7 @@ PAGES: tuple[tuple[str, str, str], ...] = (
 
 def update_interval_ms() -> int:
     """How often an open page refreshes (``caelum.dashboard.update-interval-ms``)."""
-    return int(config.get("dashboard.update-interval-ms", 1000))
+    return int(config.get("dashboard.update-interval-ms"))
 
 
 def _table(source: ColumnDataSource, columns: list[tuple[Any, ...] | TableColumn], **kwargs: Any) -> DataTable:
@@ -318,7 +318,7 @@ class Workflows(_RunPage):
         self.scheduler = scheduler
         self.state = get_state(scheduler)
         self.pinned = run_id
-        self.aggregate_above = int(config.get("dashboard.aggregate-above", 300))
+        self.aggregate_above = int(config.get("dashboard.aggregate-above"))
         self.summary = Div(text="", sizing_mode="stretch_width", name="caelum-workflow-summary")
         self.runs = ColumnDataSource(wf_data.runs_source(wf_data.WorkflowRuns()))
         self.runs_table = _table(self.runs, [

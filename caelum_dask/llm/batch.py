@@ -75,7 +75,7 @@ def llm_task(kind: str, model: str, item: Any, fields: dict[str, Any], run_id: s
     if not candidates:
         raise LocalBackendFailed(f"no Ollama on {worker.address}'s machine has {model!r} up now", worker.address)
     body = request_body(kind, model, item, fields)
-    timeout = dask.utils.parse_timedelta(config.get("llm.request-timeout", "300s"))
+    timeout = dask.utils.parse_timedelta(config.get("llm.request-timeout"))
     last = ""
     for report in candidates:
         url = report["url"]

@@ -80,7 +80,7 @@ def configured_hosts() -> list[str]:
     OLLAMA_HOST/default entry.
     """
     hosts: list[str] = []
-    if config.get("llm.probe-default", True):
+    if config.get("llm.probe-default"):
         hosts.append(parse_host(os.environ.get("OLLAMA_HOST")))
     extra = config.get("llm.hosts") or []
     if isinstance(extra, str):

@@ -77,25 +77,24 @@ class LLMPool:
         request_timeout: float | None = None,
         queue_timeout: float | None = None,
     ) -> None:
-        self._owns_client = False
+        self._scope = contextlib.ExitStack()  # the client, when the pool connected it itself
         if client is None and backends is None:
-            from caelum_dask.cluster import connect
+            from caelum_dask.cluster import client_scope
 
-            client = connect()
-            self._owns_client = True
+            client = self._scope.enter_context(client_scope())
         if client is not None and getattr(client, "asynchronous", False):
             raise InvalidInput("LLMPool needs a synchronous distributed.Client (its async methods work from "
                                "any event loop); create the client without asynchronous=True")
         self.client = client
         self._urls = [discovery.parse_host(u) for u in backends] if backends is not None else None
         self.router = Router(settings or RouterSettings.from_config())
-        self.retries = int(retries if retries is not None else config.get("llm.retries", 2))
+        self.retries = int(retries if retries is not None else config.get("llm.retries"))
         self.refresh_interval = refresh_interval if refresh_interval is not None else (
-            dask.utils.parse_timedelta(config.get("llm.refresh-interval", "1s")))
+            dask.utils.parse_timedelta(config.get("llm.refresh-interval")))
         self.request_timeout = request_timeout if request_timeout is not None else (
-            dask.utils.parse_timedelta(config.get("llm.request-timeout", "300s")))
+            dask.utils.parse_timedelta(config.get("llm.request-timeout")))
         self.queue_timeout = queue_timeout if queue_timeout is not None else (
-            dask.utils.parse_timedelta(config.get("llm.queue-timeout", "60s")))
+            dask.utils.parse_timedelta(config.get("llm.queue-timeout")))
         self.recent_events: collections.deque[Message] = collections.deque(maxlen=1000)
         self._outbox: collections.deque[Message] = collections.deque()
         self._last_backends_summary: Any = None
@@ -159,8 +158,7 @@ class LLMPool:
         for http in self._sync_clients:
             http.close()
         self._flush_events()
-        if self._owns_client and self.client is not None:
-            self.client.close()
+        self._scope.close()
 
     async def aclose(self) -> None:
         http = self._http.pop(asyncio.get_running_loop(), None)

@@ -61,11 +61,11 @@ class RouterSettings:
         from caelum_dask import config
 
         values = {
-            "max_in_flight": int(config.get("llm.max-in-flight", 4)),
-            "cooldown": dask.utils.parse_timedelta(config.get("llm.cooldown", "10s")),
-            "max_cooldown": dask.utils.parse_timedelta(config.get("llm.max-cooldown", "60s")),
-            "sticky_ttl": dask.utils.parse_timedelta(config.get("llm.sticky-ttl", "300s")),
-            "gpu_step_gb": float(config.get("llm.gpu-memory-step-gb", 4)),
+            "max_in_flight": int(config.get("llm.max-in-flight")),
+            "cooldown": dask.utils.parse_timedelta(config.get("llm.cooldown")),
+            "max_cooldown": dask.utils.parse_timedelta(config.get("llm.max-cooldown")),
+            "sticky_ttl": dask.utils.parse_timedelta(config.get("llm.sticky-ttl")),
+            "gpu_step_gb": float(config.get("llm.gpu-memory-step-gb")),
             "caps": dict(config.get("llm.caps") or {}),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -81,11 +81,14 @@ def register(server: MCPServer, handle: ClusterHandle) -> None:
         path: str,
         ctx: Context,
         pytest_args: list[str] | None = None,
-        shards: str = "auto",
-        dist: str = "load",
-        retry_failed: int = 1,
+        shards: str | None = None,
+        dist: str | None = None,
+        retry_failed: int | None = None,
     ) -> dict[str, Any]:
-        """Run the pytest suite at `path` sharded over the cluster (like `caelum test`).
+        """Run the pytest suite at `path` over the cluster (like `caelum test`).
+
+        Unset options take `caelum test`'s defaults (caelum.testing.*: sessions, dist,
+        retry-failed).
 
         Returns the counts, pytest's exit code, the failures with their tracebacks, flaky tests
         and the merged JUnit file's location.
@@ -94,7 +97,8 @@ def register(server: MCPServer, handle: ClusterHandle) -> None:
         from caelum_dask.testing.runner import run_tests as run
 
         notifier = ProgressNotifier(progress_reporter(ctx))
-        options = TestOptions(shards=shards, dist=dist, retry_failed=retry_failed, pytest_args=list(pytest_args or []))
+        options = TestOptions.from_config(shards=shards, dist=dist, retry_failed=retry_failed,
+                                          pytest_args=list(pytest_args or []))
         summary = run(path, options, client=handle.client(), progress=notifier.status, listener=notifier)
         tests = [t for platform in summary["platforms"] for t in platform["tests"]]
         return {

@@ -19,7 +19,6 @@ No broker and no port beyond Dask's own: tasks, a queue per session and events.
 from __future__ import annotations
 
 import queue as queue_mod
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from typing import Any, Protocol
 
 from distributed import Client, Future, Queue
 
+from caelum_dask import events
 from caelum_dask.testing.dispatch import Dispatcher
 from caelum_dask.testing.session import CANNOT_START, run_session
 
@@ -198,7 +198,7 @@ class SuiteRun:
     # -- the run -----------------------------------------------------------------------
     def run(self) -> None:
         run_id = self.settings.run_id
-        _subscribe(self.client, self)
+        events.listen(self.client, STREAM_TOPIC, run_id, lambda event: self.deliver(event[1]))
         try:
             for info in self.sessions.values():
                 self._submit(info)
@@ -209,14 +209,14 @@ class SuiteRun:
         else:
             self._shutdown()
         finally:
-            _unsubscribe(self.client, self)
+            events.unlisten(self.client, STREAM_TOPIC, run_id)
             try:
                 self.client.run(reap_run, run_id)
             except Exception:  # a worker that is gone has nothing left to reap
                 pass
 
-    def deliver(self, message: dict[str, Any]) -> None:  # on the client's event loop
-        if message.get("run_id") == self.settings.run_id:
+    def deliver(self, message: Any) -> None:  # on the client's event loop
+        if isinstance(message, dict) and message.get("run_id") == self.settings.run_id:
             self.events.put(message)
 
     def _submit(self, info: SessionInfo) -> None:
@@ -510,37 +510,6 @@ class SuiteRun:
                     info.inbox.close()
                 except Exception:
                     pass
-
-
-_RUNS: dict[str, set[SuiteRun]] = {}
-_RUNS_LOCK = threading.Lock()
-
-
-def _subscribe(client: Client, run: SuiteRun) -> None:
-    """One topic handler per client (Dask keeps one per topic), fanning out to its runs."""
-    with _RUNS_LOCK:
-        runs = _RUNS.setdefault(client.id, set())
-        first = not runs
-        runs.add(run)
-    if first:
-        def fan_out(event: tuple[float, Any]) -> None:
-            message = event[1]
-            if isinstance(message, dict):
-                for target in list(_RUNS.get(client.id, ())):
-                    target.deliver(message)
-
-        client.subscribe_topic(STREAM_TOPIC, fan_out)
-
-
-def _unsubscribe(client: Client, run: SuiteRun) -> None:
-    with _RUNS_LOCK:
-        runs = _RUNS.get(client.id, set())
-        runs.discard(run)
-        last = not runs
-        if last:
-            _RUNS.pop(client.id, None)
-    if last:
-        client.unsubscribe_topic(STREAM_TOPIC)
 
 
 def _allowed_failures() -> int:

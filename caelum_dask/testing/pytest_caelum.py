@@ -52,12 +52,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "one: CAELUM_SCHEDULER, the config key caelum.scheduler-address, else an embedded "
              "cluster on this machine.")
     group.addoption(
-        "--caelum-sessions", action="store", default="auto", metavar="auto|N",
-        help="With --caelum: how many pytest sessions (default auto: one per worker thread).")
+        "--caelum-sessions", action="store", default=None, metavar="auto|N",
+        help="With --caelum: how many pytest sessions (default: caelum.testing.sessions, auto = one "
+             "per worker thread).")
     group.addoption(
-        "--caelum-dist", action="store", default="load", choices=("load", "loadfile", "loadscope"),
+        "--caelum-dist", action="store", default=None, choices=("load", "loadfile", "loadscope"),
         help="With --caelum: load (tests spread freely), loadfile (a file's tests stay in one "
-             "session) or loadscope (a module's or class's tests stay together). Default: load.")
+             "session) or loadscope (a module's or class's tests stay together). Default: "
+             "caelum.testing.dist (load).")
 
 
 @pytest.hookimpl(trylast=True)  # after the terminal reporter is configured (as xdist does)
@@ -72,7 +74,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("numprocesses", None) or config.getoption("dist", "no") not in ("no", None):
         raise pytest.UsageError("--caelum and pytest-xdist's -n/--dist do not mix; give one of them "
                                 "(-n 0 or -p no:xdist turns xdist off)")
-    sessions = str(config.getoption("caelum_sessions"))
+    sessions = str(config.getoption("caelum_sessions") or "auto")
     if sessions != "auto" and not (sessions.isdigit() and int(sessions) > 0):
         raise pytest.UsageError(f"--caelum-sessions must be 'auto' or a positive number (got {sessions!r})")
     address, path = _split_value(value)
@@ -202,15 +204,13 @@ class CaelumController:
 
     @pytest.hookimpl
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
-        from caelum_dask import config as caelum_config
         from caelum_dask.errors import CaelumError
         from caelum_dask.testing.runner import TestOptions, run_tests
 
         config = self.config
-        options = TestOptions(
+        options = TestOptions.from_config(
             shards=config.getoption("caelum_sessions"), dist=config.getoption("caelum_dist"),
-            retry_failed=0, junit=None, pytest_args=list(self.args),
-            timeout=float(caelum_config.get("testing.timeout", 300)), record_durations=True,
+            retry_failed=0, junit=None, pytest_args=list(self.args), record_durations=True,
             workdir=self.workdir, full_reports=True)
         try:
             summary = run_tests(self.root, options, client=self.client, progress=self.progress, listener=self)

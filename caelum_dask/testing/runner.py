@@ -13,13 +13,14 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from distributed import Client
 
 from caelum_dask import events as ev
+from caelum_dask.cluster import client_scope
 from caelum_dask.errors import CaelumError, InvalidInput, UnsatisfiableRequirement
 from caelum_dask.testing import durations as durations_mod
 from caelum_dask.testing import merge
@@ -38,20 +39,29 @@ class RunInterrupted(CaelumError):
     exit_code = 2
 
 
+#: option -> its key under ``caelum.testing`` (the defaults live in caelum.yaml only)
+_CONFIGURED = {"shards": "sessions", "dist": "dist", "retry_failed": "retry-failed", "timeout": "timeout"}
+
+
 @dataclass
 class TestOptions:
-    """Everything ``caelum test`` can be told (the CLI options, one to one)."""
+    """Everything ``caelum test`` can be told (the CLI options, one to one).
+
+    A field left ``None`` takes its default from ``caelum.testing.*`` when the run starts
+    (:meth:`resolved`), so the CLI, MCP and ``pytest --caelum`` pass only what the user said
+    and every front door behaves alike.
+    """
 
     __test__ = False  # not a pytest test class, despite the name
 
-    shards: int | str = "auto"  # sessions: auto = one per worker thread
-    dist: str = "load"
+    shards: int | str | None = None  # sessions: "auto" = one per worker thread
+    dist: str | None = None
     platforms: str | Sequence[str] | None = None
-    retry_failed: int = 1
+    retry_failed: int | None = None
     junit: str | None = None
     python: str | None = None
     pytest_args: list[str] = field(default_factory=list)
-    timeout: float = 300.0
+    timeout: float | None = None
     env: dict[str, str] = field(default_factory=dict)
     flaky_fails: bool = False
     record_durations: bool = True
@@ -60,7 +70,21 @@ class TestOptions:
     #: stream pytest's own serialised reports too (``pytest --caelum`` replays them)
     full_reports: bool = False
 
+    @classmethod
+    def from_config(cls, **given: Any) -> TestOptions:
+        """Options from what the caller gave (``None`` = not given), the rest from the config."""
+        return cls(**{k: v for k, v in given.items() if v is not None}).resolved()
+
+    def resolved(self) -> TestOptions:
+        """A copy with every unset configurable field filled from ``caelum.testing.*``."""
+        from caelum_dask import config
+
+        filled = {name: config.get(f"testing.{key}") for name, key in _CONFIGURED.items()
+                  if getattr(self, name) is None}
+        return replace(self, **filled)
+
     def validate(self) -> None:
+        """Refuse bad values with one line each (call on a :meth:`resolved` copy)."""
         if self.dist not in DIST_MODES:
             raise InvalidInput(f"unknown --dist {self.dist!r}; use one of {', '.join(DIST_MODES)}")
         if self.shards != "auto":
@@ -70,8 +94,9 @@ class TestOptions:
                 raise InvalidInput(f"--shards must be 'auto' or a positive number (got {self.shards!r})") from None
             if self.shards < 1:
                 raise InvalidInput(f"--shards must be 'auto' or a positive number (got {self.shards})")
-        if self.retry_failed < 0:
+        if int(self.retry_failed or 0) < 0:
             raise InvalidInput(f"--retry-failed must be 0 or more (got {self.retry_failed})")
+        self.timeout = float(self.timeout or 0)
         if self.timeout <= 0:
             raise InvalidInput(f"--timeout must be positive (got {self.timeout})")
 
@@ -142,7 +167,7 @@ def run_tests(path: str | os.PathLike[str], options: TestOptions | None = None, 
     The summary's ``exit_code`` has pytest's meaning: 0 all passed, 1 tests failed, 2
     interrupted (collection errors, lost shards), 4 usage error, 5 nothing collected.
     """
-    options = options or TestOptions()
+    options = (options or TestOptions()).resolved()
     options.validate()
     root = Path(path).expanduser()
     if not root.is_dir():
@@ -157,20 +182,11 @@ def run_tests(path: str | os.PathLike[str], options: TestOptions | None = None, 
         if not os.access(junit_dir, os.W_OK):
             raise InvalidInput(f"--junit {options.junit}: {junit_dir} is not writable")
     say = progress or (lambda _msg: None)
-    own_client = client is None
-    if client is None:
-        from caelum_dask.cluster import connect
-
-        client = connect(scheduler)
-    summary = None
-    try:
-        summary = _run(root, options, client, say, listener)
+    with client_scope(client, scheduler) as active:
+        summary = _run(root, options, active, say, listener)
+        if client is None:  # ours to close: let the sessions finish exiting first
+            settle(active, summary["run_id"])
         return summary
-    finally:
-        if own_client:
-            if summary is not None:
-                settle(client, summary["run_id"])
-            client.close()
 
 
 class _Quiet:
@@ -248,10 +264,10 @@ def _settings(root: Path, options: TestOptions, run_id: str, snapshot: dict[str,
     return RunSettings(
         run_id=run_id, snapshot=snapshot, args=args,
         python=options.python, env=dict(options.env), timeout=options.timeout,
-        collect_timeout=float(config.get("testing.collect-timeout", options.timeout)), dist=options.dist,
+        collect_timeout=float(config.get("testing.collect-timeout")), dist=options.dist,
         retries=options.retry_failed, maxfail=maxfail_of(args), workdir=options.workdir,
         full_reports=options.full_reports, junit=bool(options.junit), estimate=estimate,
-        start_grace=float(config.get("testing.start-grace", 2.0)))
+        start_grace=float(config.get("testing.start-grace")))
 
 
 def _ship_snapshot(client: Client, snap: Any, workers: list[dict[str, Any]], run_id: str, say: Progress) -> str:

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
-from dask._task_spec import Task, TaskRef, parse_input
+from dask.task_spec import Task, TaskRef
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
+from caelum_dask import compat
 from caelum_dask.workflow.cache import code_hash
 from caelum_dask.workflow.model import MapRef, ParamRef, Ref, Workflow, options_of
 from caelum_dask.workflow.runtime import NodeRuntime, RunContext, load_cached, run_map, run_node
@@ -137,8 +138,8 @@ def compile_workflow(wf: Workflow, params: dict[str, Any], bindings: dict[str, t
             attrs = g.nodes[node]
             opts = options_of(attrs)
             args, kwargs = bindings[node]
-            args = tuple(parse_input(a) for a in _resolve(args, refs, params))
-            kwargs = {k: parse_input(v) for k, v in _resolve(kwargs, refs, params).items()}
+            args = tuple(compat.parse_task_input(a) for a in _resolve(args, refs, params))
+            kwargs = {k: compat.parse_task_input(v) for k, v in _resolve(kwargs, refs, params).items()}
             depended.update(dask_key[p] for p in g.predecessors(node))
             place = dict(placement.get(node, {}))
             priority = opts["priority"]

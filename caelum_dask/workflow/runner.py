@@ -7,9 +7,7 @@ client is the run store's only writer: task-state events that the task wrappers 
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import inspect
 import queue
 import threading
 import time
@@ -21,7 +19,7 @@ from typing import Any
 from distributed import Client, wait
 
 from caelum_dask import events
-from caelum_dask.cluster import connect, machines
+from caelum_dask.cluster import client_scope, machines
 from caelum_dask.errors import CaelumError, InvalidInput, SchedulerUnreachable
 from caelum_dask.workflow.cache import ResultCache, default_url
 from caelum_dask.workflow.compiler import CompiledRun, cache_keys, compile_workflow
@@ -32,7 +30,6 @@ from caelum_dask.workflow.validation import check_requirements, validate
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
-_DISPATCH_ATTR = "_caelum_workflow_dispatch"
 
 
 class RunCancelled(CaelumError):
@@ -98,32 +95,16 @@ def _log_many(dask_scheduler: Any, topic: str, messages: list[dict[str, Any]]) -
 
 
 def _listen(client: Client, run_id: str) -> "queue.SimpleQueue[dict[str, Any]]":
-    """A queue of this run's worker task-state messages.
-
-    Dask keeps one handler per topic and client; ours dispatches by run id to every run on the
-    client and chains to a handler that someone else had installed (which it replaces).
-    """
-    table: dict[str, queue.SimpleQueue[dict[str, Any]]] = getattr(client, _DISPATCH_ATTR, None) or {}
-    setattr(client, _DISPATCH_ATTR, table)
-    current = client._event_handlers.get(events.WORKFLOWS)
-    if getattr(current, "_caelum_table", None) is not table:
-        previous = current
-
-        def handler(event: tuple[float, Any]) -> None:
-            stamp, msg = event
-            if isinstance(msg, dict) and msg.get("event") == "task-state" and msg.get("worker") is not None:
-                target = table.get(msg.get("run_id"))  # type: ignore[arg-type]
-                if target is not None:
-                    target.put({**msg, "timestamp": stamp})
-            if previous is not None:
-                outcome = previous(event)
-                if inspect.isawaitable(outcome):
-                    asyncio.ensure_future(outcome)
-
-        handler._caelum_table = table  # type: ignore[attr-defined]
-        client.subscribe_topic(events.WORKFLOWS, handler)
+    """A queue of this run's worker task-state messages (one router per client and topic)."""
     q: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
-    table[run_id] = q
+
+    def take(event: tuple[float, Any]) -> None:
+        stamp, msg = event
+        if (isinstance(msg, dict) and msg.get("event") == "task-state" and msg.get("worker") is not None
+                and msg.get("run_id") == run_id):
+            q.put({**msg, "timestamp": stamp})
+
+    events.listen(client, events.WORKFLOWS, run_id, take)
     return q
 
 
@@ -169,7 +150,6 @@ def run(workflow: Workflow, client: Client | None = None, params: dict[str, Any]
     """
     own_store = not isinstance(store, RunStore)
     run_store = store if isinstance(store, RunStore) else RunStore(store)
-    own_client = client is None
     try:
         previous = None
         if resume:
@@ -178,13 +158,10 @@ def run(workflow: Workflow, client: Client | None = None, params: dict[str, Any]
                 raise InvalidInput(f"run {previous['id']} ran workflow {previous['workflow']!r}, not {workflow.name!r}")
             params = {**{k: v for k, v in previous["parameters"].items() if k in workflow.params}, **(params or {})}
         values, bindings = validate(workflow, params)
-        if client is None:
-            client = connect()
-        return _run(workflow, client, values, bindings, run_store, previous, cache, cache_url or default_url(),
-                    progress, file, poll, cancel)
+        with client_scope(client) as active:
+            return _run(workflow, active, values, bindings, run_store, previous, cache,
+                        cache_url or default_url(), progress, file, poll, cancel)
     finally:
-        if own_client and client is not None:
-            client.close()
         if own_store:
             run_store.close()
 
@@ -304,7 +281,7 @@ def _run(wf: Workflow, client: Client, params: dict[str, Any], bindings: Any, st
             pass
         raise
     finally:
-        getattr(client, _DISPATCH_ATTR, {}).pop(run_id, None)
+        events.unlisten(client, events.WORKFLOWS, run_id)
         for f in futures.values():
             f.release()
     report(force=True)

@@ -23,7 +23,7 @@ from typing import Any
 
 from dask.base import tokenize
 
-from caelum_dask import events
+from caelum_dask import compat, events
 from caelum_dask.machine import machine_id
 from caelum_dask.workflow.cache import ResultCache, combine
 
@@ -99,7 +99,7 @@ def worker_resources() -> dict[str, float]:
     """The Dask resources the current worker advertises (e.g. to pick a GPU or CPU code path)."""
     from distributed import get_worker
 
-    return dict(get_worker().state.total_resources)
+    return compat.worker_resources(get_worker())
 
 
 class _EventBuffer:
@@ -130,8 +130,7 @@ class _EventBuffer:
     def flush(self) -> None:
         with self.lock:
             batch, self.pending, self.scheduled = self.pending, [], False
-        for msg in batch:
-            self.worker.batched_send({"op": "log-event", "topic": events.WORKFLOWS, "msg": msg})
+        compat.send_log_events(self.worker, events.WORKFLOWS, batch)
 
 
 _BUFFERS: dict[int, _EventBuffer] = {}
@@ -299,7 +298,7 @@ def run_node(rt: NodeRuntime, ctx: RunContext, /, *args: Any, **kwargs: Any) -> 
 
 def run_map(rt: NodeRuntime, ctx: RunContext, /, *args: Any, **kwargs: Any) -> Any:
     """A fan-out whose items come from upstream: one task per item, submitted as one graph."""
-    from dask._task_spec import Task
+    from dask.task_spec import Task
     from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
     from distributed import worker_client
 

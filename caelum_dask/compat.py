@@ -1,0 +1,71 @@
+"""Every private Dask name caelum relies on, in one place.
+
+Dask's public API covers almost everything caelum does; where it does not, the private name is
+read or called here and nowhere else, so a Dask upgrade that moves it breaks one small module
+with an obvious fix. Each function says which private name it wraps and why no public one fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+
+def topic_handler(client: Any, topic: str) -> Callable[..., Any] | None:
+    """The handler ``Client.subscribe_topic`` installed for ``topic`` on this client, if any.
+
+    Private: ``Client._event_handlers``. Dask keeps one handler per topic and client and has no
+    getter; caelum's router (:func:`caelum_dask.events.listen`) chains to a handler somebody
+    else installed instead of silently replacing it.
+    """
+    return getattr(client, "_event_handlers", {}).get(topic)
+
+
+def drop_topic_handler(client: Any, topic: str) -> None:
+    """Unsubscribe from ``topic`` and forget the handler.
+
+    Private: ``Client._event_handlers``. ``Client.unsubscribe_topic`` tells the scheduler but
+    keeps the handler in the client's table, so a later check for "is our handler installed"
+    would wrongly say yes and a later subscription would never be sent.
+    """
+    client.unsubscribe_topic(topic)
+    getattr(client, "_event_handlers", {}).pop(topic, None)
+
+
+def parse_task_input(value: Any) -> Any:
+    """``dask._task_spec.parse_input``: turn nested containers of TaskRefs into task arguments.
+
+    Private: the public ``dask.task_spec`` module exports Task, TaskRef and DataNode but not
+    the input parser the workflow compiler needs for a node's (args, kwargs).
+    """
+    from dask._task_spec import parse_input
+
+    return parse_input(value)
+
+
+def send_log_events(worker: Any, topic: str, messages: Iterable[Any]) -> None:
+    """Put several events on the worker's batched stream, from the worker's event loop.
+
+    Private: ``Worker.batched_send`` with the ``log-event`` op, which is exactly what the public
+    ``Worker.log_event`` sends; called from a thread, ``log_event`` wakes the event loop once per
+    message, which dominated the cost of thousands of short workflow tasks.
+    """
+    for message in messages:
+        worker.batched_send({"op": "log-event", "topic": topic, "msg": message})
+
+
+def worker_resources(worker: Any) -> dict[str, float]:
+    """The resources a worker advertises (``Worker.state.total_resources``)."""
+    return dict(worker.state.total_resources)
+
+
+def advertise_resources(worker: Any, resources: dict[str, float]) -> None:
+    """Add resources to a worker that has not registered with the scheduler yet.
+
+    Private: ``Worker.state.total_resources`` / ``available_resources``. The public
+    ``Worker.set_resources`` is a coroutine that also tells the scheduler, which a preload,
+    running before registration, cannot do; registration then reports these totals.
+    """
+    for name, quantity in resources.items():
+        worker.state.total_resources[name] = quantity
+        worker.state.available_resources[name] = quantity
