@@ -48,7 +48,7 @@ def tree(pid: int) -> list[psutil.Process]:
 
 
 def kill(processes: list[psutil.Process], timeout: float = 5.0) -> int:
-    """SIGKILL each process and reap what we can; returns how many were still alive."""
+    """SIGKILL each process (once each) and wait for them to go; returns how many it signalled."""
     alive = []
     for proc in {p.pid: p for p in processes}.values():
         try:
@@ -58,11 +58,3 @@ def kill(processes: list[psutil.Process], timeout: float = 5.0) -> int:
             continue
     psutil.wait_procs(alive, timeout=timeout)
     return len(alive)
-
-
-def end_job(pid: int | None, marker: tuple[str, str] | None) -> int:
-    """Kill the tree under ``pid`` and every process carrying ``marker``; returns the count."""
-    victims = tree(pid) if pid else []
-    if marker is not None:
-        victims += marked(*marker)
-    return kill(victims)
