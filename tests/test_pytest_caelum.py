@@ -33,17 +33,10 @@ PROJECT = {
         addopts = -rA --strict-markers
         flavour_default = vanilla
     ''',
-    "conftest.py": '''
-        import pytest
-
+    "conftest.py": EXACT["tests/conftest.py"] + '''
         def pytest_addoption(parser):
             parser.addoption("--flavour", default="plain")
             parser.addini("flavour_default", "a key only this conftest knows")
-
-        @pytest.fixture
-        def broken_teardown():
-            yield
-            raise RuntimeError("teardown fails")
     ''',
     "tests/test_outcomes.py": '''
         import pytest
