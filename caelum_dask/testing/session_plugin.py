@@ -200,7 +200,9 @@ def _message(report: pytest.TestReport) -> str:
         return str(report.longrepr[2])
     if hasattr(report, "wasxfail"):
         return str(report.wasxfail)
-    return ""
+    lines = [line for line in report.longreprtext.splitlines() if line.strip()]
+    errors = [line[1:].strip() for line in lines if line.startswith("E ")]  # e.g. "fixture 'x' not found"
+    return errors[0] if errors else (lines[-1].strip() if lines else "")
 
 
 def _outcome(report: pytest.TestReport, current: str) -> str:
