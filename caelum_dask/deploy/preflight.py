@@ -202,7 +202,6 @@ async def probe_host(spec: ClusterSpec, procs: list[HostProcess], timeout: float
     reports = {proc.name: HostReport(proc) for proc in procs}
     where = f"{first.host} ({', '.join(f'{p.role} {p.name}' for p in procs)})"
     label = {proc.name: f"{proc.host} ({proc.role} {proc.name})" for proc in procs}
-    shared: list[str] = []
     request = {
         "run_dir": spec.run_dir,
         "names": [proc.name for proc in procs],
@@ -224,21 +223,33 @@ async def probe_host(spec: ClusterSpec, procs: list[HostProcess], timeout: float
         reports[first.name].problems.append(f"{where}: python {first.python} does not run ({detail[:200]})")
         return list(reports.values())
     facts = json.loads(marker.split(" ", 1)[1])
+    reports[first.name].problems += _version_problems(facts, first, where)
+    for report in reports.values():
+        report.facts = facts
+    _port_and_tls_problems(facts, reports, label)
+    return list(reports.values())
+
+
+def _version_problems(facts: dict[str, Any], first: HostProcess, where: str) -> list[str]:
+    """The host's Python minor version and caelum-dask/dask/distributed against this client's."""
+    problems = []
     mine = local_versions()
     if ".".join(facts["python"].split(".")[:2]) != mine["python"]:
-        shared.append(f"{where}: Python {facts['python']} at {first.python}, but this client runs "
-                      f"Python {mine['python']}; use the same Python minor version everywhere")
+        problems.append(f"{where}: Python {facts['python']} at {first.python}, but this client runs "
+                        f"Python {mine['python']}; use the same Python minor version everywhere")
     for key, name in (("caelum_dask", "caelum-dask"), ("dask", "dask"), ("distributed", "distributed")):
         if facts.get(key) is None:
             error = facts.get(f"{key}_error", "not installed")
-            shared.append(f"{where}: {name} cannot be imported by {first.python} ({error[:160]}); "
-                          f"install {name}=={mine[key]} there")
+            problems.append(f"{where}: {name} cannot be imported by {first.python} ({error[:160]}); "
+                            f"install {name}=={mine[key]} there")
         elif facts[key] != mine[key]:
-            shared.append(f"{where}: {name} {facts[key]} installed, but this client has "
-                          f"{mine[key]}; install {name}=={mine[key]} there")
-    reports[first.name].problems += shared
-    for report in reports.values():
-        report.facts = facts
+            problems.append(f"{where}: {name} {facts[key]} installed, but this client has "
+                            f"{mine[key]}; install {name}=={mine[key]} there")
+    return problems
+
+
+def _port_and_tls_problems(facts: dict[str, Any], reports: dict[str, HostReport], label: dict[str, str]) -> None:
+    """Busy ports (unless our own running process holds them) and missing TLS files, per entry."""
     for busy in facts.get("busy", []):
         report = reports[busy["owner"]]
         if report.running_pid is not None:  # our own process holds it: left alone
@@ -253,7 +264,6 @@ async def probe_host(spec: ClusterSpec, procs: list[HostProcess], timeout: float
     for owner, missing in facts.get("missing", []):
         reports[owner].problems.append(f"{label[owner]}: TLS file {missing} is missing; make it with "
                                        "`caelum certs` and copy it there")
-    return list(reports.values())
 
 
 async def _registry_problems(spec: ClusterSpec, reports: list[HostReport]) -> list[str]:

@@ -127,14 +127,8 @@ def _progress_printer() -> Callable[[int, int, int], None]:
     return show
 
 
-def run_map(client: Any, model: str, items: Sequence[Any], *, kind: str = "generate",
-            progress: bool | Callable[[int, int, int], None] = True, retries: int = 2,
-            fields: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Submit one task per item on the machines serving ``model``; results in item order."""
-    if kind not in KINDS:
-        raise InvalidInput(f"unknown batch kind {kind!r}; use one of {', '.join(KINDS)}")
-    items = list(items)
-    fields = dict(fields or {})
+def _serving_workers(client: Any, model: str) -> list[str]:
+    """The workers whose machine serves ``model`` (the router's errors when none does)."""
     discovery.ensure_discovery(client)
     backends = discovery.fetch_backends(client)
     router = Router()
@@ -143,45 +137,69 @@ def run_map(client: Any, model: str, items: Sequence[Any], *, kind: str = "gener
     workers = sorted({w for b in backends if b.up and b.has(model) for w in b.workers})
     if not workers:
         raise InvalidInput(f"model {model!r} is only on backends given by URL; LLMPool.map needs workers")
-    report = _progress_printer() if progress is True else (progress or None)
-    run_id = uuid.uuid4().hex[:10]
-    results: list[dict[str, Any] | None] = [None] * len(items)
-    index_of: dict[str, int] = {}
-    attempts = [0] * len(items)
-    failed_workers: set[str] = set()
-    events.emit(events.LLM, "map-started", sink=client, run_id=run_id, model=model, items=len(items),
-                workers=workers)
+    return workers
 
-    def submit(index: int) -> Any:
-        allowed = [w for w in workers if w not in failed_workers] or workers
-        key = f"caelum-llm-{run_id}-{index}" + (f"-retry{attempts[index]}" if attempts[index] else "")
-        future = client.submit(llm_task, kind, model, items[index], fields, run_id, index, key=key,
-                               workers=allowed, allow_other_workers=False, pure=False)
-        index_of[future.key] = index
+
+class _MapRun:
+    """One ``run_map``: its tasks, their retries (elsewhere when possible) and results."""
+
+    def __init__(self, client: Any, kind: str, model: str, items: list[Any], fields: dict[str, Any],
+                 workers: list[str], retries: int) -> None:
+        self.client, self.kind, self.model, self.items, self.fields = client, kind, model, items, fields
+        self.workers, self.retries = workers, retries
+        self.run_id = uuid.uuid4().hex[:10]
+        self.results: list[dict[str, Any] | None] = [None] * len(items)
+        self.index_of: dict[str, int] = {}
+        self.attempts = [0] * len(items)
+        self.failed_workers: set[str] = set()
+
+    def submit(self, index: int) -> Any:
+        allowed = [w for w in self.workers if w not in self.failed_workers] or self.workers
+        key = f"caelum-llm-{self.run_id}-{index}" + (f"-retry{self.attempts[index]}" if self.attempts[index] else "")
+        future = self.client.submit(llm_task, self.kind, self.model, self.items[index], self.fields, self.run_id,
+                                    index, key=key, workers=allowed, allow_other_workers=False, pure=False)
+        self.index_of[future.key] = index
         return future
 
-    done = failed = 0
-    pending = as_completed([submit(i) for i in range(len(items))])
-    for future in pending:
-        index = index_of[future.key]
+    def settle(self, future: Any) -> tuple[int, Any]:
+        """``(index, retry)``: the item's result is kept, or ``retry`` is its new future."""
+        index = self.index_of[future.key]
         if future.status == "finished":
-            results[index] = future.result()
-        else:
-            exc = future.exception()
-            if isinstance(exc, LocalBackendFailed) and exc.worker:
-                failed_workers.add(exc.worker)
-            if attempts[index] < retries:  # elsewhere when possible; else the same worker again
-                attempts[index] += 1
-                pending.add(submit(index))
-                continue
-            results[index] = {"index": index, "ok": False, "response": None, "error": str(exc) or type(exc).__name__,
-                              "backend": None, "machine": None, "worker": getattr(exc, "worker", None),
-                              "latency_s": None}
+            self.results[index] = future.result()
+            return index, None
+        exc = future.exception()
+        if isinstance(exc, LocalBackendFailed) and exc.worker:
+            self.failed_workers.add(exc.worker)
+        if self.attempts[index] < self.retries:  # elsewhere when possible; else the same worker again
+            self.attempts[index] += 1
+            return index, self.submit(index)
+        self.results[index] = {"index": index, "ok": False, "response": None,
+                               "error": str(exc) or type(exc).__name__, "backend": None, "machine": None,
+                               "worker": getattr(exc, "worker", None), "latency_s": None}
+        return index, None
+
+
+def run_map(client: Any, model: str, items: Sequence[Any], *, kind: str = "generate",
+            progress: bool | Callable[[int, int, int], None] = True, retries: int = 2,
+            fields: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Submit one task per item on the machines serving ``model``; results in item order."""
+    if kind not in KINDS:
+        raise InvalidInput(f"unknown batch kind {kind!r}; use one of {', '.join(KINDS)}")
+    run = _MapRun(client, kind, model, list(items), dict(fields or {}), _serving_workers(client, model), retries)
+    report = _progress_printer() if progress is True else (progress or None)
+    events.emit(events.LLM, "map-started", sink=client, run_id=run.run_id, model=model, items=len(run.items),
+                workers=run.workers)
+    done = failed = 0
+    pending = as_completed([run.submit(i) for i in range(len(run.items))])
+    for future in pending:
+        index, retry = run.settle(future)
+        if retry is not None:
+            pending.add(retry)
+            continue
         done += 1
-        if not results[index]["ok"]:  # type: ignore[index]
-            failed += 1
+        failed += 0 if run.results[index]["ok"] else 1  # type: ignore[index]
         if report:
-            report(done, len(items), failed)
-    events.emit(events.LLM, "map-finished", sink=client, run_id=run_id, model=model, items=len(items),
+            report(done, len(run.items), failed)
+    events.emit(events.LLM, "map-finished", sink=client, run_id=run.run_id, model=model, items=len(run.items),
                 failed=failed)
-    return [r for r in results if r is not None]
+    return [r for r in run.results if r is not None]
