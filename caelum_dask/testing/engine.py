@@ -124,39 +124,36 @@ class RunSettings:
     estimate: Callable[[list[str]], tuple[dict[str, float], bool]] = lambda ids: ({i: 1.0 for i in ids}, False)
 
 
-def reap_run(run_id: str) -> int:
-    """On a worker: end every process left on this machine by the run's sessions.
+def _run_processes(run_id: str) -> tuple[list[Any], list[Any]]:
+    """This machine's processes of a run: ``(owned sessions, the rest)``.
 
-    Spared: a session's own pytest whose relay still owns it (its parent is alive, not
-    init); it is exiting after its results and its relay ends its tree.
+    An owned session is a session's own pytest whose parent (its worker) is alive: its relay
+    ends its tree. Everything else carrying the run's marker is left over.
     """
     from caelum_dask import proctree
 
-    victims = []
+    owned, rest = [], []
     for proc in proctree.marked("CAELUM_TEST_RUN", run_id):
         try:
-            owned = "_caelum_session" in proc.cmdline() and proc.ppid() > 1 and proc.parent() is not None
+            mine = "_caelum_session" in proc.cmdline() and proc.ppid() > 1
         except Exception:  # gone already, or unreadable
-            owned = False
-        if not owned:
-            victims.append(proc)
-    return proctree.kill(victims)
+            mine = False
+        (owned if mine else rest).append(proc)
+    return owned, rest
+
+
+def reap_run(run_id: str) -> int:
+    """On a worker: end every process left on this machine by the run (owned sessions spared)."""
+    from caelum_dask import proctree
+
+    return proctree.kill(_run_processes(run_id)[1])
 
 
 def await_exit(run_id: str, timeout: float) -> int:
     """On a worker: wait for the run's session interpreters to finish exiting; how many did not."""
     import psutil
 
-    from caelum_dask import proctree
-
-    exiting = []
-    for proc in proctree.marked("CAELUM_TEST_RUN", run_id):
-        try:
-            if "_caelum_session" in proc.cmdline():
-                exiting.append(proc)
-        except psutil.Error:
-            continue
-    return len(psutil.wait_procs(exiting, timeout=timeout)[1])
+    return len(psutil.wait_procs(_run_processes(run_id)[0], timeout=timeout)[1])
 
 
 def settle(client: Client, run_id: str, timeout: float = 30.0) -> None:

@@ -21,7 +21,7 @@ from distributed import Client
 
 from caelum_dask import events as ev
 from caelum_dask.cluster import client_scope
-from caelum_dask.errors import CaelumError, InvalidInput, UnsatisfiableRequirement
+from caelum_dask.errors import InvalidInput, UnsatisfiableRequirement
 from caelum_dask.testing import durations as durations_mod
 from caelum_dask.testing import merge
 from caelum_dask.testing.collect import maxfail_of, shard_options
@@ -31,12 +31,6 @@ from caelum_dask.testing.snapshot import build_snapshot, is_unpacked
 
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed", "flaky", "notrun")
 Progress = Callable[[str], None]
-
-
-class RunInterrupted(CaelumError):
-    """The cluster could not run the suite at all (pytest's exit code 2: interrupted)."""
-
-    exit_code = 2
 
 
 #: option -> its key under ``caelum.testing`` (the defaults live in caelum.yaml only)
