@@ -99,19 +99,13 @@ def cache_keys(wf: Workflow, params: dict[str, Any], bindings: dict[str, tuple[t
     return keys
 
 
-def compile_workflow(wf: Workflow, params: dict[str, Any], bindings: dict[str, tuple[tuple[Any, ...], dict[str, Any]]],
-                     placement: dict[str, dict[str, Any]], run_id: str, cache_url: str,
-                     reusable: set[str] | None = None, keys: dict[str, str] | None = None,
-                     reuse_items: bool = True) -> CompiledRun:
-    """Compile ``wf`` for run ``run_id``; ``reusable`` names nodes whose cached result may be used."""
-    g = wf.graph
-    order = list(nx.topological_sort(g))
-    keys = keys if keys is not None else cache_keys(wf, params, bindings, order)
-    reusable = reusable or set()
-    prefix = f"{KEY_PREFIX}-{run_id}"
-    ctx = RunContext(run_id=run_id, prefix=prefix, cache_url=cache_url, workflow=wf.name, reuse=reuse_items)
+def _plan(g: Any, order: list[str], reusable: set[str]) -> tuple[set[str], set[str]]:
+    """``(compute, load)``: nodes to run, and reusable nodes whose cached result is needed.
 
-    sinks = [n for n in order if g.out_degree(n) == 0]
+    Walking back from the sinks: a node is needed when it is a sink or feeds a node that runs;
+    a needed reusable node is loaded from the cache, a needed other one (or an uncached one)
+    runs; a reusable node nobody needs is neither.
+    """
     compute: set[str] = set()
     load: set[str] = set()
     for node in reversed(order):
@@ -121,56 +115,78 @@ def compile_workflow(wf: Workflow, params: dict[str, Any], bindings: dict[str, t
                 load.add(node)
         elif needed or not options_of(g.nodes[node])["cache"]:
             compute.add(node)
+    return compute, load
 
-    dask_key = {n: f"{prefix}-{n}" for n in order if n in compute or n in load}
-    refs = {n: TaskRef(k) for n, k in dask_key.items()}
+
+def _node_task(node: str, attrs: dict[str, Any], key: str, ctx: RunContext, cache_key: str,
+               binding: tuple[tuple[Any, ...], dict[str, Any]], refs: dict[str, TaskRef], params: dict[str, Any],
+               place: dict[str, Any]) -> tuple[Task, dict[str, Any]]:
+    """The Dask task of a node that runs, and the annotations of its layer."""
+    opts = options_of(attrs)
+    args = tuple(compat.parse_task_input(a) for a in _resolve(binding[0], refs, params))
+    kwargs = {k: compat.parse_task_input(v) for k, v in _resolve(binding[1], refs, params).items()}
+    priority = opts["priority"]
+    is_map = attrs.get("map_over") is not None
+    rt = NodeRuntime(
+        name=node, func=attrs["func"], retries=opts["retries"], retry_delay=opts["retry_delay"],
+        retry_backoff=opts["retry_backoff"], retry_jitter=opts["retry_jitter"], timeout=opts["timeout"],
+        cache=bool(opts["cache"]), cache_key=cache_key if opts["cache"] else None, check_cache=False,
+        key_parts=(code_hash(attrs["func"]), cache_key) if is_map else None,
+        map_over=attrs.get("map_over"),
+        item_annotations={**place, **({"priority": priority} if priority else {}),
+                          **({"retries": opts["retries"]} if opts["retries"] else {})} if is_map else {},
+    )
+    task = Task(key, run_map if is_map else run_node, rt, ctx, *args, **kwargs)
+    annotations = {} if is_map else dict(place)
+    if priority:
+        annotations["priority"] = priority
+    if opts["retries"] and not is_map:
+        # the wrapper retries failures with backoff; Dask's own retries cover the rare
+        # failure of the wrapper itself (e.g. a worker that cannot unpickle the task)
+        annotations["retries"] = opts["retries"]
+    return task, annotations
+
+
+def _layered_graph(prefix: str, tasks: list[tuple[str, Task, dict[str, Any]]]) -> HighLevelGraph:
+    """One materialized layer per distinct set of annotations (kept through optimisation)."""
     layers: dict[tuple[Any, ...], dict[str, Any]] = {}
     layer_annotations: dict[tuple[Any, ...], dict[str, Any]] = {}
-    depended: set[str] = set()
-    for node in order:
-        if node not in dask_key:
-            continue
-        key = dask_key[node]
-        if node in load:
-            task: Task = Task(key, load_cached, ctx, node, keys[node])
-            annotations: dict[str, Any] = {}
-        else:
-            attrs = g.nodes[node]
-            opts = options_of(attrs)
-            args, kwargs = bindings[node]
-            args = tuple(compat.parse_task_input(a) for a in _resolve(args, refs, params))
-            kwargs = {k: compat.parse_task_input(v) for k, v in _resolve(kwargs, refs, params).items()}
-            depended.update(dask_key[p] for p in g.predecessors(node))
-            place = dict(placement.get(node, {}))
-            priority = opts["priority"]
-            is_map = attrs.get("map_over") is not None
-            rt = NodeRuntime(
-                name=node, func=attrs["func"], retries=opts["retries"], retry_delay=opts["retry_delay"],
-                retry_backoff=opts["retry_backoff"], retry_jitter=opts["retry_jitter"], timeout=opts["timeout"],
-                cache=bool(opts["cache"]), cache_key=keys[node] if opts["cache"] else None, check_cache=False,
-                key_parts=(code_hash(attrs["func"]), keys[node]) if is_map else None,
-                map_over=attrs.get("map_over"),
-                item_annotations={**place, **({"priority": priority} if priority else {}),
-                                  **({"retries": opts["retries"]} if opts["retries"] else {})} if is_map else {},
-            )
-            task = Task(key, run_map if is_map else run_node, rt, ctx, *args, **kwargs)
-            annotations = {} if is_map else dict(place)
-            if priority:
-                annotations["priority"] = priority
-            if opts["retries"] and not is_map:
-                # the wrapper retries failures with backoff; Dask's own retries cover the rare
-                # failure of the wrapper itself (e.g. a worker that cannot unpickle the task)
-                annotations["retries"] = opts["retries"]
+    for key, task, annotations in tasks:
         group = tuple(sorted((k, repr(v)) for k, v in annotations.items()))
         layers.setdefault(group, {})[key] = task
         layer_annotations[group] = annotations
-    hlg_layers = {}
-    for i, (group, dsk) in enumerate(layers.items()):
-        hlg_layers[f"{prefix}-layer{i}"] = MaterializedLayer(dsk, annotations=layer_annotations[group] or None)
-    graph = HighLevelGraph(hlg_layers, {name: set() for name in hlg_layers})
-    targets = [k for k in dask_key.values() if k not in depended]
+    hlg_layers = {f"{prefix}-layer{i}": MaterializedLayer(dsk, annotations=layer_annotations[group] or None)
+                  for i, (group, dsk) in enumerate(layers.items())}
+    return HighLevelGraph(hlg_layers, {name: set() for name in hlg_layers})
+
+
+def compile_workflow(wf: Workflow, params: dict[str, Any], bindings: dict[str, tuple[tuple[Any, ...], dict[str, Any]]],
+                     placement: dict[str, dict[str, Any]], run_id: str, cache_url: str,
+                     reusable: set[str] | None = None, keys: dict[str, str] | None = None,
+                     reuse_items: bool = True) -> CompiledRun:
+    """Compile ``wf`` for run ``run_id``; ``reusable`` names nodes whose cached result may be used."""
+    g = wf.graph
+    order = list(nx.topological_sort(g))
+    keys = keys if keys is not None else cache_keys(wf, params, bindings, order)
+    prefix = f"{KEY_PREFIX}-{run_id}"
+    ctx = RunContext(run_id=run_id, prefix=prefix, cache_url=cache_url, workflow=wf.name, reuse=reuse_items)
+    compute, load = _plan(g, order, reusable or set())
+    dask_key = {n: f"{prefix}-{n}" for n in order if n in compute or n in load}
+    refs = {n: TaskRef(k) for n, k in dask_key.items()}
+    tasks: list[tuple[str, Task, dict[str, Any]]] = []
+    depended: set[str] = set()
+    for node, key in dask_key.items():
+        if node in load:
+            tasks.append((key, Task(key, load_cached, ctx, node, keys[node]), {}))
+            continue
+        depended.update(dask_key[p] for p in g.predecessors(node))
+        task, annotations = _node_task(node, g.nodes[node], key, ctx, keys[node], bindings[node], refs, params,
+                                       dict(placement.get(node, {})))
+        tasks.append((key, task, annotations))
     return CompiledRun(
-        run_id=run_id, prefix=prefix, graph=graph, keys=dask_key, targets=targets, cache_keys=keys,
+        run_id=run_id, prefix=prefix, graph=_layered_graph(prefix, tasks), keys=dask_key,
+        targets=[k for k in dask_key.values() if k not in depended], cache_keys=keys,
         computed=[n for n in order if n in compute], loaded=[n for n in order if n in load],
-        reused=[n for n in order if n not in compute], sinks=sinks,
+        reused=[n for n in order if n not in compute], sinks=[n for n in order if g.out_degree(n) == 0],
     )
+
