@@ -190,14 +190,7 @@ def _run(wf: Workflow, client: Client, params: dict[str, Any], bindings: Any, st
     placement = check_requirements(wf, machines(client)) if _has_resources(wf) else {}
     order = list(nx.topological_sort(wf.graph))
     keys = cache_keys(wf, params, bindings, order)
-    reusable: set[str] = set()
-    if use_cache or previous:
-        present = ResultCache(cache_url).keys()
-        if previous:
-            done = {t["task"]: t["cache_key"] for t in previous["tasks"] if t["state"] in ("completed", "cached")}
-            reusable = {n for n in order if done.get(n) == keys[n] and keys[n] in present}
-        else:
-            reusable = {n for n in order if keys[n] in present and wf.graph.nodes[n].get("cache", True)}
+    reusable = _reusable(wf, order, keys, use_cache, previous, cache_url)
     run_id = new_run_id()
     compiled = compile_workflow(wf, params, bindings, placement, run_id, cache_url, reusable, keys,
                                 reuse_items=use_cache or bool(previous))
@@ -234,58 +227,87 @@ def _run(wf: Workflow, client: Client, params: dict[str, Any], bindings: Any, st
 
     report(force=True)  # the run id, at once
     try:
-        pending = list(futures.values())
-        while pending:
-            if cancel is not None and cancel.is_set():
-                raise RunCancelled(f"run {run_id} was cancelled")
-            # block until everything is done or `poll` passes, then write what arrived in one
-            # transaction: never a busy loop competing with the workers for the CPU
-            try:
-                wait(pending, timeout=poll)
-            except TimeoutError:
-                pass
-            batch = _drain(q)
-            if batch:
-                absorb(batch)
-                report()
-            pending = [f for f in pending if not f.done()]
-        # the final events travel ahead of the results on the same streams; allow stragglers
-        deadline = time.monotonic() + 3
-        while any(states.get(n) not in FINAL_STATES for n in expected) and time.monotonic() < deadline:
-            absorb(_drain(q))
-            time.sleep(0.05)
-        absorb(_drain(q))
-        unsettled = {n for n in expected if states.get(n) not in FINAL_STATES}
-        if unsettled:
-            absorb(_recover(client, run_id, unsettled))
+        _follow(client, run_id, list(futures.values()), q, poll, cancel, absorb, report, expected, states)
         results, errors = _collect(client, compiled, futures, states, store, run_id)
     except BaseException as exc:  # Ctrl-C, lost scheduler: the run is recorded as cancelled, not "running"
         absorb(_drain(q))
-        counts = _counts(states, len(order))
-        store.finish_run(run_id, "cancelled", counts)
-        lost = _scheduler_lost(client, exc)
-        if lost:
-            # the completed tasks' results are in the cache and their states in the store:
-            # `--resume` on any scheduler reuses them
-            where = f"`caelum run {file} --resume {run_id}`" if file else f"run(..., resume={run_id!r})"
-            raise SchedulerLost(
-                f"lost the connection to the scheduler {getattr(client.scheduler, 'address', '')} "
-                f"mid-run; run {run_id} is recorded as cancelled with {counts['computed'] + counts['cached']} of "
-                f"{counts['total']} tasks done; once a scheduler is up, finish it with {where}"
-            ) from exc
-        client.cancel(list(futures.values()))
-        try:
-            events.emit(events.WORKFLOWS, "run-finished", sink=client, run_id=run_id, state="cancelled",
-                        computed=counts["computed"], cached=counts["cached"], failed=counts["failed"])
-        except Exception:  # noqa: BLE001 - the scheduler may be the reason we are here
-            pass
+        _record_interrupted(client, store, run_id, _counts(states, len(order)), futures, file, exc)
         raise
     finally:
         events.unlisten(client, events.WORKFLOWS, run_id)
         for f in futures.values():
             f.release()
     report(force=True)
+    return _finished(client, store, wf, run_id, params, started, results, errors, previous)
 
+
+def _follow(client: Client, run_id: str, pending: list[Any], q: Any, poll: float, cancel: threading.Event | None,
+            absorb: Callable[[list[dict[str, Any]]], None], report: Callable[[], None], expected: set[str],
+            states: dict[str, str]) -> None:
+    """Wait for the run's futures, absorbing task states as they stream in, then the stragglers."""
+    while pending:
+        if cancel is not None and cancel.is_set():
+            raise RunCancelled(f"run {run_id} was cancelled")
+        # block until everything is done or `poll` passes, then write what arrived in one
+        # transaction: never a busy loop competing with the workers for the CPU
+        try:
+            wait(pending, timeout=poll)
+        except TimeoutError:
+            pass
+        batch = _drain(q)
+        if batch:
+            absorb(batch)
+            report()
+        pending = [f for f in pending if not f.done()]
+    # the final events travel ahead of the results on the same streams; allow stragglers
+    deadline = time.monotonic() + 3
+    while any(states.get(n) not in FINAL_STATES for n in expected) and time.monotonic() < deadline:
+        absorb(_drain(q))
+        time.sleep(0.05)
+    absorb(_drain(q))
+    unsettled = {n for n in expected if states.get(n) not in FINAL_STATES}
+    if unsettled:
+        absorb(_recover(client, run_id, unsettled))
+
+
+def _reusable(wf: Workflow, order: list[str], keys: dict[str, str], use_cache: bool,
+              previous: dict[str, Any] | None, cache_url: str) -> set[str]:
+    """Nodes whose cached result may stand in: a resumed run's finished tasks, else any cached one."""
+    if not (use_cache or previous):
+        return set()
+    present = ResultCache(cache_url).keys()
+    if previous:
+        done = {t["task"]: t["cache_key"] for t in previous["tasks"] if t["state"] in ("completed", "cached")}
+        return {n for n in order if done.get(n) == keys[n] and keys[n] in present}
+    return {n for n in order if keys[n] in present and wf.graph.nodes[n].get("cache", True)}
+
+
+def _record_interrupted(client: Client, store: RunStore, run_id: str, counts: dict[str, int],
+                        futures: dict[str, Any], file: str | None, exc: BaseException) -> None:
+    """A run that did not finish is recorded as cancelled; a lost scheduler says how to resume."""
+    store.finish_run(run_id, "cancelled", counts)
+    lost = _scheduler_lost(client, exc)
+    if lost:
+        # the completed tasks' results are in the cache and their states in the store:
+        # `--resume` on any scheduler reuses them
+        where = f"`caelum run {file} --resume {run_id}`" if file else f"run(..., resume={run_id!r})"
+        raise SchedulerLost(
+            f"lost the connection to the scheduler {getattr(client.scheduler, 'address', '')} "
+            f"mid-run; run {run_id} is recorded as cancelled with {counts['computed'] + counts['cached']} of "
+            f"{counts['total']} tasks done; once a scheduler is up, finish it with {where}"
+        ) from exc
+    client.cancel(list(futures.values()))
+    try:
+        events.emit(events.WORKFLOWS, "run-finished", sink=client, run_id=run_id, state="cancelled",
+                    computed=counts["computed"], cached=counts["cached"], failed=counts["failed"])
+    except Exception:  # noqa: BLE001 - the scheduler may be the reason we are here
+        pass
+
+
+def _finished(client: Client, store: RunStore, wf: Workflow, run_id: str, params: dict[str, Any],
+              started: float, results: dict[str, Any], errors: dict[str, str],
+              previous: dict[str, Any] | None) -> RunResult:
+    """Record the run's final state from the store and build its result."""
     tasks = store.task_states(run_id)
     counts = _counts({n: t["state"] for n, t in tasks.items()}, len(tasks))
     per_machine = collections.Counter(t["machine"] for t in tasks.values()
