@@ -13,6 +13,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import dask.config
 import pytest
 
 import psutil
@@ -245,6 +246,24 @@ def test_recorded_durations_order_the_next_run(shard_cluster, tmp_path: Path) ->
     assert sorted(s["nodeids"][0] for s in sessions) == sorted(slow)  # longest first, one per session
     got = _outcomes(second)
     assert set(got.values()) == {"passed"} and len(got) == 8
+
+
+def test_sessions_freeze_what_collection_made_unless_configured_off(shard_cluster, tmp_path: Path) -> None:
+    """gc.freeze() after collection (caelum.testing.freeze-collected), as the caller configures it."""
+    project = make_project(tmp_path / "gcfreeze", {"tests/test_gc.py": """
+        import gc
+
+        def test_frozen():
+            assert gc.get_freeze_count() > 0
+
+        def test_thawed():
+            assert gc.get_freeze_count() == 0
+    """})
+    frozen = _outcomes(run_tests(project, TestOptions(shards=2), client=shard_cluster))
+    assert frozen == {"tests/test_gc.py::test_frozen": "passed", "tests/test_gc.py::test_thawed": "failed"}
+    with dask.config.set({"caelum.testing.freeze-collected": False}):
+        thawed = _outcomes(run_tests(project, TestOptions(shards=2, retry_failed=0), client=shard_cluster))
+    assert thawed == {"tests/test_gc.py::test_frozen": "failed", "tests/test_gc.py::test_thawed": "passed"}
 
 
 def test_module_fixture_runs_once_per_module_with_loadscope(shard_cluster, tmp_path: Path) -> None:

@@ -121,6 +121,7 @@ class RunSettings:
     full_reports: bool = False
     junit: bool = False  # sessions write JUnit files (only when the run's --junit asks for them)
     start_grace: float = 2.0
+    freeze_collected: bool = True  # gc.freeze() in each session once it has collected
     estimate: Callable[[list[str]], tuple[dict[str, float], bool]] = lambda ids: ({i: 1.0 for i in ids}, False)
 
 
@@ -222,7 +223,7 @@ class SuiteRun:
         spec = {"run_id": s.run_id, "session": info.name, "topic": STREAM_TOPIC, "inbox": info.inbox.name,
                 "snapshot": s.snapshot, "python": s.python, "args": s.args,
                 "workdir": s.workdir, "timeout": s.timeout, "collect_timeout": s.collect_timeout,
-                "env": s.env, "full": s.full_reports, "junit": s.junit, "platform": None if info.platform == "all" else info.platform}
+                "env": s.env, "full": s.full_reports, "freeze": s.freeze_collected, "junit": s.junit, "platform": None if info.platform == "all" else info.platform}
         info.future = self.client.submit(run_session, spec, key=f"caelum-test-{s.run_id}-session-{info.name}",
                                          workers=[info.worker], allow_other_workers=True, pure=False, retries=0)
 

@@ -261,7 +261,8 @@ def _settings(root: Path, options: TestOptions, run_id: str, snapshot: dict[str,
         collect_timeout=float(config.get("testing.collect-timeout")), dist=options.dist,
         retries=options.retry_failed, maxfail=maxfail_of(args), workdir=options.workdir,
         full_reports=options.full_reports, junit=bool(options.junit), estimate=estimate,
-        start_grace=float(config.get("testing.start-grace")))
+        start_grace=float(config.get("testing.start-grace")),
+        freeze_collected=bool(config.get("testing.freeze-collected")))
 
 
 def _ship_snapshot(client: Client, snap: Any, workers: list[dict[str, Any]], run_id: str, say: Progress) -> str:

@@ -305,7 +305,8 @@ class Relay:
         env, _ = clean_environment(extra=self.spec.get("env") or {})
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(plugin_dir()), env.get("PYTHONPATH", "")) if p)
         env.update({"CAELUM_TEST_RUN": self.spec["run_id"], "CAELUM_TEST_SESSION_NAME": self.spec["session"],
-                    "PYTHONUNBUFFERED": "1", "CAELUM_SESSION_FULL": "1" if self.spec.get("full") else "0"})
+                    "PYTHONUNBUFFERED": "1", "CAELUM_SESSION_FULL": "1" if self.spec.get("full") else "0",
+                    "CAELUM_SESSION_FREEZE": "1" if self.spec.get("freeze") else "0"})
         command = session_command(self.spec.get("python") or sys.executable, self.root, self.spec["args"],
                                   junit if self.spec.get("junit") else None)
         proc = SessionProcess(command, self.root / self.spec.get("workdir", ""), env, self.scratch / name)

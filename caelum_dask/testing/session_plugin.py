@@ -31,6 +31,7 @@ handed over and not reported yet (the one to blame when the interpreter dies).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -158,6 +159,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         "categories": cats, "deselected": _DESELECTED[0],
         "reports": [_serialise(config, r) for r in _COLLECT_REPORTS] if _LINK.full else [],
     }})
+    if os.environ.get("CAELUM_SESSION_FREEZE") == "1":
+        # Collection leaves thousands of long-lived objects (items, modules, fixtures'
+        # definitions); every full collection during the run would walk them again. Freezing
+        # them once (after dropping collection's own garbage) takes them out of the GC's way
+        # for the whole session: on networkx's suite ~13 % of the CPU time.
+        gc.collect()
+        gc.freeze()
 
 
 @pytest.hookimpl(tryfirst=True)
