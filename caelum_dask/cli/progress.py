@@ -26,7 +26,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from caelum_dask.progress import ProgressEvent
 
 #: the least time between two plain (non-terminal) progress lines
 PLAIN_INTERVAL_SECONDS = 5.0
@@ -147,6 +150,17 @@ class ProgressDisplay:
             elif self._plain_due(state):
                 self._printed, self._printed_at = state, self.clock()
                 self._write(progress_text(state, self.noun))
+
+    def __call__(self, event: ProgressEvent) -> None:
+        """Take an engine's :class:`~caelum_dask.progress.ProgressEvent` (a ``progress=`` callback).
+
+        A status line is printed (above the bar); counts move the bar. An event that carries both
+        does both.
+        """
+        if event.message is not None:
+            self.status(event.message)
+        if event.total is not None or event.done > 0:
+            self.update(event.done, event.total, failed=event.failed, eta=event.eta)
 
     # -- rendering -----------------------------------------------------------------------
     def _write(self, text: str) -> None:

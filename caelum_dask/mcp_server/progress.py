@@ -7,6 +7,8 @@ from typing import Any
 
 import anyio.from_thread
 
+from caelum_dask.progress import ProgressCallback, ProgressEvent
+
 
 def progress_reporter(ctx: Any) -> Callable[[float, float | None, str | None], None]:
     """A plain callable that sends ``notifications/progress`` for the current request.
@@ -23,3 +25,17 @@ def progress_reporter(ctx: Any) -> Callable[[float, float | None, str | None], N
             pass
 
     return report
+
+
+def event_reporter(ctx: Any) -> ProgressCallback:
+    """An engine's ``progress=`` callback that forwards each :class:`ProgressEvent` to MCP.
+
+    Counts become the notification's progress/total; the event's one-line text (status line or
+    "12/40 tests, 1 failed, ETA 3s") its message, so an MCP client sees what the CLI's bar shows.
+    """
+    report = progress_reporter(ctx)
+
+    def forward(event: ProgressEvent) -> None:
+        report(float(event.done), None if event.total is None else float(event.total), event.text())
+
+    return forward

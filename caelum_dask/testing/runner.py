@@ -12,16 +12,17 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from distributed import Client
 
 from caelum_dask import events as ev
 from caelum_dask.cluster import client_scope
 from caelum_dask.errors import InvalidInput, UnsatisfiableRequirement
+from caelum_dask.options import ConfiguredOptions
 from caelum_dask.testing import durations as durations_mod
 from caelum_dask.testing import merge
 from caelum_dask.testing.collect import maxfail_of, shard_options
@@ -33,12 +34,8 @@ OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed", "flaky
 Progress = Callable[[str], None]
 
 
-#: option -> its key under ``caelum.testing`` (the defaults live in caelum.yaml only)
-_CONFIGURED = {"shards": "sessions", "dist": "dist", "retry_failed": "retry-failed", "timeout": "timeout"}
-
-
 @dataclass
-class TestOptions:
+class TestOptions(ConfiguredOptions):
     """Everything ``caelum test`` can be told (the CLI options, one to one).
 
     A field left ``None`` takes its default from ``caelum.testing.*`` when the run starts
@@ -47,6 +44,8 @@ class TestOptions:
     """
 
     __test__ = False  # not a pytest test class, despite the name
+    CONFIG: ClassVar[Mapping[str, str]] = {"shards": "testing.sessions", "dist": "testing.dist",
+                                           "retry_failed": "testing.retry-failed", "timeout": "testing.timeout"}
 
     shards: int | str | None = None  # sessions: "auto" = one per worker thread
     dist: str | None = None
@@ -63,19 +62,6 @@ class TestOptions:
     workdir: str = ""
     #: stream pytest's own serialised reports too (``pytest --caelum`` replays them)
     full_reports: bool = False
-
-    @classmethod
-    def from_config(cls, **given: Any) -> TestOptions:
-        """Options from what the caller gave (``None`` = not given), the rest from the config."""
-        return cls(**{k: v for k, v in given.items() if v is not None}).resolved()
-
-    def resolved(self) -> TestOptions:
-        """A copy with every unset configurable field filled from ``caelum.testing.*``."""
-        from caelum_dask import config
-
-        filled = {name: config.get(f"testing.{key}") for name, key in _CONFIGURED.items()
-                  if getattr(self, name) is None}
-        return replace(self, **filled)
 
     def validate(self) -> None:
         """Refuse bad values with one line each (call on a :meth:`resolved` copy)."""
