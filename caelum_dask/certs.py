@@ -12,6 +12,8 @@ reads)::
     DIR/ca-key.pem        the CA's private key (mode 0600; keep it on the admin machine only)
     DIR/NAME.pem          a node certificate for NAME, signed by the CA (public)
     DIR/NAME-key.pem      NAME's private key (mode 0600)
+    DIR/crl.pem           revoked serial numbers, signed by the CA (``caelum certs revoke``; public)
+    DIR/revoked.json      the names of the revoked certificates (for ``caelum certs show``)
 
 Node certificates carry both the serverAuth and clientAuth extended key usages (a Dask worker
 both listens and connects) and subject alternative names for the DNS names and IP addresses
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import ipaddress
+import json
 import os
 import re
 import socket
@@ -31,11 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from caelum_dask.errors import InvalidInput
+from caelum_dask.results import Result
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca-key.pem"
@@ -291,4 +296,179 @@ def describe(path: str | os.PathLike[str]) -> dict[str, object]:
         "not_valid_after": cert.not_valid_after_utc.isoformat(),
         "dns_names": dns,
         "ip_addresses": ips,
+    }
+
+
+# --- revocation -------------------------------------------------------------------------------
+#
+# A machine whose key leaked (or that left the cluster) is shut out without re-issuing every
+# other certificate: ``caelum certs revoke NAME --dir DIR`` puts NAME's serial number in a
+# certificate revocation list signed by the CA, ``DIR/crl.pem``. Schedulers, workers and
+# clients load it next to ``ca.pem`` (see :mod:`caelum_dask.revocation`) and OpenSSL then
+# refuses a revoked certificate during the handshake. A CRL holds only serial numbers, so the
+# names go to ``DIR/revoked.json`` for ``caelum certs show``; only ``crl.pem`` is enforced.
+
+CRL = "crl.pem"
+REVOKED = "revoked.json"
+
+
+@dataclass(frozen=True)
+class Revoked(Result):
+    """One revoked certificate: its name, serial number (hex) and when it was revoked (ISO 8601)."""
+
+    name: str
+    serial: str
+    revoked_at: str
+
+
+def crl_path(directory: str | os.PathLike[str]) -> Path:
+    return Path(directory).expanduser() / CRL
+
+
+def revoked(directory: str | os.PathLike[str]) -> list[Revoked]:
+    """The revoked certificates recorded in ``DIR/revoked.json`` (empty when none were revoked).
+
+    Without ``revoked.json`` (a machine that was sent only ``crl.pem``) the entries come from
+    the CRL itself, named by serial number: the list a scheduler enforces is always shown.
+    """
+    folder = Path(directory).expanduser()
+    names = folder / REVOKED
+    if names.exists():
+        try:
+            entries = json.loads(names.read_text())["revoked"]
+            return [Revoked(str(e["name"]), str(e["serial"]), str(e["revoked_at"])) for e in entries]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidInput(f"{names} is not a caelum revocation record ({exc}); remove it and revoke again") from None
+    crl = load_crl(folder)
+    if crl is None:
+        return []
+    return [
+        Revoked(f"serial {entry.serial_number:x}", f"{entry.serial_number:x}", entry.revocation_date_utc.isoformat())
+        for entry in crl
+    ]
+
+
+def load_crl(directory: str | os.PathLike[str]) -> x509.CertificateRevocationList | None:
+    """``DIR/crl.pem`` checked against ``DIR/ca.pem``, or ``None`` when nothing was revoked.
+
+    Why check here: OpenSSL refuses *every* peer when the loaded CRL does not belong to the CA
+    (no CRL for the issuer), so a stale or foreign crl.pem must fail with one clear line at
+    start-up instead of as a cluster where no machine can connect.
+    """
+    folder = Path(directory).expanduser()
+    path = folder / CRL
+    if not path.exists():
+        return None
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+        ca = x509.load_pem_x509_certificate((folder / CA_CERT).read_bytes())
+    except PermissionError:
+        raise InvalidInput(f"cannot read {path} or its {CA_CERT}: permission denied") from None
+    except FileNotFoundError:
+        raise InvalidInput(f"{path} has no {CA_CERT} beside it; copy the cluster CA certificate there") from None
+    except ValueError as exc:
+        raise InvalidInput(f"{path} is not a PEM revocation list ({exc}); copy it again from the admin machine") from None
+    public_key = ca.public_key()
+    if crl.issuer != ca.subject or not isinstance(public_key, ec.EllipticCurvePublicKey) or not crl.is_signature_valid(public_key):
+        raise InvalidInput(
+            f"{path} was not signed by the cluster CA in {folder / CA_CERT}; copy the current crl.pem "
+            "from the admin machine (or delete it if that CA never revoked anything)"
+        )
+    return crl
+
+
+def revoke(name: str, directory: str | os.PathLike[str], *, when: _dt.datetime | None = None) -> tuple[Revoked, bool]:
+    """Revoke ``DIR/NAME.pem``: add its serial to ``DIR/crl.pem`` (re-signed) and ``revoked.json``.
+
+    Returns the entry and whether it is new (revoking twice is harmless). The certificate
+    file must be there: its serial number is what the CRL lists, and only the machine that
+    holds the CA key (the one that issued it) can sign the list.
+    """
+    check_name(name)
+    folder = Path(directory).expanduser()
+    ca_cert, ca_key = load_ca(folder)
+    path = cert_path(folder, name)
+    if not path.exists():
+        raise InvalidInput(
+            f"no certificate for {name!r} in {folder} ({path.name} missing); revoke it on the machine "
+            "that issued it, in the folder that holds its certificate"
+        )
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise InvalidInput(f"{path} is not a certificate of the cluster CA in {folder} ({exc or 'bad signature'})") from None
+    serial = f"{cert.serial_number:x}"
+    entries = revoked(folder)
+    for entry in entries:
+        if entry.serial == serial:
+            return entry, False
+    entry = Revoked(name, serial, (when or _now()).isoformat())
+    entries.append(entry)
+    _write_crl(folder, entries, ca_cert, ca_key)
+    _write_public(folder / REVOKED, json.dumps({"revoked": [e.to_dict() for e in entries]}, indent=2).encode() + b"\n")
+    return entry, True
+
+
+def _write_crl(folder: Path, entries: list[Revoked], ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey) -> None:
+    """Sign and write ``crl.pem`` listing ``entries``.
+
+    ``last_update`` is backdated like the certificates (a scheduler whose clock is a little
+    behind would otherwise see a "not yet valid" CRL and refuse everybody), and the list stays
+    valid as long as the CA, so an unrefreshed CRL never locks the whole cluster out.
+    """
+    now = _now()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - _dt.timedelta(minutes=5))
+        .next_update(max(ca_cert.not_valid_after_utc, now + _dt.timedelta(days=1)))
+        .add_extension(x509.CRLNumber(len(entries)), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+    )
+    for entry in entries:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(int(entry.serial, 16))
+            .revocation_date(_dt.datetime.fromisoformat(entry.revoked_at))
+            .build()
+        )
+    crl = builder.sign(ca_key, hashes.SHA256())
+    _write_public(folder / CRL, crl.public_bytes(serialization.Encoding.PEM))
+
+
+def is_revoked(path: str | os.PathLike[str]) -> bool:
+    """Whether the certificate at ``path`` is listed in the ``crl.pem`` of its own folder."""
+    cert_file = Path(path)
+    crl = load_crl(cert_file.parent)
+    if crl is None:
+        return False
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    return crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
+
+
+def describe_folder(directory: str | os.PathLike[str]) -> dict[str, object]:
+    """A certificate folder for ``caelum certs show DIR``: the CA, each certificate, the revoked ones."""
+    folder = Path(directory).expanduser()
+    crl = load_crl(folder)
+    certificates = []
+    for path in sorted(folder.glob("*.pem")):
+        if path.name in (CA_CERT, CA_KEY, CRL) or path.name.endswith("-key.pem"):
+            continue
+        try:
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+        except (ValueError, OSError):
+            continue
+        listed = crl is not None and crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
+        certificates.append({
+            "name": path.name[: -len(".pem")],
+            "serial": f"{cert.serial_number:x}",
+            "not_valid_after": cert.not_valid_after_utc.isoformat(),
+            "revoked": listed,
+        })
+    return {
+        "dir": str(folder),
+        "ca": describe(folder / CA_CERT),
+        "certificates": certificates,
+        "revoked": [entry.to_dict() for entry in revoked(folder)],
     }

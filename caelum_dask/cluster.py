@@ -182,11 +182,13 @@ def register_service(client: Client, machine: str, name: str, port: int) -> None
 def status_report(client: Client, scheduler: str | None = None) -> dict[str, Any]:
     """The document ``caelum status --json`` prints (and the MCP ``cluster_status`` tool returns)."""
     from caelum_dask.dashboard import pages_mounted, pages_url
+    from caelum_dask.security import dashboard_link
 
+    link = dashboard_link(client)  # https:// when the scheduler serves its dashboard over TLS
     return {
         "scheduler": client.scheduler.address,
-        "dashboard": client.dashboard_link,
-        "caelum_dashboard": pages_url(client.dashboard_link) if pages_mounted(client) else None,
+        "dashboard": link,
+        "caelum_dashboard": pages_url(link) if pages_mounted(client) else None,
         "embedded": resolve_address(scheduler) is None,
         "machines": machines(client),
     }

@@ -59,6 +59,16 @@ def worker_resources(worker: Any) -> dict[str, float]:
     return dict(worker.state.total_resources)
 
 
+def worker_resources_idle(worker: Any) -> bool:
+    """Whether none of the worker's resources is held by a running task.
+
+    Private: ``Worker.state.available_resources``. Dask's ``Worker.set_resources`` makes the
+    scheduler forget which resources are in use, so caelum changes totals only when none are.
+    """
+    state = worker.state
+    return all(state.available_resources.get(k, v) == v for k, v in state.total_resources.items())
+
+
 def advertise_resources(worker: Any, resources: dict[str, float]) -> None:
     """Add resources to a worker that has not registered with the scheduler yet.
 
@@ -69,3 +79,24 @@ def advertise_resources(worker: Any, resources: dict[str, float]) -> None:
     for name, quantity in resources.items():
         worker.state.total_resources[name] = quantity
         worker.state.available_resources[name] = quantity
+
+
+def server_ssl_contexts(server: Any) -> list[Any]:
+    """The ``ssl.SSLContext`` objects a running Dask server (scheduler, worker, nanny) uses.
+
+    Private: ``BaseTCPListener.server_args["ssl_options"]`` (the context a TLS listener wraps
+    accepted sockets with) — Dask has no getter for it. The public ``server.connection_args``
+    holds the context of its outgoing connections. A preload runs after the server listens, so
+    adding the revocation list to these very contexts is the only way for a server started by
+    Dask's CLI to refuse revoked peers (:mod:`caelum_dask.revocation`).
+    """
+    import ssl
+
+    contexts = [getattr(server, "connection_args", {}).get("ssl_context")]
+    for listener in getattr(server, "listeners", []):
+        contexts.append(getattr(listener, "server_args", {}).get("ssl_options"))
+    unique: list[Any] = []
+    for context in contexts:
+        if isinstance(context, ssl.SSLContext) and all(context is not seen for seen in unique):
+            unique.append(context)
+    return unique

@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 from typing import Any
 
+from caelum_dask import revocation
 from caelum_dask.registry import MachineRegistry
 
 # Modules with an ``install(scheduler)`` function, installed when the capability is present.
@@ -19,6 +20,7 @@ SCHEDULER_EXTENSIONS: tuple[str, ...] = ("caelum_dask.dashboard",)
 
 def dask_setup(scheduler: Any) -> None:
     """Preload entry point (Dask calls it with the Scheduler)."""
+    revocation.install(scheduler)  # first: revoked certificates are refused from now on
     scheduler.add_plugin(MachineRegistry())
     for install in _extensions():
         install(scheduler)

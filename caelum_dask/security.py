@@ -9,13 +9,21 @@ makes every comm refuse plain ``tcp://``.
 Which folder: ``--tls DIR`` on the CLI, ``connect(tls=DIR)``, or the config key
 ``caelum.tls.dir``. Which certificate in it: ``--tls-name``/``name=``, the config key
 ``caelum.tls.name``, else this machine's short host name.
+
+Revocation: when the folder holds ``crl.pem`` (``caelum certs revoke``), every TLS context
+caelum builds also loads that list and checks the peer's certificate against it
+(:class:`CaelumSecurity`); servers started by Dask's CLI get the same through the preloads
+(:mod:`caelum_dask.revocation`). The dashboard: :func:`dashboard_tls_config` serves the
+scheduler's HTTP server over HTTPS with the node certificate.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
+import weakref
 from pathlib import Path
+from typing import Any
 
 from distributed import Security
 
@@ -60,15 +68,77 @@ def tls_files(directory: str | os.PathLike[str], name: str | None = None) -> dic
     return {role: str(path) for role, path in files.items()}
 
 
+class CaelumSecurity(Security):
+    """A Dask :class:`~distributed.Security` whose TLS contexts also enforce the cluster's CRL.
+
+    Why a subclass: Dask builds a fresh ``ssl.SSLContext`` for every connect and listen from
+    file names only; overriding the two public methods that hand those contexts out is the one
+    place where a revocation list can be added without touching Dask's internals. The CRL path
+    lives in the instance ``__dict__`` (Dask's ``__slots__`` stay as they are), so the object
+    pickles like its parent (a nanny sends it to its worker process).
+    """
+
+    def __init__(self, *, tls_crl_file: str | None = None, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.tls_crl_file = tls_crl_file
+
+    def get_connection_args(self, role: str) -> dict[str, object]:
+        """Dask's connection arguments, the SSL context checking the CRL when there is one."""
+        args: dict[str, object] = super().get_connection_args(role)
+        _with_crl(args.get("ssl_context"), self.tls_crl_file)
+        return args
+
+    def get_listen_args(self, role: str) -> dict[str, object]:
+        """Dask's listen arguments, the SSL context checking the CRL when there is one."""
+        args: dict[str, object] = super().get_listen_args(role)
+        _with_crl(args.get("ssl_context"), self.tls_crl_file)
+        return args
+
+
+def _with_crl(context: object, crl_file: str | None) -> None:
+    if crl_file and isinstance(context, ssl.SSLContext):
+        add_revocation_list(context, crl_file)
+
+
+def add_revocation_list(context: ssl.SSLContext, crl_file: str | os.PathLike[str]) -> None:
+    """Make ``context`` refuse a peer whose certificate ``crl_file`` lists.
+
+    ``VERIFY_CRL_CHECK_LEAF``: caelum revokes node certificates, which the CA signs directly,
+    so only the peer's own certificate needs a CRL; checking the whole chain would also demand
+    a CRL for the self-signed CA. A context that already has the list is left alone (OpenSSL
+    keeps the first CRL it is given per issuer).
+    """
+    marker = str(crl_file)
+    if _crl_loaded.get(context) == marker:
+        return
+    context.load_verify_locations(cafile=marker)
+    context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    _crl_loaded[context] = marker
+
+
+_crl_loaded: "weakref.WeakKeyDictionary[ssl.SSLContext, str]" = weakref.WeakKeyDictionary()
+
+
+def revocation_list(ca_file: str | os.PathLike[str] | None) -> str | None:
+    """The checked ``crl.pem`` beside ``ca_file``, or ``None`` when nothing was revoked (or no CA file)."""
+    if not ca_file or "\n" in str(ca_file):  # Dask also accepts the CA as PEM text: no folder then
+        return None
+    folder = Path(ca_file).parent
+    return str(certs.crl_path(folder)) if certs.load_crl(folder) is not None else None
+
+
 def security_from_dir(directory: str | os.PathLike[str], name: str | None = None) -> Security:
     """A mutual-TLS :class:`distributed.Security` from a ``caelum certs`` folder.
 
     Every role (client, scheduler, worker) uses the node certificate ``NAME.pem`` and trusts
-    only ``ca.pem``; ``require_encryption=True`` refuses any plain-tcp comm.
+    only ``ca.pem``; ``require_encryption=True`` refuses any plain-tcp comm. With a
+    ``crl.pem`` in the folder, revoked peers are refused too.
     """
     files = tls_files(directory, name)
+    crl_file = revocation_list(files["ca_file"])
     try:
-        security = Security(
+        security = CaelumSecurity(
+            tls_crl_file=crl_file,
             require_encryption=True,
             tls_ca_file=files["ca_file"],
             tls_client_cert=files["cert"],
@@ -105,6 +175,47 @@ def dask_tls_config(security: Security) -> dict[str, object]:
         config[f"distributed.comm.tls.{role}.cert"] = getattr(security, f"tls_{role}_cert")
         config[f"distributed.comm.tls.{role}.key"] = getattr(security, f"tls_{role}_key")
     return config
+
+
+def dashboard_tls_config(directory: str | os.PathLike[str], name: str | None = None) -> dict[str, str]:
+    """Dask's ``distributed.scheduler.dashboard.tls.*`` config: the dashboard over HTTPS.
+
+    The scheduler's HTTP server (Dask's dashboard and the caelum pages) then shows the node
+    certificate; a browser or ``httpx`` trusting ``ca.pem`` accepts it. ``ca-file`` only makes
+    the CA known to the server: Dask does not ask browsers for a client certificate.
+    """
+    files = tls_files(directory, name)
+    return {
+        "distributed.scheduler.dashboard.tls.cert": files["cert"],
+        "distributed.scheduler.dashboard.tls.key": files["key"],
+        "distributed.scheduler.dashboard.tls.ca-file": files["ca_file"],
+    }
+
+
+def dashboard_link(client: Any) -> str:
+    """The scheduler's dashboard link with the scheme its HTTP server really speaks.
+
+    Why ask the scheduler: Dask formats the link on the client from the *client's* config, so
+    a client of an HTTPS dashboard would print ``http://``. The scheduler answers whether its
+    HTTP server has TLS (``caelum status`` says which); a scheduler that cannot answer (an old
+    or foreign one) keeps Dask's link.
+    """
+    link = str(client.dashboard_link)
+    try:
+        https = bool(client.run_on_scheduler(_dashboard_uses_tls))
+    except Exception:  # noqa: BLE001 - any failure keeps Dask's own link
+        return link
+    if https and link.startswith("http://"):
+        return "https://" + link[len("http://"):]
+    if not https and link.startswith("https://"):
+        return "http://" + link[len("https://"):]
+    return link
+
+
+def _dashboard_uses_tls(dask_scheduler: Any) -> bool:
+    """On the scheduler: whether its HTTP server (Tornado) was given an SSL context."""
+    server = getattr(dask_scheduler, "http_server", None)
+    return getattr(server, "ssl_options", None) is not None
 
 
 def dask_cli_args(directory: str | os.PathLike[str], name: str | None = None) -> list[str]:

@@ -20,6 +20,7 @@ def certs() -> None:
     admin$ caelum certs issue gpubox --dir ~/.caelum/tls --host gpubox.lan --host 10.0.0.7
     copy ca.pem, gpubox.pem, gpubox-key.pem to gpubox, then there:
     gpubox$ caelum worker tls://admin:8786 --tls ~/.caelum/tls --tls-name gpubox
+    admin$ caelum certs revoke gpubox --dir ~/.caelum/tls    # crl.pem: copy it beside ca.pem
     """
 
 
@@ -74,15 +75,49 @@ def issue_command(name: str, directory: Path, hosts: tuple[str, ...], days: int,
     click.echo(f"names        {', '.join(sans)}")
 
 
+@certs.command(name="revoke")
+@click.argument("name")
+@click.option(
+    "--dir", "directory", required=True, type=click.Path(file_okay=False, path_type=Path),
+    help="The folder holding the CA and NAME.pem; crl.pem (the revocation list) is written there.",
+)
+@json_option
+def revoke_command(name: str, directory: Path, as_json: bool) -> None:
+    """Revoke NAME's certificate: add it to DIR/crl.pem, which schedulers and workers load.
+
+    Copy crl.pem beside ca.pem on the scheduler's machine (and the workers') and restart
+    them: a machine showing the revoked certificate is then refused at connect. To let NAME
+    back in, issue it a new certificate (`caelum certs issue NAME --dir DIR --force`).
+    --json prints {"name", "serial", "revoked_at", "crl", "new"}.
+    """
+    entry, new = _certs.revoke(name, directory)
+    crl = _certs.crl_path(directory)
+    if as_json:
+        print_json({**entry.to_dict(), "crl": str(crl), "new": new})
+        return
+    state = "revoked" if new else "already revoked"
+    click.echo(f"{state}  {entry.name} (serial {entry.serial}, since {entry.revoked_at})")
+    click.echo(f"list     {crl}  (copy beside ca.pem on the scheduler and workers, then restart them)")
+
+
 @certs.command(name="show")
 @click.argument("path", type=click.Path(path_type=Path))
 @json_option
 def show_command(path: Path, as_json: bool) -> None:
-    """Show a certificate's subject, issuer, validity and names (PATH: a .pem file)."""
+    """Show a certificate's subject, issuer, validity and names (PATH: a .pem file).
+
+    PATH may also be a certificate folder: its CA, certificates and the revoked ones.
+    --json for a folder prints {"dir", "ca", "certificates": [{"name", "serial",
+    "not_valid_after", "revoked"}], "revoked": [{"name", "serial", "revoked_at"}]}.
+    """
+    if path.is_dir() and (path / _certs.CA_CERT).is_file():
+        _show_folder(path, as_json)
+        return
     if not path.is_file():
-        raise InvalidInput(f"{path} is not a certificate file")
+        raise InvalidInput(f"{path} is not a certificate file (nor a certificate folder with {_certs.CA_CERT})")
     try:
         info = _certs.describe(path)
+        revoked = _certs.is_revoked(path)
     except PermissionError:
         raise InvalidInput(f"cannot read {path}: permission denied") from None
     except ValueError:
@@ -94,6 +129,30 @@ def show_command(path: Path, as_json: bool) -> None:
         if isinstance(value, list):
             value = ", ".join(value) or "-"
         click.echo(f"{key:17} {value}")
+    if revoked:
+        click.echo(f"{'revoked':17} yes ({_certs.crl_path(path.parent)})")
+
+
+def _show_folder(path: Path, as_json: bool) -> None:
+    """``caelum certs show DIR``: the CA, each certificate (revoked ones marked), the revoked names."""
+    try:
+        info = _certs.describe_folder(path)
+    except PermissionError:
+        raise InvalidInput(f"cannot read the certificates in {path}: permission denied") from None
+    except ValueError:
+        raise InvalidInput(f"{path / _certs.CA_CERT} is not a PEM certificate") from None
+    if as_json:
+        print_json(info)
+        return
+    ca = info["ca"]
+    click.echo(f"{'folder':13} {info['dir']}")
+    click.echo(f"{'ca':13} {ca['subject']}, valid until {ca['not_valid_after']}")  # type: ignore[index]
+    for cert in info["certificates"]:  # type: ignore[attr-defined]
+        mark = "  REVOKED" if cert["revoked"] else ""
+        click.echo(f"{'certificate':13} {cert['name']}, valid until {cert['not_valid_after']}{mark}")
+    revoked = info["revoked"]
+    names = ", ".join(f"{e['name']} (since {e['revoked_at']})" for e in revoked) or "-"  # type: ignore[attr-defined]
+    click.echo(f"{'revoked':13} {names}")
 
 
 COMMANDS = [certs]

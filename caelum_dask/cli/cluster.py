@@ -51,8 +51,9 @@ def scheduler(
     """Start the cluster's scheduler with the machine registry (and dashboard pages).
 
     Same as `dask scheduler --preload caelum_dask.scheduler`; any other `dask scheduler`
-    option may follow. With --tls DIR it listens on tls:// only and admits only peers whose
-    certificate the cluster CA in DIR signed (docs/security.md).
+    option may follow. With --tls DIR it listens on tls:// only, admits only peers whose
+    certificate the cluster CA in DIR signed and DIR/crl.pem does not revoke, and serves the
+    dashboard over HTTPS with this machine's certificate (docs/security.md).
     """
     from distributed.cli import dask_scheduler
 
@@ -65,6 +66,7 @@ def scheduler(
     args = [*tls_args, "--preload", "caelum_dask.scheduler", "--port", str(port), "--protocol", protocol]
     if tls_args:
         _require_encryption()
+        _https_dashboard(tls, tls_name)
     args += ["--dashboard-address", dashboard_address]
     if host:
         args += ["--host", host]
@@ -115,11 +117,15 @@ def worker(
         target = require_tls_address(target)
     elif target.startswith(("tls://", "wss://")):
         raise InvalidInput(f"the scheduler {target} uses TLS: add --tls DIR with this machine's certificate")
-    _check_reachable(target, security=security)
+    if security is not None:
+        _refuse_own_revoked_certificate(tls, tls_name)
+    _check_reachable(target, security=security, cert_name=tls_name)
     os.environ[SLOTS_ENV] = str(nworkers)
     args = [target, *tls_args, "--preload", "caelum_dask.worker", "--nworkers", str(nworkers)]
     if tls_args:
         _require_encryption()
+        # refuse revoked peers in the worker and its nanny too (crl.pem beside ca.pem)
+        args += ["--preload", "caelum_dask.revocation", "--preload-nanny", "caelum_dask.revocation"]
     if nthreads:
         args += ["--nthreads", str(nthreads)]
     if resources:
@@ -148,14 +154,57 @@ def _check_port_free(host: str | None, port: int) -> None:
 
 
 def _tls_args(tls: str | None, tls_name: str | None) -> list[str]:
-    """The dask CLI's ``--tls-ca-file/--tls-cert/--tls-key`` for --tls/caelum.tls.dir (or none)."""
-    from caelum_dask import config
+    """The dask CLI's ``--tls-ca-file/--tls-cert/--tls-key`` for --tls/caelum.tls.dir (or none).
+
+    A ``crl.pem`` in the folder is checked here too, so a stale or foreign list fails with one
+    line before Dask starts (the preloads load it later).
+    """
+    from caelum_dask import certs, config
     from caelum_dask.security import dask_cli_args, tls_dir
 
     folder = tls_dir(tls)
     if folder is None:
         return []
-    return dask_cli_args(folder, tls_name or config.get("tls.name") or None)
+    args = dask_cli_args(folder, tls_name or config.get("tls.name") or None)
+    certs.load_crl(folder)
+    return args
+
+
+def _https_dashboard(tls: str | None, tls_name: str | None) -> None:
+    """Serve the scheduler's dashboard (and the caelum pages) over HTTPS with the node certificate.
+
+    Set in this process's Dask config just before handing over to Dask's CLI: the scheduler
+    runs in this process and reads ``distributed.scheduler.dashboard.tls.*`` when it starts
+    its HTTP server, and formats its "dashboard at: https://…" line from the same keys.
+    """
+    import dask.config
+
+    from caelum_dask import config
+    from caelum_dask.security import dashboard_tls_config, tls_dir
+
+    folder = tls_dir(tls)
+    if folder is not None:
+        dask.config.set(dashboard_tls_config(folder, tls_name or config.get("tls.name") or None))
+
+
+def _cert_name(tls_name: str | None) -> str:
+    from caelum_dask import certs, config
+
+    return tls_name or config.get("tls.name") or certs.default_name()
+
+
+def _refuse_own_revoked_certificate(tls: str | None, tls_name: str | None) -> None:
+    """One line, before any connection, when this machine's own folder lists its certificate as revoked."""
+    from caelum_dask import certs
+    from caelum_dask.security import tls_dir
+
+    folder = tls_dir(tls)
+    name = _cert_name(tls_name)
+    if folder is not None and certs.is_revoked(certs.cert_path(folder, name)):
+        raise InvalidInput(
+            f"this machine's certificate {name} is revoked ({certs.crl_path(folder)}); "
+            "ask the cluster owner to re-issue it"
+        )
 
 
 def _require_encryption() -> None:
@@ -170,7 +219,9 @@ def _require_encryption() -> None:
     os.environ["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] = "True"
 
 
-def _check_reachable(address: str, timeout: float | None = None, security: Any = None) -> None:
+def _check_reachable(
+    address: str, timeout: float | None = None, security: Any = None, cert_name: str | None = None
+) -> None:
     """Fail fast with one line instead of letting a worker retry an unreachable scheduler."""
     from distributed.comm import connect as comm_connect
 
@@ -191,6 +242,11 @@ def _check_reachable(address: str, timeout: float | None = None, security: Any =
             raise SchedulerUnreachable(
                 f"the scheduler at {address} requires TLS: use tls://{address.split('://', 1)[1]} "
                 "with --tls DIR"
+            ) from None
+        if security is not None and "revoked" in str(exc).lower():
+            raise SchedulerUnreachable(
+                f"the scheduler refused this machine's certificate (revoked?): {_cert_name(cert_name)} "
+                "— ask the cluster owner to re-issue it"
             ) from None
         if security is not None:
             raise SchedulerUnreachable(
@@ -221,7 +277,8 @@ def status(scheduler: str | None, tls: str | None, tls_name: str | None, as_json
         print_json(report)
         return
     click.echo(f"scheduler  {report['scheduler']}")
-    click.echo(f"dashboard  {report['dashboard']}")
+    kind = "HTTPS, trust the cluster's ca.pem" if str(report["dashboard"]).startswith("https://") else "plain HTTP"
+    click.echo(f"dashboard  {report['dashboard']}  ({kind})")
     if report["caelum_dashboard"]:
         click.echo(f"caelum     {report['caelum_dashboard']}")
     click.echo(f"machines   {len(nodes)}")
