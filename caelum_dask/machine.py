@@ -38,6 +38,10 @@ class WorkerEntry:
     resources: dict[str, float]
     gpu_indices: list[int] = field(default_factory=list)
     slot: int | None = None
+    #: processes its own command declared (``--nworkers``); None: not a caelum worker
+    slots: int | None = None
+    #: resource names given with ``--resources`` (never re-split)
+    explicit: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -18,7 +18,7 @@ import dask.config
 from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado.ioloop import PeriodicCallback
 
-from caelum_dask import config, events
+from caelum_dask import config, events, machine_share
 from caelum_dask.errors import PortTaken
 from caelum_dask.machine import MachineNode, WorkerEntry, machine_id
 from caelum_dask.worker import METRICS_KEY, STARTUP_KEY
@@ -46,6 +46,7 @@ class MachineRegistry(SchedulerPlugin):
         scheduler.handlers["caelum_machines"] = self.handle_machines
         scheduler.handlers["caelum_register_service"] = self.handle_register_service
         scheduler.handlers["caelum_release_service"] = self.handle_release_service
+        scheduler.handlers[machine_share.HANDLER] = self.handle_resource_share
         for address in list(scheduler.workers):
             self.add_worker(scheduler, address)
         interval = dask.utils.parse_timedelta(config.get("registry.check-interval"))
@@ -90,6 +91,8 @@ class MachineRegistry(SchedulerPlugin):
             resources=dict(ws.resources),
             gpu_indices=list(description.get("gpu_indices", [])),
             slot=description.get("slot"),
+            slots=description.get("slots"),
+            explicit=list(description.get(machine_share.EXPLICIT_KEY) or []),
         )
         node.workers[worker] = entry
         self._machine_of_worker[worker] = mid
@@ -219,7 +222,35 @@ class MachineRegistry(SchedulerPlugin):
 
     def handle_machines(self) -> list[dict[str, Any]]:
         self.check_heartbeats()
+        self._refresh_worker_resources()
         return [node.to_dict() for node in self.machines.values()]
+
+    # -- one machine, one budget (see caelum_dask.machine_share) ------------------------------
+    def handle_resource_share(self, address: str) -> dict[str, float] | None:
+        """The share of its machine the caelum worker at ``address`` should advertise.
+
+        None when the worker is unknown, not a caelum worker, or its machine is described by
+        no caelum worker (nothing detected to split).
+        """
+        node = self.machines.get(self._machine_of_worker.get(address, ""))
+        if node is None or not node.resources.get("cpu_cores"):
+            return None
+        members = [machine_share.Member(e.address, e.slot, e.slots or 1)
+                   for e in node.workers.values() if e.slot is not None]
+        if not any(m.address == address for m in members):
+            return None
+        machine = machine_share.machine_from_dict(node.resources)
+        return machine_share.shares_for_machine(machine, members).get(address)
+
+    def _refresh_worker_resources(self) -> None:
+        """Entries show what workers advertise now (a re-split changes it after joining)."""
+        if self.scheduler is None:
+            return
+        for node in self.machines.values():
+            for address, entry in node.workers.items():
+                ws = self.scheduler.workers.get(address)
+                if ws is not None:
+                    entry.resources = dict(ws.resources)
 
 
 def _resources_from_worker(ws: Any) -> dict[str, Any]:

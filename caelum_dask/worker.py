@@ -16,7 +16,9 @@ import logging
 import os
 from typing import Any
 
-from caelum_dask import compat, config, resources, slots
+from dask.utils import parse_timedelta
+
+from caelum_dask import compat, config, machine_share, resources, slots
 from caelum_dask.machine import describe_local_machine
 from caelum_dask.nvml import describe_gpus
 
@@ -49,6 +51,7 @@ def dask_setup(worker: Any) -> None:
         "slot": claim.index,
         "slots": claim.count,
         "gpu_indices": list(share.gpu_indices),
+        machine_share.EXPLICIT_KEY: sorted(explicit),
     }
     worker.startup_information[STARTUP_KEY] = lambda _worker: description
     if machine.gpus:
@@ -59,6 +62,17 @@ def dask_setup(worker: Any) -> None:
     logger.info(
         "caelum: slot %d/%d, advertising %s", claim.index, claim.count, compat.worker_resources(worker)
     )
+    _follow_machine_share(worker, sorted(explicit))
+
+
+def _follow_machine_share(worker: Any, explicit: list[str]) -> None:
+    """Keep advertising this process's share when other processes of the machine come and go."""
+    from tornado.ioloop import PeriodicCallback
+
+    follower = machine_share.ShareFollower(worker, explicit)
+    interval = parse_timedelta(config.get("registry.check-interval"))
+    callback = PeriodicCallback(follower.check, interval * 1000)
+    worker.periodic_callbacks["caelum-machine-share"] = callback  # started and stopped with the worker
 
 
 def _start_llm_discovery(worker: Any) -> None:
