@@ -14,6 +14,7 @@ the scheduler's folder and restart the scheduler (docs/security.md).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from caelum_dask import certs, compat
@@ -35,7 +36,7 @@ def install(server: Any) -> str | None:
         return None
     for context in compat.server_ssl_contexts(server):
         add_revocation_list(context, crl_file)
-    names = [entry.name for entry in certs.revoked(certs.crl_path(ca_file).parent)]
+    names = [entry.name for entry in certs.revoked(Path(crl_file).parent)]
     _explain_refusals(crl_file, names)
     logger.info("caelum: revocation list %s loaded (%d revoked: %s)", crl_file, len(names), ", ".join(names))
     return crl_file
