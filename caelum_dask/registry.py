@@ -10,6 +10,7 @@ published on the ``caelum.machines`` event topic.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -39,6 +40,7 @@ class MachineRegistry(SchedulerPlugin):
         self._services_of_worker: dict[str, list[str]] = {}
         self.scheduler: Any = None
         self._callback: PeriodicCallback | None = None
+        self._watchdog: SilentWorkerWatchdog | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self, scheduler: Any) -> None:
@@ -52,10 +54,15 @@ class MachineRegistry(SchedulerPlugin):
         interval = dask.utils.parse_timedelta(config.get("registry.check-interval"))
         self._callback = PeriodicCallback(self.check_heartbeats, interval * 1000)
         self._callback.start()
+        self._watchdog = SilentWorkerWatchdog.from_config(scheduler)
+        if self._watchdog is not None:
+            self._watchdog.start()
 
     async def close(self) -> None:
         if self._callback is not None:
             self._callback.stop()
+        if self._watchdog is not None:
+            self._watchdog.stop()
 
     # -- Dask hooks --------------------------------------------------------------------------
     def add_worker(self, scheduler: Any, worker: str) -> None:
@@ -251,6 +258,61 @@ class MachineRegistry(SchedulerPlugin):
                 ws = self.scheduler.workers.get(address)
                 if ws is not None:
                     entry.resources = dict(ws.resources)
+
+
+class SilentWorkerWatchdog:
+    """Removes a hung or cut-off worker within seconds instead of Dask's worker-ttl.
+
+    Only missed heartbeats tell a hung machine (SIGSTOP, a frozen VM, a pulled cable) from a
+    busy one: no socket closes. Dask waits ``worker-ttl`` (never less than 10 heartbeats).
+    Here a worker silent for ``registry.silent-after`` is pinged on a fresh connection and
+    removed only if the ping also goes unanswered for ``registry.ping-timeout`` — a worker that
+    is merely slow under load answers and stays. Removal is Dask's own
+    ``Scheduler.remove_worker``: its tasks are rescheduled and its results recomputed elsewhere.
+    """
+
+    def __init__(self, scheduler: Any, silent_after: float, ping_timeout: float, interval: float) -> None:
+        self.scheduler = scheduler
+        self.silent_after = silent_after
+        self.ping_timeout = ping_timeout
+        self._pinging: set[str] = set()
+        self._callback = PeriodicCallback(self.check, interval * 1000)
+
+    @classmethod
+    def from_config(cls, scheduler: Any) -> SilentWorkerWatchdog | None:
+        silent = config.get("registry.silent-after")
+        if silent is None:
+            return None
+        seconds = dask.utils.parse_timedelta
+        return cls(scheduler, seconds(silent), seconds(config.get("registry.ping-timeout")),
+                   seconds(config.get("registry.silent-check-interval")))
+
+    def start(self) -> None:
+        self._callback.start()
+
+    def stop(self) -> None:
+        self._callback.stop()
+
+    def check(self) -> None:
+        now = time.time()
+        for address, ws in list(self.scheduler.workers.items()):
+            if now - ws.last_seen > self.silent_after and address not in self._pinging:
+                self._pinging.add(address)
+                asyncio.ensure_future(self._ping_or_remove(address, now - ws.last_seen))
+
+    async def _ping_or_remove(self, address: str, silent: float) -> None:
+        try:
+            await asyncio.wait_for(self.scheduler.rpc(address).identity(), self.ping_timeout)
+            return  # slow, not gone
+        except Exception:  # timeout, refused, reset: nobody answers
+            pass
+        finally:
+            self._pinging.discard(address)
+        if address not in self.scheduler.workers:
+            return
+        logger.warning("caelum: worker %s silent for %.1fs and not answering; removing it", address, silent)
+        events.emit(events.MACHINES, "worker-silent", sink=self.scheduler, worker=address, silent=round(silent, 2))
+        await self.scheduler.remove_worker(address, stimulus_id=f"caelum-silent-worker-{time.time()}", close=False)
 
 
 def _resources_from_worker(ws: Any) -> dict[str, Any]:
