@@ -17,10 +17,18 @@ processes live.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import psutil
+
+#: every process a ``caelum`` command starts carries the command's marker here (and its
+#: callers' markers: nested commands append theirs, separated by ``:``)
+JOB_ENV = "CAELUM_JOBS"
 
 
 def marked(key: str, value: str) -> list[psutil.Process]:
@@ -32,6 +40,21 @@ def marked(key: str, value: str) -> list[psutil.Process]:
             continue
         try:
             if proc.environ().get(key) == value:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def marked_in(key: str, value: str) -> list[psutil.Process]:
+    """Every readable process whose ``key`` (a ``:``-separated list) contains ``value``."""
+    found = []
+    me = os.getpid()
+    for proc in psutil.process_iter():
+        if proc.pid == me:
+            continue
+        try:
+            if value in proc.environ().get(key, "").split(":"):
                 found.append(proc)
         except (psutil.Error, OSError):
             continue
@@ -58,3 +81,51 @@ def kill(processes: list[psutil.Process], timeout: float = 5.0) -> int:
             continue
     psutil.wait_procs(alive, timeout=timeout)
     return len(alive)
+
+
+@contextlib.contextmanager
+def job_scope() -> Iterator[str]:
+    """Run a command so that nothing it started outlives it.
+
+    The command's marker is added to :data:`JOB_ENV` in this process's environment, so every
+    process it starts (embedded cluster workers, test sessions, a workflow step's commands and
+    whatever they start, in their own sessions too) inherits it. SIGTERM becomes ``SystemExit``
+    so the command's own cleanup runs (clusters closed, runs recorded as interrupted) as on
+    Ctrl-C; when the command ends, for whatever reason, its remaining descendants and every
+    process carrying the marker are killed.
+    """
+    marker = uuid.uuid4().hex[:16]
+    previous_env = os.environ.get(JOB_ENV)
+    os.environ[JOB_ENV] = f"{previous_env}:{marker}" if previous_env else marker
+    previous = _on_sigterm()
+    try:
+        yield marker
+    finally:
+        _restore_sigterm(previous)
+        leftovers = tree(os.getpid())[1:] + marked_in(JOB_ENV, marker)
+        if leftovers:
+            kill(leftovers)
+        if previous_env is None:
+            os.environ.pop(JOB_ENV, None)
+        else:
+            os.environ[JOB_ENV] = previous_env
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _on_sigterm() -> Any:
+    """Install the SIGTERM -> SystemExit handler (main thread only); returns the old one."""
+    try:
+        return signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: the caller's handler stays
+        return None
+
+
+def _restore_sigterm(previous: Any) -> None:
+    if previous is not None:
+        try:
+            signal.signal(signal.SIGTERM, previous)
+        except ValueError:
+            pass

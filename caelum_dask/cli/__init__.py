@@ -23,8 +23,11 @@ class CaelumGroup(click.Group):
     """A click group that turns CaelumError into one clear line and an exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from caelum_dask.proctree import job_scope
+
         try:
-            return super().invoke(ctx)
+            with job_scope():  # nothing the command starts outlives it (Ctrl-C, SIGTERM, errors)
+                return super().invoke(ctx)
         except CaelumError as exc:
             click.echo(f"caelum: error: {exc}", err=True)
             sys.exit(exc.exit_code)

@@ -1,0 +1,70 @@
+"""A `caelum` command stopped from outside leaves nothing it started running (issue: Hardening)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import psutil
+import pytest
+from harness import pythonpath, wait_for
+
+WORKFLOW = '''
+import subprocess, sys, time
+from caelum_dask.workflow import Workflow, task
+
+
+@task
+def hold(pidfile: str) -> int:
+    # what a suite's server fixture does: a helper in its own session, outside the process group
+    helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    with open(pidfile + ".tmp", "w") as out:
+        out.write(str(helper.pid))
+    import os
+    os.replace(pidfile + ".tmp", pidfile)
+    time.sleep(600)
+    return helper.pid
+
+
+with Workflow("holds", params={"pidfile": ""}) as wf:
+    hold(wf.param("pidfile"))
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT])
+def test_stopped_run_leaves_no_process(tmp_path: Path, how: signal.Signals) -> None:
+    flow = tmp_path / "holds.py"
+    flow.write_text(textwrap.dedent(WORKFLOW))
+    pidfile = tmp_path / "helper.pid"
+    env = {**os.environ, "PYTHONPATH": pythonpath(), "DASK_CAELUM__EMBEDDED__N_WORKERS": "1"}
+    run = subprocess.Popen([sys.executable, "-m", "caelum_dask", "run", str(flow), "-p", f"pidfile={pidfile}"],
+                           env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: pidfile.exists() or run.poll() is not None, timeout=120, what="the step's helper")
+        assert run.poll() is None, run.communicate()
+        helper = psutil.Process(int(pidfile.read_text()))
+        marker = helper.environ().get("CAELUM_JOBS")
+        assert marker  # the command's marker reached a process in its own session
+        started = [p for p in psutil.Process(run.pid).children(recursive=True)] + [helper]
+        run.send_signal(how)
+        run.communicate(timeout=120)
+        assert run.returncode != 0
+        gone, alive = psutil.wait_procs(started, timeout=30)
+        assert not alive, alive
+        left = []
+        for proc in psutil.process_iter():
+            try:
+                if marker in proc.environ().get("CAELUM_JOBS", ""):
+                    left.append(proc)
+            except psutil.Error:
+                continue
+        assert not left, left
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
