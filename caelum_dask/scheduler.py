@@ -15,7 +15,7 @@ from caelum_dask import revocation
 from caelum_dask.registry import MachineRegistry
 
 # Modules with an ``install(scheduler)`` function, installed when the capability is present.
-SCHEDULER_EXTENSIONS: tuple[str, ...] = ("caelum_dask.dashboard",)
+SCHEDULER_EXTENSIONS: tuple[str, ...] = ("caelum_dask.dashboard", "caelum_dask.learned")
 
 
 def dask_setup(scheduler: Any) -> None:
