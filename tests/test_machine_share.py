@@ -76,3 +76,22 @@ def test_separately_started_workers_share_the_machine(process_cluster) -> None:
     finally:
         client.close()
     assert first.poll() is None
+
+
+def _profile_interval(dask_worker) -> float:
+    return dask_worker.periodic_callbacks["profile"].callback_time
+
+
+@pytest.mark.slow
+def test_workers_profile_at_caelums_interval_unless_the_user_set_one(process_cluster) -> None:
+    process_cluster.start_scheduler()
+    process_cluster.start_worker("default")
+    client = process_cluster.wait_for_workers(1)
+    try:
+        assert set(client.run(_profile_interval).values()) == {100.0}  # ms: caelum.worker.profile-interval
+        process_cluster.env["DASK_DISTRIBUTED__WORKER__PROFILE__INTERVAL"] = "20ms"
+        process_cluster.start_worker("mine")
+        client.wait_for_workers(2, timeout=90)
+        assert sorted(client.run(_profile_interval).values()) == [20.0, 100.0]  # the user's value wins
+    finally:
+        client.close()
