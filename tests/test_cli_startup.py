@@ -1,0 +1,48 @@
+"""The instant CLI: `caelum --help` imports no command module; the command table is true."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import subprocess
+import sys
+
+import caelum_dask.cli as cli_pkg
+from caelum_dask.cli import COMMANDS, load_command
+
+HEAVY = ("distributed", "pandas", "bokeh", "dask.dataframe", "libcst", "networkx")
+
+
+def test_table_names_every_command_with_its_own_help() -> None:
+    defined = {}
+    for info in pkgutil.iter_modules(cli_pkg.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"caelum_dask.cli.{info.name}")
+        for command in getattr(module, "COMMANDS", ()):
+            defined[command.name] = info.name
+    assert {name: module for name, (module, _) in COMMANDS.items()} == defined
+    for name, (_, text) in COMMANDS.items():
+        first = " ".join((load_command(name).help or "").strip().split("\n\n")[0].split())
+        assert text == first, f"{name}: the table's help differs from the command's first paragraph"
+
+
+def _imports_after(*argv: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    code = ("import sys\nfrom caelum_dask.cli import cli\n"
+            "try:\n    cli(args=sys.argv[1:], prog_name='caelum', standalone_mode=True)\n"
+            "except SystemExit:\n    pass\n"
+            "print('MODULES', ' '.join(sorted(sys.modules)), file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    line = next(l for l in result.stderr.splitlines() if l.startswith("MODULES "))
+    return result, set(line.split()[1:])
+
+
+def test_help_and_usage_errors_import_nothing_heavy() -> None:
+    for argv in (["--help"], ["--version"], ["no-such-command"]):
+        result, modules = _imports_after(*argv)
+        assert not [m for m in modules if m.split(".")[0] in HEAVY or m in HEAVY], (argv, sorted(modules))
+    result, _ = _imports_after("--help")
+    for name in COMMANDS:
+        assert name in result.stdout
+    result, _ = _imports_after("no-such-command")
+    assert "No such command 'no-such-command'" in result.stderr
