@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fake_ollama import FakeOllama  # noqa: E402
 
 from caelum_dask import connect  # noqa: E402
+from caelum_dask.cli.progress import ProgressDisplay  # noqa: E402
 from caelum_dask.llm import LLMPool  # noqa: E402
 from caelum_dask.llm.steps import generate_step  # noqa: E402
 
@@ -53,7 +54,8 @@ def main() -> None:
             print("embed ->", len(pool.embed("nomic-embed-text", ["a", "b"])["embeddings"]), "vectors")
 
             prompts = [f"summarise file {i}" for i in range(6)]
-            results = pool.map("llama3.2", prompts, progress=True)
+            with ProgressDisplay("caelum llm", noun="requests") as display:  # progress on stderr
+                results = pool.map("llama3.2", prompts, progress=display)
             for r in results:
                 print(f"map[{r['index']}] ok={r['ok']} on {r['backend']}: {r['response']['response']!r}")
 

@@ -9,14 +9,15 @@ import json
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
-from caelum_dask import config
 from caelum_dask.cli._options import json_option, open_client, print_json, scheduler_option
+from caelum_dask.cli.progress import ProgressDisplay
 from caelum_dask.errors import InvalidInput, PortTaken
+from caelum_dask.progress import ProgressEvent
 
 backend_option = click.option(
     "--backend", "backends", multiple=True, metavar="URL",
@@ -82,10 +83,11 @@ def serve(scheduler: str | None, backends: tuple[str, ...], host: str | None, po
     """
     import uvicorn
 
+    from caelum_dask.llm.options import LLMOptions
     from caelum_dask.llm.server import create_app
 
-    host = host or config.get("llm.serve-host") or "127.0.0.1"
-    port = int(config.get("llm.serve-port") or 11434) if port is None else port
+    options = LLMOptions.from_config(serve_host=host or None, serve_port=port)
+    host, port = str(options.serve_host), int(options.serve_port)  # type: ignore[arg-type]
     sock = _bind(host, port)
     # uvicorn re-raises the signal that stopped it; make SIGTERM/Ctrl-C a clean exit so the
     # pool closes (and sends its last events) instead of the process dying mid-cleanup.
@@ -188,8 +190,8 @@ def pull(model: str, scheduler: str | None, backends: tuple[str, ...], machines:
     with _pool(scheduler, backends, quiet=as_json) as pool:
         table = pool.backends()
     targets = _targets(table, wanted)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(targets))) as ex:
-        results = list(ex.map(lambda b: _pull_one(b, model, quiet=as_json), targets))
+    with ProgressDisplay("caelum llm pull", noun="machines", live=not as_json) as display:
+        results = _pull_all(targets, model, None if as_json else display)
     report = {"model": model, "results": results}
     if as_json:
         print_json(report)
@@ -220,7 +222,21 @@ def _targets(table: list[Any], wanted: list[str]) -> list[Any]:
     return chosen
 
 
-def _pull_one(backend: Any, model: str, quiet: bool) -> dict[str, Any]:
+def _pull_all(targets: list[Any], model: str, display: ProgressDisplay | None) -> list[dict[str, Any]]:
+    """Pull onto every target at once; ``display`` shows each server's status and the count done."""
+    results: list[dict[str, Any] | None] = [None] * len(targets)
+    say = display.status if display is not None else None
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(targets))) as ex:
+        running = {ex.submit(_pull_one, b, model, say): i for i, b in enumerate(targets)}
+        for done, future in enumerate(concurrent.futures.as_completed(running), start=1):
+            results[running[future]] = future.result()
+            if display is not None:
+                display(ProgressEvent(job="llm", done=done, total=len(targets),
+                                      failed=sum(1 for r in results if r is not None and not r["ok"])))
+    return [r for r in results if r is not None]
+
+
+def _pull_one(backend: Any, model: str, say: Callable[[str], None] | None) -> dict[str, Any]:
     import httpx
 
     result: dict[str, Any] = {"backend": backend.url, "machine": backend.machine, "ok": False,
@@ -241,12 +257,12 @@ def _pull_one(backend: Any, model: str, quiet: bool) -> dict[str, Any]:
                     result["error"] = part["error"]
                     return result
                 result["status"] = part.get("status")
-                if not quiet:
+                if say is not None:
                     pct = int(100 * part["completed"] / part["total"]) if part.get("total") and part.get("completed") else None
                     if pct is None or pct >= last_pct + 10 or pct == 100:
                         last_pct = pct if pct is not None else last_pct
                         shown = f" {pct}%" if pct is not None else ""
-                        click.echo(f"{backend.machine}: {part.get('status')}{shown}", err=True)
+                        say(f"{backend.machine}: {part.get('status')}{shown}")
     except httpx.HTTPError as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
         return result

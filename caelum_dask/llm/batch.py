@@ -8,25 +8,28 @@ box can keep Ollama bound to 127.0.0.1), preferring a server with the model load
 whose local backends fail raises :class:`LocalBackendFailed`; the driver then resubmits that
 item to the other machines (up to ``retries`` times). Other errors (a bad request) are that
 item's result, never the batch's end.
+
+Progress is a :class:`~caelum_dask.progress.ProgressEvent` (``job="llm"``) per finished item,
+to the caller's ``progress`` callback: rendering it is the front door's business.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import dask.utils
 import httpx
 from distributed import as_completed
 
-from caelum_dask import config, events
+from caelum_dask import events
 from caelum_dask.errors import InvalidInput
 from caelum_dask.llm import discovery
 from caelum_dask.llm.backend import normalize_model, reachable_url
+from caelum_dask.llm.results import MapItem
 from caelum_dask.llm.router import Router
+from caelum_dask.progress import ProgressCallback, ProgressEvent
 
 KINDS: dict[str, str] = {"generate": "/api/generate", "chat": "/api/chat", "embed": "/api/embed"}
 
@@ -55,8 +58,10 @@ def request_body(kind: str, model: str, item: Any, fields: dict[str, Any]) -> di
     raise InvalidInput(f"unknown batch kind {kind!r}; use one of {', '.join(KINDS)}")
 
 
-def llm_task(kind: str, model: str, item: Any, fields: dict[str, Any], run_id: str, index: int) -> dict[str, Any]:
-    """Runs on a worker: call this machine's Ollama for one item."""
+def llm_task(kind: str, model: str, item: Any, fields: dict[str, Any], run_id: str, index: int,
+             timeout: float) -> MapItem:
+    """Runs on a worker: call this machine's Ollama for one item (``timeout``: the caller's
+    ``caelum.llm.request-timeout``, passed along because a worker's config is not the caller's)."""
     from distributed import get_worker
 
     worker = get_worker()
@@ -75,7 +80,6 @@ def llm_task(kind: str, model: str, item: Any, fields: dict[str, Any], run_id: s
     if not candidates:
         raise LocalBackendFailed(f"no Ollama on {worker.address}'s machine has {model!r} up now", worker.address)
     body = request_body(kind, model, item, fields)
-    timeout = dask.utils.parse_timedelta(config.get("llm.request-timeout"))
     last = ""
     for report in candidates:
         url = report["url"]
@@ -88,43 +92,27 @@ def llm_task(kind: str, model: str, item: Any, fields: dict[str, Any], run_id: s
             last = f"{url}: {discovery._reason(exc)}"
             continue
         latency = time.perf_counter() - started
-        public = reachable_url(url, worker.ip)
-        result = {"index": index, "backend": public, "machine": hostname or worker.ip,
-                  "worker": worker.address, "latency_s": round(latency, 4)}
+        result = MapItem(index=index, ok=status < 400, backend=reachable_url(url, worker.ip),
+                         machine=hostname or worker.ip, worker=worker.address, latency_s=round(latency, 4))
         if status >= 500 or (status == 404 and "not found" in text):
             last = f"{url} answered {status}: {text[:200]}"
-            _emit(worker, public, result["machine"], model, latency, False)
+            _emit(worker, result, model, latency, False)
             continue
-        _emit(worker, public, result["machine"], model, latency, status < 400)
+        _emit(worker, result, model, latency, result.ok)
         if status >= 400:
-            return {**result, "ok": False, "response": None, "error": f"{url} answered {status}: {text[:300]}"}
-        return {**result, "ok": True, "response": response.json(), "error": None}
+            result.error = f"{url} answered {status}: {text[:300]}"
+        else:
+            result.response = response.json()
+        return result
     raise LocalBackendFailed(f"Ollama on {hostname or worker.ip} failed: {last}", worker.address)
 
 
-def _emit(worker: Any, backend: str, machine: str, model: str, latency: float, ok: bool) -> None:
+def _emit(worker: Any, result: MapItem, model: str, latency: float, ok: bool) -> None:
     try:
-        events.emit(events.LLM, "request-finished", sink=worker, backend=backend, machine=machine,
+        events.emit(events.LLM, "request-finished", sink=worker, backend=result.backend, machine=result.machine,
                     model=model, latency_s=round(latency, 4), ok=ok)
     except Exception:
         pass
-
-
-def _progress_printer() -> Callable[[int, int, int], None]:
-    tty = sys.stderr.isatty()
-    shown = {"step": -1}
-
-    def show(done: int, total: int, failed: int) -> None:
-        step = done * 10 // max(1, total)
-        if not tty and step == shown["step"] and done != total:
-            return
-        shown["step"] = step
-        end = "\n" if (done == total or not tty) else ""
-        start = "\r" if tty else ""
-        sys.stderr.write(f"{start}caelum llm: {done}/{total} done, {failed} failed{end}")
-        sys.stderr.flush()
-
-    return show
 
 
 def _serving_workers(client: Any, model: str) -> list[str]:
@@ -144,11 +132,11 @@ class _MapRun:
     """One ``run_map``: its tasks, their retries (elsewhere when possible) and results."""
 
     def __init__(self, client: Any, kind: str, model: str, items: list[Any], fields: dict[str, Any],
-                 workers: list[str], retries: int) -> None:
+                 workers: list[str], retries: int, timeout: float) -> None:
         self.client, self.kind, self.model, self.items, self.fields = client, kind, model, items, fields
-        self.workers, self.retries = workers, retries
+        self.workers, self.retries, self.timeout = workers, retries, timeout
         self.run_id = uuid.uuid4().hex[:10]
-        self.results: list[dict[str, Any] | None] = [None] * len(items)
+        self.results: list[MapItem | None] = [None] * len(items)
         self.index_of: dict[str, int] = {}
         self.attempts = [0] * len(items)
         self.failed_workers: set[str] = set()
@@ -157,7 +145,7 @@ class _MapRun:
         allowed = [w for w in self.workers if w not in self.failed_workers] or self.workers
         key = f"caelum-llm-{self.run_id}-{index}" + (f"-retry{self.attempts[index]}" if self.attempts[index] else "")
         future = self.client.submit(llm_task, self.kind, self.model, self.items[index], self.fields, self.run_id,
-                                    index, key=key, workers=allowed, allow_other_workers=False, pure=False)
+                                    index, self.timeout, key=key, workers=allowed, allow_other_workers=False, pure=False)
         self.index_of[future.key] = index
         return future
 
@@ -173,33 +161,47 @@ class _MapRun:
         if self.attempts[index] < self.retries:  # elsewhere when possible; else the same worker again
             self.attempts[index] += 1
             return index, self.submit(index)
-        self.results[index] = {"index": index, "ok": False, "response": None,
-                               "error": str(exc) or type(exc).__name__, "backend": None, "machine": None,
-                               "worker": getattr(exc, "worker", None), "latency_s": None}
+        self.results[index] = MapItem(index=index, ok=False, error=str(exc) or type(exc).__name__,
+                                      worker=getattr(exc, "worker", None))
         return index, None
 
 
 def run_map(client: Any, model: str, items: Sequence[Any], *, kind: str = "generate",
-            progress: bool | Callable[[int, int, int], None] = True, retries: int = 2,
-            fields: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Submit one task per item on the machines serving ``model``; results in item order."""
+            progress: ProgressCallback | None = None, retries: int | None = None,
+            request_timeout: float | None = None, fields: dict[str, Any] | None = None) -> list[MapItem]:
+    """Submit one task per item on the machines serving ``model``; results in item order.
+
+    ``retries`` and ``request_timeout`` default to ``caelum.llm.*`` of this (the calling)
+    process; ``progress`` gets ``ProgressEvent(job="llm", done, total, failed)`` per item.
+    """
+    from caelum_dask.llm.options import LLMOptions
+
     if kind not in KINDS:
         raise InvalidInput(f"unknown batch kind {kind!r}; use one of {', '.join(KINDS)}")
-    run = _MapRun(client, kind, model, list(items), dict(fields or {}), _serving_workers(client, model), retries)
-    report = _progress_printer() if progress is True else (progress or None)
-    events.emit(events.LLM, "map-started", sink=client, run_id=run.run_id, model=model, items=len(run.items),
+    if progress is False:  # the old spelling of "no progress"
+        progress = None
+    if progress is not None and not callable(progress):
+        raise InvalidInput("progress takes a callback of ProgressEvent (library code prints nothing; e.g. "
+                           "caelum_dask.cli.progress.ProgressDisplay('caelum llm', noun='requests')), or None")
+    options = LLMOptions.from_config(retries=retries, request_timeout=request_timeout)
+    run = _MapRun(client, kind, model, list(items), dict(fields or {}), _serving_workers(client, model),
+                  int(options.retries), float(options.request_timeout))  # type: ignore[arg-type]
+    total = len(run.items)
+    events.emit(events.LLM, "map-started", sink=client, run_id=run.run_id, model=model, items=total,
                 workers=run.workers)
+    if progress is not None:
+        progress(ProgressEvent(job="llm", done=0, total=total, run_id=run.run_id))
     done = failed = 0
-    pending = as_completed([run.submit(i) for i in range(len(run.items))])
+    pending = as_completed([run.submit(i) for i in range(total)])
     for future in pending:
         index, retry = run.settle(future)
         if retry is not None:
             pending.add(retry)
             continue
         done += 1
-        failed += 0 if run.results[index]["ok"] else 1  # type: ignore[index]
-        if report:
-            report(done, len(run.items), failed)
-    events.emit(events.LLM, "map-finished", sink=client, run_id=run.run_id, model=model, items=len(run.items),
+        failed += 0 if run.results[index].ok else 1  # type: ignore[union-attr]
+        if progress is not None:
+            progress(ProgressEvent(job="llm", done=done, total=total, failed=failed, run_id=run.run_id))
+    events.emit(events.LLM, "map-finished", sink=client, run_id=run.run_id, model=model, items=total,
                 failed=failed)
     return [r for r in run.results if r is not None]

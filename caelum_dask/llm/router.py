@@ -25,12 +25,19 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from caelum_dask.llm.backend import Backend, normalize_model
 from caelum_dask.llm.errors import ModelUnavailable, NoBackendAvailable
+from caelum_dask.llm.options import ROUTER_CONFIG, parse_durations
+from caelum_dask.options import ConfiguredOptions
+
+#: how long a backend counts as warm for a model it served (until its next /api/ps says so)
+WARM_HINT_TTL = 60.0
+#: how recently another model must have been used on a backend to count as "in use"
+RECENT_USE_S = 10.0
 
 
 @dataclass
@@ -44,39 +51,34 @@ class _Health:
 
 
 @dataclass
-class RouterSettings:
-    max_in_flight: int = 4
-    cooldown: float = 10.0
-    max_cooldown: float = 60.0
-    sticky_ttl: float = 300.0
-    gpu_step_gb: float = 4.0
-    warm_hint_ttl: float = 60.0
-    recent_use_s: float = 10.0
-    caps: dict[str, int] = field(default_factory=dict)  # per-backend URL overrides
+class RouterSettings(ConfiguredOptions):
+    """The router's knobs; a field left ``None`` comes from ``caelum.llm.*`` (:meth:`resolved`).
 
-    @classmethod
-    def from_config(cls, **overrides: Any) -> RouterSettings:
-        import dask.utils
+    ``RouterSettings(max_in_flight=1)`` overrides one knob and keeps the configured rest; the
+    router resolves its settings when it is made, so no default is written here but in
+    caelum.yaml. ``warm_hint_ttl`` and ``recent_use_s`` are tuning constants, not settings.
+    """
 
-        from caelum_dask import config
+    CONFIG: ClassVar[Mapping[str, str]] = ROUTER_CONFIG
 
-        values = {
-            "max_in_flight": int(config.get("llm.max-in-flight")),
-            "cooldown": dask.utils.parse_timedelta(config.get("llm.cooldown")),
-            "max_cooldown": dask.utils.parse_timedelta(config.get("llm.max-cooldown")),
-            "sticky_ttl": dask.utils.parse_timedelta(config.get("llm.sticky-ttl")),
-            "gpu_step_gb": float(config.get("llm.gpu-memory-step-gb")),
-            "caps": dict(config.get("llm.caps") or {}),
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+    max_in_flight: int | None = None
+    cooldown: float | None = None
+    max_cooldown: float | None = None
+    sticky_ttl: float | None = None
+    gpu_step_gb: float | None = None
+    warm_hint_ttl: float = WARM_HINT_TTL
+    recent_use_s: float = RECENT_USE_S
+    caps: dict[str, int] | None = None  # per-backend URL overrides
+
+    def __post_init__(self) -> None:
+        parse_durations(self)
 
 
 class Router:
     """Chooses backends; tracks in-flight counts, cooldowns, latencies and sticky sessions."""
 
     def __init__(self, settings: RouterSettings | None = None, rng: random.Random | None = None) -> None:
-        self.settings = settings or RouterSettings()
+        self.settings = (settings or RouterSettings()).resolved()
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._backends: list[Backend] = []
@@ -116,7 +118,7 @@ class Router:
             callback()
 
     def _cap(self, url: str) -> int:
-        return int(self.settings.caps.get(url, self.settings.max_in_flight))
+        return int((self.settings.caps or {}).get(url, self.settings.max_in_flight))
 
     # -- choosing ----------------------------------------------------------------------------
     def choose(self, model: str, *, exclude: Iterable[str] = (), session: str | None = None) -> Backend | None:

@@ -15,29 +15,33 @@ from caelum_dask.cluster import step_client
 
 
 def generate_step(model: str, prompts: Sequence[str], *, kind: str = "generate",
-                  retries: int = 2, **opts: Any) -> dict[str, Any]:
+                  retries: int | None = None, **opts: Any) -> dict[str, Any]:
     """Run ``prompts`` through ``model`` on the pool; a small JSON-able summary.
 
     Returns ``{"model", "count", "ok", "failed", "responses": [text | None, …] (in order),
     "errors": {index: message}, "machines": {machine: items}}``. ``opts`` are Ollama request
-    fields (``options``, ``system``, ``format``, ``keep_alive``…).
+    fields (``options``, ``system``, ``format``, ``keep_alive``…). ``retries`` defaults to
+    ``caelum.llm.retries`` of the process running the step (pass it to pin it in a workflow).
     """
     from caelum_dask.llm.batch import run_map
 
     with step_client() as client:
-        results = run_map(client, model, list(prompts), kind=kind, progress=False, retries=retries, fields=opts)
-    responses: list[Any] = []
+        results = run_map(client, model, list(prompts), kind=kind, retries=retries, fields=opts)
+    responses = [_text(kind, item.response) if item.ok else None for item in results]
     machines: dict[str, int] = {}
     for item in results:
-        data = item.get("response") or {}
-        if kind == "chat":
-            responses.append((data.get("message") or {}).get("content") if item["ok"] else None)
-        elif kind == "embed":
-            responses.append(data.get("embeddings") if item["ok"] else None)
-        else:
-            responses.append(data.get("response") if item["ok"] else None)
-        if item.get("machine"):
-            machines[item["machine"]] = machines.get(item["machine"], 0) + 1
-    errors = {str(item["index"]): item["error"] for item in results if not item["ok"]}
+        if item.machine:
+            machines[item.machine] = machines.get(item.machine, 0) + 1
+    errors = {str(item.index): item.error for item in results if not item.ok}
     return {"model": model, "count": len(results), "ok": len(results) - len(errors), "failed": len(errors),
             "responses": responses, "errors": errors, "machines": machines}
+
+
+def _text(kind: str, data: dict[str, Any] | None) -> Any:
+    """The useful part of one reply: the text, the chat message's content, or the embeddings."""
+    data = data or {}
+    if kind == "chat":
+        return (data.get("message") or {}).get("content")
+    if kind == "embed":
+        return data.get("embeddings")
+    return data.get("response")
