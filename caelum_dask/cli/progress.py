@@ -43,6 +43,7 @@ class ProgressState:
     total: int | None = None  # None: not known yet (e.g. the tests are still being collected)
     failed: int = 0
     eta: float | None = None  # seconds left, None when nothing can be estimated yet
+    running: int = 0  # items started and not finished (a workflow's executing tasks)
 
 
 def format_seconds(seconds: float) -> str:
@@ -56,9 +57,11 @@ def format_seconds(seconds: float) -> str:
 
 
 def counts_text(state: ProgressState, noun: str) -> str:
-    """``12/40 tests, 1 failed`` (or ``12 tests, …`` while the total is unknown)."""
+    """``12/40 tests, 1 failed`` (or ``12 tests, …`` while the total is unknown), then
+    ``, 3 running`` while some are."""
     done = f"{state.done}/{state.total}" if state.total is not None else str(state.done)
-    return f"{done} {noun}, {state.failed} failed"
+    text = f"{done} {noun}, {state.failed} failed"
+    return f"{text}, {state.running} running" if state.running else text
 
 
 def progress_text(state: ProgressState, noun: str) -> str:
@@ -140,9 +143,10 @@ class ProgressDisplay:
         with self._lock:
             self._write(message)
 
-    def update(self, done: int, total: int | None, *, failed: int = 0, eta: float | None = None) -> None:
+    def update(self, done: int, total: int | None, *, failed: int = 0, eta: float | None = None,
+               running: int = 0) -> None:
         """The latest counts; drawn on the bar, or printed now and then as a plain line."""
-        state = ProgressState(done=done, total=total, failed=failed, eta=eta)
+        state = ProgressState(done=done, total=total, failed=failed, eta=eta, running=running)
         with self._lock:
             self.state = state
             if self._bar is not None:
@@ -160,7 +164,7 @@ class ProgressDisplay:
         if event.message is not None:
             self.status(event.message)
         if event.total is not None or event.done > 0:
-            self.update(event.done, event.total, failed=event.failed, eta=event.eta)
+            self.update(event.done, event.total, failed=event.failed, eta=event.eta, running=event.running)
 
     # -- rendering -----------------------------------------------------------------------
     def _write(self, text: str) -> None:
@@ -179,8 +183,8 @@ class ProgressDisplay:
         not before there is anything to count ("0 tests" while collecting is noise)."""
         if not _countable(state):
             return False
-        if self._printed is not None and (state.done, state.total, state.failed) == (
-                self._printed.done, self._printed.total, self._printed.failed):
+        if self._printed is not None and (state.done, state.total, state.failed, state.running) == (
+                self._printed.done, self._printed.total, self._printed.failed, self._printed.running):
             return False
         return self.clock() - self._printed_at >= self.interval
 
@@ -199,6 +203,8 @@ class ProgressDisplay:
 
     def _draw(self, state: ProgressState) -> None:
         failed = f"[red]{state.failed} failed" if state.failed else f"{state.failed} failed"
+        if state.running:
+            failed += f"[/], {state.running} running" if state.failed else f", {state.running} running"
         eta = f"ETA {format_seconds(state.eta)}" if state.eta is not None else "ETA -"
         self._bar.update(self._task, completed=state.done, total=state.total, failed=failed, eta=eta)
 

@@ -11,18 +11,8 @@ from typing import Any
 import click
 
 from caelum_dask.cli._options import json_option, open_client, print_json, scheduler_option
+from caelum_dask.cli.progress import ProgressDisplay
 from caelum_dask.workflow.params import parse_params
-
-
-def _progress_printer() -> Any:
-    def show(counts: dict[str, Any]) -> None:
-        click.echo(
-            f"caelum run {counts['run_id']}: {counts['done']}/{counts['total']} tasks "
-            f"(computed {counts['computed']}, cached {counts['cached']}, failed {counts['failed']}, "
-            f"skipped {counts['skipped']}, running {counts['running']})",
-            err=True,
-        )
-    return show
 
 
 def _short(value: Any, width: int = 100) -> str:
@@ -56,17 +46,19 @@ def run_command(file: str, params: tuple[str, ...], resume: str | None, workflow
       caelum run workflows/fanout.py --resume 20261126-061241-c0c84f
     """
     from caelum_dask.workflow.loader import load_workflow
-    from caelum_dask.workflow.runner import SchedulerLost, run
+    from caelum_dask.workflow.runner import SchedulerLost, WorkflowOptions, run
     from caelum_dask.workflow.validation import validate
 
     wf = load_workflow(file, workflow_name)
     given = parse_params(params, wf.params)
     if not resume:
         validate(wf, given)  # bad input fails before a cluster starts
+    options = WorkflowOptions.from_config(params=given, resume=resume, cache=False if no_cache else None,
+                                          file=str(file))
     with open_client(scheduler, quiet=as_json) as client:
         try:
-            result = run(wf, client=client, params=given, resume=resume, cache=not no_cache,
-                         progress=_progress_printer(), file=str(file))
+            with ProgressDisplay("caelum run", noun="tasks", live=not as_json) as display:
+                result = run(wf, client=client, options=options, progress=display)
         except SchedulerLost:
             # the client is still trying to reconnect; closing it makes Dask log that attempt's
             # traceback, which would bury our one line (how to resume) under noise

@@ -1,9 +1,10 @@
 """Workflow runs started over MCP: they live in the server, not in the request.
 
 A run is driven by a background thread, so a client that disconnects (or a request that is
-cancelled) does not stop the cluster job; only ``cancel_run`` does. The thread reports
-progress into the run's record, which the requests that wait on it turn into MCP progress
-notifications.
+cancelled) does not stop the cluster job; only ``cancel_run`` does. The thread keeps the run's
+latest :class:`~caelum_dask.progress.ProgressEvent` in its record, which the requests that wait
+on it forward as MCP progress notifications (from their own thread: MCP's ``report_progress``
+is reachable only from the request's).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from caelum_dask.errors import CaelumError, InvalidInput
+from caelum_dask.progress import ProgressEvent
 
 
 @dataclass
@@ -27,12 +29,15 @@ class ActiveRun:
     finished: threading.Event = field(default_factory=threading.Event)
     run_id: str | None = None
     counts: dict[str, Any] = field(default_factory=dict)
+    event: ProgressEvent | None = None  # the latest one; requests that wait forward it
     result: dict[str, Any] | None = None
     error: str | None = None
 
-    def on_progress(self, counts: dict[str, Any]) -> None:
-        self.counts = dict(counts)
-        self.run_id = counts.get("run_id", self.run_id)
+    def on_progress(self, event: ProgressEvent) -> None:
+        """The run's ``progress=`` callback: keep the event and the published ``counts`` shape."""
+        self.run_id = event.run_id or self.run_id
+        self.counts = {"run_id": self.run_id, **event.detail.get("counts", {})}
+        self.event = event
         self.started.set()
 
     def snapshot(self) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 from mcp.server.mcpserver import Context, MCPServer
 
 from caelum_dask.mcp_server.handle import ClusterHandle
-from caelum_dask.mcp_server.progress import progress_reporter
+from caelum_dask.mcp_server.progress import event_reporter, progress_reporter
 from caelum_dask.mcp_server.runs import RunManager
 
 
@@ -46,12 +46,13 @@ def register(server: MCPServer, handle: ClusterHandle) -> None:
         report(0, None, f"run {active.run_id} started")
         if not wait:
             return active.snapshot()
-        seen: dict[str, Any] = {}
+        forward = event_reporter(ctx)
+        seen = active.event
         while not active.finished.wait(0.25):
-            if active.counts != seen:
-                seen = dict(active.counts)
-                done = sum(seen.get(k, 0) for k in ("computed", "cached", "failed", "skipped"))
-                report(done, seen.get("total"), f"run {active.run_id}: {done}/{seen.get('total')} tasks")
+            event = active.event
+            if event is not seen and event is not None and event.message is None:
+                seen = event
+                forward(event)
         if active.result is None:
             return active.snapshot()
         counts = active.result

@@ -3,6 +3,9 @@
 :func:`run` is the one entry point shared by the CLI, the MCP server and other engines. The
 client is the run store's only writer: task-state events that the task wrappers emit on
 ``caelum.workflows`` come back to it through a topic subscription and are written in batches.
+The same events drive the run's :class:`~caelum_dask.progress.ProgressEvent` stream: a task
+counts as running from the moment its body starts on a worker (the wrapper says so at once),
+not only once it ends.
 """
 
 from __future__ import annotations
@@ -12,15 +15,18 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 from distributed import Client, wait
 
 from caelum_dask import events
 from caelum_dask.cluster import client_scope, machines
 from caelum_dask.errors import CaelumError, InvalidInput, SchedulerUnreachable
+from caelum_dask.options import ConfiguredOptions
+from caelum_dask.progress import ProgressCallback, ProgressEvent
+from caelum_dask.results import Result
 from caelum_dask.workflow.cache import ResultCache, default_url
 from caelum_dask.workflow.compiler import CompiledRun, cache_keys, compile_workflow
 from caelum_dask.workflow.model import Workflow
@@ -28,8 +34,35 @@ from caelum_dask.workflow.runtime import Unfinished
 from caelum_dask.workflow.store import FINAL_STATES, RunStore
 from caelum_dask.workflow.validation import check_requirements, validate
 
-ProgressCallback = Callable[[dict[str, Any]], None]
 
+
+@dataclass
+class WorkflowOptions(ConfiguredOptions):
+    """Everything :func:`run` can be told besides the workflow, the client and the callbacks.
+
+    A configurable field left ``None`` takes ``caelum.workflow.*`` when the run starts, so the
+    CLI, MCP and the Python API pass only what their user said and behave alike.
+    """
+
+    CONFIG: ClassVar[Mapping[str, str]] = {
+        "cache": "workflow.use-cache", "cache_url": "workflow.cache", "store": "workflow.store",
+        "poll": "workflow.poll", "progress_interval": "workflow.progress-interval",
+        "settle": "workflow.settle-wait",
+    }
+
+    params: dict[str, Any] | None = None  # override the workflow's defaults
+    resume: str | None = None  # a run id whose completed tasks are reused
+    cache: bool | None = None  # False: recompute everything (results are still stored)
+    cache_url: str | None = None  # None after resolving: <home>/cache/workflows
+    store: RunStore | str | None = None  # a RunStore, a path, or None: the configured store
+    poll: float | None = None  # seconds between two looks at the run's futures and events
+    progress_interval: float | None = None  # least seconds between two count events
+    settle: float | None = None  # seconds to wait for final states that trail the results
+    file: str | None = None  # the definition file, recorded in the store (and in resume hints)
+
+    def merged(self, **given: Any) -> "WorkflowOptions":
+        """A resolved copy with what the caller ``given`` (``None``: not given) on top."""
+        return replace(self, **{k: v for k, v in given.items() if v is not None}).resolved()
 
 
 class RunCancelled(CaelumError):
@@ -48,7 +81,7 @@ def _scheduler_lost(client: Client, exc: BaseException) -> bool:
 
 
 @dataclass
-class RunResult:
+class RunResult(Result):
     """What a run did: counts, per-task states, where tasks ran, and the outputs."""
 
     run_id: str
@@ -74,7 +107,8 @@ class RunResult:
         return self.results[task]
 
     def to_dict(self, results: bool = True) -> dict[str, Any]:
-        """The ``--json`` shape of ``caelum run``."""
+        """The ``--json`` shape of ``caelum run`` (published: rounded duration, a summary per
+        task rather than its store row, ``results`` last and optional)."""
         data = {
             "run_id": self.run_id, "workflow": self.workflow, "state": self.state, "params": self.params,
             "computed": self.computed, "cached": self.cached, "failed": self.failed, "skipped": self.skipped,
@@ -134,33 +168,39 @@ def new_run_id() -> str:
 
 
 def run(workflow: Workflow, client: Client | None = None, params: dict[str, Any] | None = None,
-        resume: str | None = None, *, cache: bool = True, cache_url: str | None = None,
-        store: RunStore | str | None = None, progress: ProgressCallback | None = None,
-        file: str | None = None, poll: float = 0.2, cancel: threading.Event | None = None) -> RunResult:
+        resume: str | None = None, *, options: WorkflowOptions | None = None, cache: bool | None = None,
+        cache_url: str | None = None, store: RunStore | str | None = None,
+        progress: ProgressCallback | None = None, file: str | None = None, poll: float | None = None,
+        cancel: threading.Event | None = None) -> RunResult:
     """Run ``workflow`` on the cluster (``client``, else :func:`caelum_dask.connect`).
 
-    ``params`` override the workflow's defaults. ``resume=RUN_ID`` re-runs with that run's
-    parameters (``params`` still override) and reuses the results of the tasks that run
-    completed whose cache key is unchanged; everything else (failed, skipped, changed) runs.
-    ``cache=False`` recomputes everything (results are still stored for later runs).
-    ``progress`` is called with a dict of counts (and the run id) when the run starts and
-    whenever tasks change state. Setting ``cancel`` (from another thread) cancels the run: its
+    ``options`` (:class:`WorkflowOptions`) or the keywords of the same names say how; what
+    neither gives comes from ``caelum.workflow.*``. ``params`` override the workflow's
+    defaults. ``resume=RUN_ID`` re-runs with that run's parameters (``params`` still override)
+    and reuses the results of the tasks that run completed whose cache key is unchanged;
+    everything else (failed, skipped, changed) runs. ``cache=False`` recomputes everything
+    (results are still stored for later runs). ``progress`` gets
+    :class:`~caelum_dask.progress.ProgressEvent` events (``job="workflow"``): one with the run id
+    at once, then the counts whenever tasks start or end (``detail``: per-state counts and
+    running tasks per machine). Setting ``cancel`` (from another thread) cancels the run: its
     tasks are cancelled on the cluster and it is recorded as ``cancelled`` (RunCancelled).
     Raises :class:`~caelum_dask.errors.CaelumError` subclasses for invalid workflows.
     """
-    own_store = not isinstance(store, RunStore)
-    run_store = store if isinstance(store, RunStore) else RunStore(store)
+    opts = (options or WorkflowOptions()).merged(params=params, resume=resume, cache=cache, cache_url=cache_url,
+                                                 store=store, file=file, poll=poll)
+    own_store = not isinstance(opts.store, RunStore)
+    run_store = opts.store if isinstance(opts.store, RunStore) else RunStore(opts.store)
     try:
         previous = None
-        if resume:
-            previous = run_store.run(resume)
+        given = opts.params
+        if opts.resume:
+            previous = run_store.run(opts.resume)
             if previous["workflow"] != workflow.name:
                 raise InvalidInput(f"run {previous['id']} ran workflow {previous['workflow']!r}, not {workflow.name!r}")
-            params = {**{k: v for k, v in previous["parameters"].items() if k in workflow.params}, **(params or {})}
-        values, bindings = validate(workflow, params)
+            given = {**{k: v for k, v in previous["parameters"].items() if k in workflow.params}, **(given or {})}
+        values, bindings = validate(workflow, given)
         with client_scope(client) as active:
-            return _run(workflow, active, values, bindings, run_store, previous, cache,
-                        cache_url or default_url(), progress, file, poll, cancel)
+            return _run(workflow, active, values, bindings, run_store, previous, opts, progress, cancel)
     finally:
         if own_store:
             run_store.close()
@@ -178,15 +218,76 @@ def run_file(path: str, client: Client | None = None, params: dict[str, Any] | N
 
     wf = load_workflow(path, workflow)
     values = {k: coerce(k, v, wf.params.get(k)) if isinstance(v, str) else v for k, v in (params or {}).items()}
-    return run(wf, client=client, params=values, resume=resume, file=str(path), **options)
+    options.setdefault("file", str(path))
+    return run(wf, client=client, params=values, resume=resume, **options)
+
+
+class _Tracker:
+    """The run's task states as the client learns them: written to the store, reported as events.
+
+    Count events are throttled to one per ``interval``, but a change the throttle held back is
+    sent at the next :meth:`report` (the follow loop calls it every poll), so a task that
+    started is shown running while it runs, not only once something else happens.
+    """
+
+    def __init__(self, run_id: str, total: int, store: RunStore, states: dict[str, str],
+                 progress: ProgressCallback | None, interval: float) -> None:
+        self.run_id = run_id
+        self.total = total
+        self.store = store
+        self.states = states
+        self.machine_of: dict[str, str | None] = {}
+        self.progress = progress
+        self.interval = interval
+        self.sent: ProgressEvent | None = None
+        self.sent_at = 0.0
+
+    def absorb(self, batch: list[dict[str, Any]]) -> None:
+        """Record a batch of task-state messages (one store transaction) and learn the states."""
+        self.store.record(self.run_id, batch)
+        for msg in batch:
+            self.states[msg["task"]] = msg["state"]
+            self.machine_of[msg["task"]] = msg.get("machine")
+
+    def counts(self) -> dict[str, int]:
+        return _counts(self.states, self.total)
+
+    def event(self, message: str | None = None) -> ProgressEvent:
+        """The run as one :class:`ProgressEvent`; ``detail`` holds ``counts`` (the published
+        MCP ``counts`` shape), ``states`` (tasks per state, ``pending`` included) and
+        ``running_per_machine``."""
+        counts = self.counts()
+        by_state = collections.Counter(self.states.values())
+        by_state["pending"] = counts["total"] - len(self.states) + by_state.get("pending", 0)
+        running = collections.Counter(self.machine_of.get(task) or "?" for task, state in self.states.items()
+                                      if state == "running")
+        return ProgressEvent(job="workflow", done=counts["done"], total=counts["total"], failed=counts["failed"],
+                             running=counts["running"], message=message, run_id=self.run_id,
+                             detail={"counts": counts, "states": dict(by_state), "running_per_machine": dict(running)})
+
+    def report(self, force: bool = False, message: str | None = None) -> None:
+        """Send the counts if they changed and the last event is ``interval`` old (or ``force``)."""
+        if self.progress is None:
+            return
+        event = self.event(message)
+        if not force and (_same_counts(event, self.sent) or time.monotonic() - self.sent_at < self.interval):
+            return
+        self.sent, self.sent_at = event, time.monotonic()
+        self.progress(event)
+
+
+def _same_counts(event: ProgressEvent, sent: ProgressEvent | None) -> bool:
+    return sent is not None and event.detail == sent.detail
 
 
 def _run(wf: Workflow, client: Client, params: dict[str, Any], bindings: Any, store: RunStore,
-         previous: dict[str, Any] | None, use_cache: bool, cache_url: str, progress: ProgressCallback | None,
-         file: str | None, poll: float, cancel: threading.Event | None = None) -> RunResult:
+         previous: dict[str, Any] | None, opts: WorkflowOptions, progress: ProgressCallback | None,
+         cancel: threading.Event | None = None) -> RunResult:
     import networkx as nx
 
     started = time.time()
+    use_cache = bool(opts.cache)
+    cache_url = opts.cache_url or default_url()
     placement = check_requirements(wf, machines(client)) if _has_resources(wf) else {}
     order = list(nx.topological_sort(wf.graph))
     keys = cache_keys(wf, params, bindings, order)
@@ -195,8 +296,8 @@ def _run(wf: Workflow, client: Client, params: dict[str, Any], bindings: Any, st
     compiled = compile_workflow(wf, params, bindings, placement, run_id, cache_url, reusable, keys,
                                 reuse_items=use_cache or bool(previous))
 
-    store.start_run(run_id, wf.name, params, order, file=file, resumed_from=previous["id"] if previous else None,
-                    cache_keys=keys, cached=compiled.reused)
+    store.start_run(run_id, wf.name, params, order, file=opts.file,
+                    resumed_from=previous["id"] if previous else None, cache_keys=keys, cached=compiled.reused)
     q = _listen(client, run_id)
     events.emit(events.WORKFLOWS, "run-started", sink=client, run_id=run_id, workflow=wf.name,
                 nodes=order, edges=[[a, b] for a, b in wf.graph.edges])
@@ -205,49 +306,33 @@ def _run(wf: Workflow, client: Client, params: dict[str, Any], bindings: Any, st
     if reused_msgs:
         client.run_on_scheduler(_log_many, topic=events.WORKFLOWS, messages=reused_msgs)
 
-    states: dict[str, str] = {n: "cached" for n in compiled.reused}
-    machine_of: dict[str, str | None] = {}
+    tracker = _Tracker(run_id, len(order), store, {n: "cached" for n in compiled.reused}, progress,
+                       float(opts.progress_interval or 0))
     futures = (dict(zip(compiled.targets, client.get(compiled.graph, list(compiled.targets), sync=False)))
                if compiled.targets else {})
-    expected = set(compiled.computed)
-    last_report = 0.0
-
-    def absorb(batch: list[dict[str, Any]]) -> None:
-        store.record(run_id, batch)
-        for msg in batch:
-            states[msg["task"]] = msg["state"]
-            machine_of[msg["task"]] = msg.get("machine")
-
-    def report(force: bool = False) -> None:
-        nonlocal last_report
-        if progress is None or (not force and time.monotonic() - last_report < 0.5):
-            return
-        last_report = time.monotonic()
-        progress({"run_id": run_id, **_counts(states, len(order))})
-
-    report(force=True)  # the run id, at once
+    tracker.report(force=True, message=f"run {run_id} started")  # the run id, at once
     try:
-        _follow(client, run_id, list(futures.values()), q, poll, cancel, absorb, report, expected, states)
-        results, errors = _collect(client, compiled, futures, states, store, run_id)
+        _follow(client, list(futures.values()), q, opts, cancel, tracker, set(compiled.computed))
+        results, errors = _collect(client, compiled, futures, tracker.states, store, run_id)
     except BaseException as exc:  # Ctrl-C, lost scheduler: the run is recorded as cancelled, not "running"
-        absorb(_drain(q))
-        _record_interrupted(client, store, run_id, _counts(states, len(order)), futures, file, exc)
+        tracker.absorb(_drain(q))
+        _record_interrupted(client, store, run_id, tracker.counts(), futures, opts.file, exc)
         raise
     finally:
         events.unlisten(client, events.WORKFLOWS, run_id)
         for f in futures.values():
             f.release()
-    report(force=True)
+    tracker.report(force=True)
     return _finished(client, store, wf, run_id, params, started, results, errors, previous)
 
 
-def _follow(client: Client, run_id: str, pending: list[Any], q: Any, poll: float, cancel: threading.Event | None,
-            absorb: Callable[[list[dict[str, Any]]], None], report: Callable[[], None], expected: set[str],
-            states: dict[str, str]) -> None:
+def _follow(client: Client, pending: list[Any], q: Any, opts: WorkflowOptions, cancel: threading.Event | None,
+            tracker: _Tracker, expected: set[str]) -> None:
     """Wait for the run's futures, absorbing task states as they stream in, then the stragglers."""
+    poll = float(opts.poll or 0)
     while pending:
         if cancel is not None and cancel.is_set():
-            raise RunCancelled(f"run {run_id} was cancelled")
+            raise RunCancelled(f"run {tracker.run_id} was cancelled")
         # block until everything is done or `poll` passes, then write what arrived in one
         # transaction: never a busy loop competing with the workers for the CPU
         try:
@@ -256,18 +341,19 @@ def _follow(client: Client, run_id: str, pending: list[Any], q: Any, poll: float
             pass
         batch = _drain(q)
         if batch:
-            absorb(batch)
-            report()
+            tracker.absorb(batch)
+        tracker.report()  # also what the throttle held back last time
         pending = [f for f in pending if not f.done()]
     # the final events travel ahead of the results on the same streams; allow stragglers
-    deadline = time.monotonic() + 3
+    states = tracker.states
+    deadline = time.monotonic() + float(opts.settle or 0)
     while any(states.get(n) not in FINAL_STATES for n in expected) and time.monotonic() < deadline:
-        absorb(_drain(q))
+        tracker.absorb(_drain(q))
         time.sleep(0.05)
-    absorb(_drain(q))
+    tracker.absorb(_drain(q))
     unsettled = {n for n in expected if states.get(n) not in FINAL_STATES}
     if unsettled:
-        absorb(_recover(client, run_id, unsettled))
+        tracker.absorb(_recover(client, tracker.run_id, unsettled))
 
 
 def _reusable(wf: Workflow, order: list[str], keys: dict[str, str], use_cache: bool,

@@ -111,17 +111,32 @@ class _EventBuffer:
     in order, on the worker's batched stream (exactly what ``log_event`` sends). A flush is
     scheduled before the task returns, so a task's final state still reaches the scheduler
     ahead of its result.
+
+    A task says ``running`` the moment its body starts (so the client counts it as running at
+    once), but a task that ends before that message left the worker needs it no more: its
+    final state, which says when and where it started, replaces it in the queue. Trivial
+    tasks thus still cost one message, not two.
     """
 
     def __init__(self, worker: Any) -> None:
         self.worker = worker
         self.lock = threading.Lock()
-        self.pending: list[dict[str, Any]] = []
+        self.pending: dict[int, dict[str, Any]] = {}  # insertion order is send order
+        self.starts: dict[tuple[str, str], int] = {}  # (run, task) -> its unsent plain "running"
+        self.counter = 0
         self.scheduled = False
 
-    def put(self, msg: dict[str, Any]) -> None:
+    def put(self, msg: dict[str, Any], replaceable: bool = False) -> None:
+        """Queue ``msg``; a ``replaceable`` start is dropped if the task's next message comes first."""
+        task = (msg["run_id"], msg["task"])
         with self.lock:
-            self.pending.append(msg)
+            superseded = self.starts.pop(task, None)
+            if superseded is not None:
+                del self.pending[superseded]
+            self.counter += 1
+            self.pending[self.counter] = msg
+            if replaceable:
+                self.starts[task] = self.counter
             if self.scheduled:
                 return
             self.scheduled = True
@@ -129,78 +144,25 @@ class _EventBuffer:
 
     def flush(self) -> None:
         with self.lock:
-            batch, self.pending, self.scheduled = self.pending, [], False
+            batch, self.pending, self.starts, self.scheduled = list(self.pending.values()), {}, {}, False
         compat.send_log_events(self.worker, events.WORKFLOWS, batch)
 
 
 _BUFFERS: dict[int, _EventBuffer] = {}
 
 
-def _emit(ctx: RunContext, task: str, state: str, where: tuple[str, str], sink: Any = None, **extra: Any) -> None:
+def _emit(ctx: RunContext, task: str, state: str, where: tuple[str, str], replaceable: bool = False,
+          **extra: Any) -> None:
+    """Queue one ``task-state`` message on the current worker's :class:`_EventBuffer`."""
     from distributed import get_worker
 
-    worker = sink or get_worker()
+    worker = get_worker()
     message = events.make_message("task-state", run_id=ctx.run_id, task=task, state=state, worker=where[0],
                                   machine=where[1], **extra)
     buffer = _BUFFERS.get(id(worker))
     if buffer is None or buffer.worker is not worker:
         buffer = _BUFFERS[id(worker)] = _EventBuffer(worker)
-    buffer.put(message)
-
-
-class _Announcer:
-    """Emits ``running`` only for tasks still running after ``delay`` seconds.
-
-    A trivial task would otherwise cost two events (running, completed) for one result; quick
-    tasks report just their final state, which carries when they started and where. One
-    daemon thread per worker process, started on first use; the lock orders each task's
-    ``running`` before its final state.
-    """
-
-    delay = 0.2
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.active: dict[int, tuple[float, RunContext, str, tuple[str, str], Any, dict[str, Any]]] = {}
-        self.thread: threading.Thread | None = None
-        self.counter = 0
-
-    def begin(self, ctx: RunContext, task: str, where: tuple[str, str], **extra: Any) -> int:
-        from distributed import get_worker
-
-        worker = get_worker()
-        with self.lock:
-            self.counter += 1
-            token = self.counter
-            if extra:  # a retry: say at once that the previous attempt failed
-                _emit(ctx, task, "running", where, sink=worker, **extra)
-            else:
-                self.active[token] = (time.monotonic(), ctx, task, where, worker, extra)
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._loop, name="caelum-wf-announcer", daemon=True)
-                self.thread.start()
-        return token
-
-    def end(self, token: int, ctx: RunContext, task: str, state: str, where: tuple[str, str], **extra: Any) -> None:
-        with self.lock:
-            self.active.pop(token, None)
-            _emit(ctx, task, state, where, **extra)
-
-    def _loop(self) -> None:
-        while True:
-            time.sleep(self.delay / 2)
-            now = time.monotonic()
-            with self.lock:
-                for token, (t0, ctx, task, where, worker, extra) in list(self.active.items()):
-                    if now - t0 >= self.delay:
-                        del self.active[token]
-                        try:
-                            _emit(ctx, task, "running", where, sink=worker, attempt=extra.get("attempt", 1))
-                        except Exception:  # noqa: BLE001 - a closing worker: nothing to announce to
-                            pass
-
-
-_ANNOUNCER = _Announcer()
+    buffer.put(message, replaceable=replaceable)
 
 
 def _first_unfinished(values: Any, depth: int = 0) -> Unfinished | None:
@@ -269,7 +231,8 @@ def run_node(rt: NodeRuntime, ctx: RunContext, /, *args: Any, **kwargs: Any) -> 
     while True:
         attempt += 1
         started = time.time()
-        token = _ANNOUNCER.begin(ctx, rt.name, where, **({"attempt": attempt, **previous} if previous else {}))
+        # the first attempt's start may be replaced by its end; a retry's carries the failed attempt
+        _emit(ctx, rt.name, "running", where, replaceable=not previous, attempt=attempt, started=started, **previous)
         try:
             value = _call(rt, args, kwargs)
         except BaseException as exc:  # noqa: BLE001 - every failure is reported, none escapes
@@ -280,19 +243,17 @@ def run_node(rt: NodeRuntime, ctx: RunContext, /, *args: Any, **kwargs: Any) -> 
             if attempt <= rt.retries:
                 delay = rt.retry_delay * rt.retry_backoff ** (attempt - 1)
                 delay += delay * rt.retry_jitter * random.random()
-                with _ANNOUNCER.lock:  # not announced yet: never will be; the retry reports it
-                    _ANNOUNCER.active.pop(token, None)
                 # the next attempt's "running" event carries this attempt's error
                 previous = {"previous_error": error, "previous_traceback": tb, "previous_started": started,
                             "retry_delay": delay}
                 time.sleep(delay)
                 continue
-            _ANNOUNCER.end(token, ctx, rt.name, "failed", where, attempt=attempt, started=started, error=error,
-                           traceback=tb, duration=time.time() - started)
+            _emit(ctx, rt.name, "failed", where, attempt=attempt, started=started, error=error,
+                  traceback=tb, duration=time.time() - started)
             return TaskFailure(rt.name, error)
         stored = cache.store(key, value) if cache is not None and key else False
-        _ANNOUNCER.end(token, ctx, rt.name, "completed", where, attempt=attempt, started=started,
-                       duration=time.time() - started, cache_key=key if stored else None)
+        _emit(ctx, rt.name, "completed", where, attempt=attempt, started=started,
+              duration=time.time() - started, cache_key=key if stored else None)
         return value
 
 

@@ -149,8 +149,9 @@ class RunStore:
                 self._apply(run_id, msg)
 
     def _apply(self, run_id: str, msg: dict[str, Any]) -> None:
-        """One task-state message. Quick tasks send no ``running``: their final message carries
-        ``started``, and a retry's ``running`` carries the failed attempt (``previous_*``)."""
+        """One task-state message. A quick task's ``running`` may never come (its final message
+        replaced it on the worker and carries ``started``); a retry's ``running`` carries the
+        failed attempt (``previous_*``)."""
         task, state = msg["task"], msg["state"]
         stamp = msg.get("timestamp") or time.time()
         worker, machine = msg.get("worker"), msg.get("machine")
@@ -185,10 +186,11 @@ class RunStore:
                         (stamp, msg["previous_error"], msg.get("previous_traceback"), run_id, task, attempts))
                 else:
                     new_attempt("failed", msg.get("previous_started"), msg["previous_error"], msg.get("previous_traceback"), stamp)
-            new_attempt("running", stamp)
+            began = msg.get("started") or stamp  # the worker's clock, as final states report it
+            new_attempt("running", began)
             self.db.execute(
                 "UPDATE tasks SET state='running', attempts=?, started=COALESCE(started, ?), machine=?, worker=? WHERE run_id=? AND task=?",
-                (attempts, stamp, machine, worker, run_id, task))
+                (attempts, began, machine, worker, run_id, task))
             return
         if state in ("completed", "failed"):
             if open_here:
