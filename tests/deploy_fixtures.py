@@ -23,8 +23,8 @@ from typing import Any
 import psutil
 import pytest
 import yaml
+from harness import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 SSHD = "/usr/sbin/sshd"
 
 

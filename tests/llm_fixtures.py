@@ -9,14 +9,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import wait_for  # noqa: F401  (re-exported for the LLM tests)
 from fake_ollama import FakeOllama
-
-REPO = Path(__file__).resolve().parent.parent
+from harness import REPO
 
 
 @pytest.fixture

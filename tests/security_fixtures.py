@@ -8,8 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+from harness import ProcessCluster
+
 from caelum_dask import certs
-from conftest import ProcessCluster, wait_for  # noqa: F401  (re-exported for the TLS/netns tests)
 
 
 def make_cluster_certs(folder: Path, names: list[str], hosts: tuple[str, ...] = ("127.0.0.1",)) -> Path:

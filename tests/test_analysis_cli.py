@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import run_caelum
+from harness import run_caelum
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).parent / "analysis_corpus"

@@ -46,7 +46,7 @@ from pathlib import Path
 import pytest
 
 from caelum_dask import certs
-from conftest import REPO, run_caelum
+from harness import REPO, run_caelum
 
 
 @dataclass(frozen=True)

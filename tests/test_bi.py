@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 from bi_fixtures import (JUNIT_RUN1, JUNIT_RUN2, clone, git, make_alpha, make_beta, numstat_sums,
                          rev_count)
-from conftest import REPO, ProcessCluster, run_caelum
+from harness import REPO, ProcessCluster, run_caelum
 
 from caelum_dask.bi import collect, load, metrics, parse_since, run_report
 from caelum_dask.bi.dataset import Dataset

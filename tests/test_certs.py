@@ -15,7 +15,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from caelum_dask import certs
 from caelum_dask.errors import InvalidInput
 from caelum_dask.security import security_from_dir
-from conftest import run_caelum
+from harness import run_caelum
 
 
 def _load(path: Path) -> x509.Certificate:

@@ -17,7 +17,7 @@ from caelum_dask import ResourceRequirements, UnsatisfiableRequirement, connect,
 from caelum_dask.errors import PortTaken
 from caelum_dask.resources import CPU, GPU, MEMORY_GB
 
-from conftest import run_caelum, wait_for
+from harness import run_caelum, wait_for
 
 
 def where_am_i() -> str:

@@ -17,7 +17,7 @@ from distributed import Client
 from caelum_dask import events
 from caelum_dask.dashboard import pages_url
 from caelum_dask.dashboard.pages import PAGES
-from tests.conftest import REPO, run_caelum
+from harness import REPO, run_caelum
 
 
 def poll(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:

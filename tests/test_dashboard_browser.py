@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from caelum_dask import events
-from tests.conftest import REPO
+from harness import REPO
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

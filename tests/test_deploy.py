@@ -30,8 +30,8 @@ from caelum_dask.deploy import load, validate
 from caelum_dask.deploy.launcher import scheduler_argv, worker_argv
 from caelum_dask.errors import InvalidInput
 
-from conftest import REPO, run_caelum
-from deploy_fixtures import SSHServer, cluster_file, free_port, kill_all_under, processes_under, sshd  # noqa: F401
+from deploy_fixtures import SSHServer, cluster_file, free_port, kill_all_under, processes_under
+from harness import REPO, run_caelum
 
 BASE = {"scheduler": {"host": "10.0.0.5"}, "workers": [{"host": "10.0.0.6"}, {"host": "10.0.0.7"}]}
 

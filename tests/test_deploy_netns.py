@@ -29,8 +29,8 @@ import psutil
 import pytest
 import yaml
 
-from conftest import REPO
 from deploy_fixtures import SSHD, _skip_reason as _sshd_unavailable, _user, kill_all_under, processes_under
+from harness import REPO
 from test_netns import Hosts, _netns_unavailable
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]

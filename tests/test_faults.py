@@ -11,8 +11,7 @@ import time
 import pytest
 
 import caelum_dask
-from conftest import ProcessCluster
-from security_fixtures import wait_for
+from harness import ProcessCluster, wait_for
 
 pytestmark = pytest.mark.slow
 

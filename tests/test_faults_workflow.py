@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ProcessCluster, run_caelum
+from harness import ProcessCluster, run_caelum
 
 WORKFLOW = '''
 """A fault-test workflow: every execution leaves a record; gated tasks wait for a file."""

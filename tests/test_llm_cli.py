@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import socket
 
-from conftest import run_caelum
-from llm_fixtures import fakes  # noqa: F401
+from harness import run_caelum
 
 M = "llama3.2:latest"
 
@@ -20,7 +19,7 @@ def test_llm_help_explains_the_commands() -> None:
     assert "--port" in serve.stdout and "Ollama-compatible" in serve.stdout
 
 
-def test_status_json_and_pull_with_explicit_backends(fakes) -> None:  # noqa: F811
+def test_status_json_and_pull_with_explicit_backends(fakes) -> None:
     a = fakes(models=[M], loaded=[M])
     b = fakes(models=["qwen2.5:0.5b"])
     out = run_caelum("llm", "status", "--json", "--backend", a.url, "--backend", b.url)
@@ -41,7 +40,7 @@ def test_status_json_and_pull_with_explicit_backends(fakes) -> None:  # noqa: F8
     assert json.loads(failed.stdout)["results"][0]["error"] == "pull model manifest: file does not exist"
 
 
-def test_serve_on_a_taken_port_is_one_clear_error(fakes) -> None:  # noqa: F811
+def test_serve_on_a_taken_port_is_one_clear_error(fakes) -> None:
     a = fakes(models=[M])
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

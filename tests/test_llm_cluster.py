@@ -17,9 +17,8 @@ from typing import Any
 import httpx
 import ollama
 import pytest
-from conftest import ProcessCluster, run_caelum
 from fake_ollama import FakeOllama
-from llm_fixtures import llm_serve, wait_for  # noqa: F401
+from harness import ProcessCluster, run_caelum, wait_for
 
 from caelum_dask import events, machines
 from caelum_dask.llm import LLMPool, ModelUnavailable
@@ -168,7 +167,7 @@ def test_cli_status_and_pull(llm_cluster: Setup) -> None:
     assert missing.returncode == 1 and "file does not exist" in missing.stdout
 
 
-def test_serve_on_the_cluster(llm_cluster: Setup, llm_serve) -> None:  # noqa: F811
+def test_serve_on_the_cluster(llm_cluster: Setup, llm_serve) -> None:
     s = llm_cluster
     served = llm_serve("--scheduler", s.cluster.address)
     client = ollama.Client(host=served.url)

@@ -10,10 +10,9 @@ import asyncio
 import httpx
 import ollama
 import pytest
-from llm_fixtures import fakes  # noqa: F401
 
 
-def test_real_ollama_client_against_the_fake(fakes) -> None:  # noqa: F811
+def test_real_ollama_client_against_the_fake(fakes) -> None:
     fake = fakes(models=["llama3.2", "nomic-embed-text"], load_latency=0.01)
     client = ollama.Client(host=fake.url)
     assert sorted(m.model for m in client.list().models) == ["llama3.2:latest", "nomic-embed-text:latest"]
@@ -35,7 +34,7 @@ def test_real_ollama_client_against_the_fake(fakes) -> None:  # noqa: F811
     assert httpx.get(f"{fake.url}/api/version").json() == {"version": "0.12.3"}
 
 
-def test_fake_errors_look_like_ollamas(fakes) -> None:  # noqa: F811
+def test_fake_errors_look_like_ollamas(fakes) -> None:
     fake = fakes(models=["llama3.2"], tokens=4)
     client = ollama.Client(host=fake.url)
     with pytest.raises(ollama.ResponseError) as err:
@@ -61,7 +60,7 @@ def test_fake_errors_look_like_ollamas(fakes) -> None:  # noqa: F811
     assert client.list().models
 
 
-def test_one_request_at_a_time_mode(fakes) -> None:  # noqa: F811
+def test_one_request_at_a_time_mode(fakes) -> None:
     fake = fakes(models=["llama3.2"], loaded=["llama3.2"], latency=0.02, parallel=1)
 
     async def run() -> None:

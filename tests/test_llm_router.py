@@ -11,7 +11,6 @@ import threading
 import time
 
 import pytest
-from llm_fixtures import fakes  # noqa: F401
 
 from caelum_dask.llm import Backend, BackendError, LLMPool, ModelUnavailable, NoBackendAvailable, Router
 from caelum_dask.llm.backend import reachable_url
@@ -71,7 +70,7 @@ def test_router_power_of_two_choices_spreads_ties() -> None:
     assert min(served) > 40, served  # every tied backend gets a share
 
 
-def test_model_missing_everywhere_names_where_to_pull(fakes) -> None:  # noqa: F811
+def test_model_missing_everywhere_names_where_to_pull(fakes) -> None:
     a = fakes(models=["qwen2.5:0.5b"])
     with LLMPool(backends=[a.url]) as pool:
         with pytest.raises(ModelUnavailable) as err:
@@ -81,7 +80,7 @@ def test_model_missing_everywhere_names_where_to_pull(fakes) -> None:  # noqa: F
     assert f"caelum llm pull llama3.2 --machines 127.0.0.1:{a.port}" in message
 
 
-def test_prefers_backend_with_model_loaded(fakes) -> None:  # noqa: F811
+def test_prefers_backend_with_model_loaded(fakes) -> None:
     cold = fakes(models=[M], name="cold")
     warm = fakes(models=[M], loaded=[M], name="warm")
     with LLMPool(backends=[cold.url, warm.url]) as pool:
@@ -91,7 +90,7 @@ def test_prefers_backend_with_model_loaded(fakes) -> None:  # noqa: F811
         assert pool.status()["router"]["warm_hit_rate"] == 1.0
 
 
-def test_least_busy_spreads_concurrent_requests(fakes) -> None:  # noqa: F811
+def test_least_busy_spreads_concurrent_requests(fakes) -> None:
     gate = threading.Event()
     a = fakes(models=[M], loaded=[M], name="a", hold_after_first=gate)
     b = fakes(models=[M], loaded=[M], name="b", hold_after_first=gate)
@@ -113,7 +112,7 @@ def test_least_busy_spreads_concurrent_requests(fakes) -> None:  # noqa: F811
     assert served_by(a) == served_by(b) == 2
 
 
-def test_concurrency_cap_queues_requests(fakes) -> None:  # noqa: F811
+def test_concurrency_cap_queues_requests(fakes) -> None:
     a = fakes(models=[M], latency=0.02)
     settings = RouterSettings(max_in_flight=1)
 
@@ -126,7 +125,7 @@ def test_concurrency_cap_queues_requests(fakes) -> None:  # noqa: F811
     assert a.max_in_flight_seen == 1  # never more than the cap at the backend
 
 
-def test_failure_cools_down_and_retries_elsewhere(fakes) -> None:  # noqa: F811
+def test_failure_cools_down_and_retries_elsewhere(fakes) -> None:
     warm = fakes(models=[M], loaded=[M], name="warm")
     other = fakes(models=[M], name="other")
     warm.fail_next(1, status=500)
@@ -147,7 +146,7 @@ def test_failure_cools_down_and_retries_elsewhere(fakes) -> None:  # noqa: F811
         assert [e["ok"] for e in finished][:2] == [False, True]
 
 
-def test_stale_table_404_retries_without_cooldown(fakes) -> None:  # noqa: F811
+def test_stale_table_404_retries_without_cooldown(fakes) -> None:
     a = fakes(models=[M], loaded=[M], name="a")
     b = fakes(models=[M], name="b")
     with LLMPool(backends=[a.url, b.url], refresh_interval=60) as pool:
@@ -158,7 +157,7 @@ def test_stale_table_404_retries_without_cooldown(fakes) -> None:  # noqa: F811
         assert pool.router.health(a.url)["cooldown_s"] == 0
 
 
-def test_client_error_is_not_retried(fakes) -> None:  # noqa: F811
+def test_client_error_is_not_retried(fakes) -> None:
     a = fakes(models=[M], name="a")
     b = fakes(models=[M], name="b")
     with LLMPool(backends=[a.url, b.url]) as pool:
@@ -168,7 +167,7 @@ def test_client_error_is_not_retried(fakes) -> None:  # noqa: F811
     assert served_by(a) + served_by(b) == 1
 
 
-def test_backend_dies_mid_stream_error_line_then_failover(fakes) -> None:  # noqa: F811
+def test_backend_dies_mid_stream_error_line_then_failover(fakes) -> None:
     warm = fakes(models=[M], loaded=[M], name="warm", tokens=6)
     other = fakes(models=[M], name="other")
     warm.die_mid_stream(after=2)
@@ -186,7 +185,7 @@ def test_backend_dies_mid_stream_error_line_then_failover(fakes) -> None:  # noq
             "echo from other")
 
 
-def test_error_line_mid_stream_is_passed_on(fakes) -> None:  # noqa: F811
+def test_error_line_mid_stream_is_passed_on(fakes) -> None:
     a = fakes(models=[M], loaded=[M], tokens=4)
     a.error_mid_stream(after=1, message="runner crashed")
     with LLMPool(backends=[a.url]) as pool:
@@ -194,7 +193,7 @@ def test_error_line_mid_stream_is_passed_on(fakes) -> None:  # noqa: F811
             list(pool.generate("llama3.2", "a b c d", stream=True))
 
 
-def test_all_backends_down_is_a_clear_error(fakes) -> None:  # noqa: F811
+def test_all_backends_down_is_a_clear_error(fakes) -> None:
     a = fakes(models=[M])
     with LLMPool(backends=[a.url], retries=1) as pool:
         pool.backends()
@@ -205,7 +204,7 @@ def test_all_backends_down_is_a_clear_error(fakes) -> None:  # noqa: F811
     assert a.url in str(err.value)
 
 
-def test_sticky_sessions_stay_on_one_backend(fakes) -> None:  # noqa: F811
+def test_sticky_sessions_stay_on_one_backend(fakes) -> None:
     a = fakes(models=[M], loaded=[M], name="a")
     b = fakes(models=[M], loaded=[M], name="b")
     with LLMPool(backends=[a.url, b.url]) as pool:
@@ -216,7 +215,7 @@ def test_sticky_sessions_stay_on_one_backend(fakes) -> None:  # noqa: F811
             assert reply["message"]["content"].split(":")[0] == name
 
 
-def test_embed_and_async_api(fakes) -> None:  # noqa: F811
+def test_embed_and_async_api(fakes) -> None:
     a = fakes(models=["nomic-embed-text"])
 
     async def run() -> tuple[dict, dict]:
@@ -243,7 +242,7 @@ def test_cold_start_avoids_evicting_a_model_in_use() -> None:
         router.release(chosen, model=M, ok=False, cool=False)
 
 
-def test_cancelled_requests_free_their_slot(fakes) -> None:  # noqa: F811
+def test_cancelled_requests_free_their_slot(fakes) -> None:
     gate = threading.Event()
     a = fakes(models=[M], loaded=[M], hold_after_first=gate, parallel=1)
 

@@ -9,12 +9,11 @@ import threading
 import httpx
 import ollama
 import pytest
-from llm_fixtures import fakes, llm_serve  # noqa: F401
 
 M = "llama3.2:latest"
 
 
-def test_ollama_client_through_serve(fakes, llm_serve) -> None:  # noqa: F811
+def test_ollama_client_through_serve(fakes, llm_serve) -> None:
     warm = fakes(models=[M, "nomic-embed-text"], loaded=[M], name="warm", version="0.12.3")
     cold = fakes(models=[M, "qwen2.5:0.5b"], name="cold", version="0.11.0")
     served = llm_serve("--backend", warm.url, "--backend", cold.url)
@@ -50,7 +49,7 @@ def test_ollama_client_through_serve(fakes, llm_serve) -> None:  # noqa: F811
     assert "Traceback" not in stderr
 
 
-def test_streaming_is_forwarded_unbuffered(fakes, llm_serve) -> None:  # noqa: F811
+def test_streaming_is_forwarded_unbuffered(fakes, llm_serve) -> None:
     gate = threading.Event()
     backend = fakes(models=[M], loaded=[M], tokens=4, hold_after_first=gate)
     served = llm_serve("--backend", backend.url)
@@ -68,7 +67,7 @@ def test_streaming_is_forwarded_unbuffered(fakes, llm_serve) -> None:  # noqa: F
     assert len(head.text.strip().splitlines()) > 1
 
 
-def test_serve_fails_over_when_a_backend_dies(fakes, llm_serve) -> None:  # noqa: F811
+def test_serve_fails_over_when_a_backend_dies(fakes, llm_serve) -> None:
     warm = fakes(models=[M], loaded=[M], name="warm")
     other = fakes(models=[M], name="other")
     served = llm_serve("--backend", warm.url, "--backend", other.url)
@@ -82,7 +81,7 @@ def test_serve_fails_over_when_a_backend_dies(fakes, llm_serve) -> None:  # noqa
     assert by_url[warm.url]["cooldown_s"] > 0 or not by_url[warm.url]["up"]
 
 
-def test_async_ollama_client_through_serve(fakes, llm_serve) -> None:  # noqa: F811
+def test_async_ollama_client_through_serve(fakes, llm_serve) -> None:
     a = fakes(models=[M], loaded=[M], name="a", latency=0.05, parallel=1)
     b = fakes(models=[M], loaded=[M], name="b", latency=0.05, parallel=1)
     served = llm_serve("--backend", a.url, "--backend", b.url)
@@ -97,7 +96,7 @@ def test_async_ollama_client_through_serve(fakes, llm_serve) -> None:  # noqa: F
     assert {t.split(":")[0] for t in texts} == {"echo from a", "echo from b"}  # both served
 
 
-def test_session_header_keeps_a_conversation_on_one_backend(fakes, llm_serve) -> None:  # noqa: F811
+def test_session_header_keeps_a_conversation_on_one_backend(fakes, llm_serve) -> None:
     a = fakes(models=[M], loaded=[M], name="a")
     b = fakes(models=[M], loaded=[M], name="b")
     served = llm_serve("--backend", a.url, "--backend", b.url)
@@ -107,7 +106,7 @@ def test_session_header_keeps_a_conversation_on_one_backend(fakes, llm_serve) ->
     assert len(backends) == 1 and backends <= {a.url, b.url}
 
 
-def test_openai_compatible_endpoints_through_serve(fakes, llm_serve) -> None:  # noqa: F811
+def test_openai_compatible_endpoints_through_serve(fakes, llm_serve) -> None:
     a = fakes(models=[M, "nomic-embed-text"], loaded=[M], name="a")
     b = fakes(models=["qwen2.5:0.5b"], name="b")
     served = llm_serve("--backend", a.url, "--backend", b.url)

@@ -18,7 +18,7 @@ from mcp.client.streamable_http import streamable_http_client
 from caelum_dask.mcp_server import build_server
 from caelum_dask.mcp_server.handle import ClusterHandle
 
-from conftest import REPO, run_caelum
+from harness import REPO, run_caelum
 
 
 def call(server_or_transport, tool: str, args: dict | None = None, **client_kwargs):

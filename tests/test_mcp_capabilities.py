@@ -13,8 +13,7 @@ from caelum_dask.cluster import connect
 from caelum_dask.mcp_server import build_server
 from caelum_dask.mcp_server.handle import ClusterHandle
 
-from conftest import run_caelum
-from llm_fixtures import fakes  # noqa: F401  (fixture)
+from harness import run_caelum
 
 
 def _project(tmp_path):
@@ -64,7 +63,7 @@ def test_analyze_codebase_matches_the_cli_and_reports_progress(client, tmp_path)
 
 
 @pytest.mark.slow
-def test_llm_tools_route_through_the_pool(fakes, tmp_path):  # noqa: F811
+def test_llm_tools_route_through_the_pool(fakes, tmp_path):
     fake = fakes(models=["llama3.2:latest", "nomic-embed-text:latest"], loaded=["llama3.2:latest"])
     with dask.config.set({"caelum.llm.hosts": [fake.url], "caelum.llm.probe-default": False,
                          "caelum.embedded.n-workers": 1}):
@@ -141,7 +140,7 @@ def test_run_tests_matches_caelum_test(client, tmp_path):
 def test_bi_report_matches_the_cli(client, tmp_path):
     from bi_fixtures import make_alpha, rev_count
 
-    from conftest import REPO
+    from harness import REPO
 
     roots = tmp_path / "roots"
     repo = make_alpha(roots / "alpha")

@@ -32,8 +32,8 @@ from typing import Any
 
 import pytest
 
-from conftest import ProcessCluster
-from security_fixtures import caelum_argv, make_cluster_certs, start_tls_scheduler, wait_for
+from harness import ProcessCluster, wait_for
+from security_fixtures import caelum_argv, make_cluster_certs, start_tls_scheduler
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 DRIVER = Path(__file__).with_name("netns_driver.py")

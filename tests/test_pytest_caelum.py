@@ -19,9 +19,7 @@ import pytest
 
 from caelum_dask.testing.pytest_caelum import session_args
 from caelum_dask.testing.session import clean_environment
-from testshard_fixtures import EXACT, OUTCOME_TESTS, make_project, shard_cluster
-
-__all__ = ["shard_cluster"]
+from testshard_fixtures import EXACT, OUTCOME_TESTS, make_project
 
 #: outcomes of every kind, an ini file, a conftest option and a conftest ini key
 PROJECT = {

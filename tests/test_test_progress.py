@@ -18,10 +18,8 @@ from caelum_dask.mcp_server import build_server
 from caelum_dask.mcp_server.handle import ClusterHandle
 from caelum_dask.mcp_server.tools_testing import ProgressNotifier
 from caelum_dask.testing.engine import TestProgress
-from conftest import run_caelum
-from testshard_fixtures import make_project, shard_cluster
-
-__all__ = ["shard_cluster"]
+from harness import run_caelum
+from testshard_fixtures import make_project
 
 ANSI = re.compile(r"\x1b\[")
 

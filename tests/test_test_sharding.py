@@ -27,11 +27,8 @@ from caelum_dask.testing.partition import imbalance, scope_of, units_of
 from caelum_dask.testing.session import clean_environment
 from caelum_dask.testing.snapshot import build_snapshot, ensure_unpacked
 from caelum_dask.testing.steps import test_step as shard_test_step
-from conftest import REPO, run_caelum, wait_for
-from testshard_fixtures import (BASIC, BROKEN, CRASHY, EMPTY, EXACT, FLAKY, final_counts, make_project,
-                                plain_pytest, plain_pytest_outcomes, shard_cluster, skewed)
-
-__all__ = ["shard_cluster"]
+from harness import REPO, run_caelum, wait_for
+from testshard_fixtures import BASIC, BROKEN, EMPTY, EXACT, FLAKY, final_counts, make_project, plain_pytest, skewed
 
 
 def _caelum_json(*args: str, **kwargs) -> tuple[subprocess.CompletedProcess[str], dict]:

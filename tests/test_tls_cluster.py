@@ -18,8 +18,8 @@ import pytest
 
 import caelum_dask
 from caelum_dask import certs
-from conftest import ProcessCluster, run_caelum
-from security_fixtures import caelum_argv, make_cluster_certs, start_tls_scheduler, start_tls_worker, wait_for
+from harness import ProcessCluster, run_caelum, wait_for
+from security_fixtures import caelum_argv, make_cluster_certs, start_tls_scheduler, start_tls_worker
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_caelum
+from harness import REPO, run_caelum
 
 DEFS = Path(__file__).parent / "workflow_defs"
 

@@ -113,8 +113,9 @@ def render(summary: dict[str, Any]) -> str:
         lines.extend(_platform(plat, tag))
         if multi:
             lines.append(sep("-", f"{plat['platform']}: {_final_line(plat['counts'], summary['duration'])}"))
-    if any(p["collection"].get("output") for p in summary["platforms"]):
-        errors = sum(p["counts"].get("error", 0) for p in summary["platforms"])
+    broken = [p for p in summary["platforms"] if p["collection"].get("output")]
+    if broken:  # pytest's line counts collection errors, not another platform's test errors
+        errors = sum(p["counts"].get("error", 0) for p in broken)
         lines.append(sep("!", f"Interrupted: {errors} error{'s' if errors != 1 else ''} during collection"))
     if summary.get("stopped"):
         lines.append(sep("!", summary["stopped"]))
