@@ -45,6 +45,7 @@ import psutil  # noqa: E402
 
 import caelum_dask  # noqa: E402
 from caelum_dask.analysis.engine import AnalysisResult, analyze  # noqa: E402
+from caelum_dask.progress import ProgressEvent  # noqa: E402
 from recovery import Cluster, PeakRSS  # noqa: E402
 
 WORDS = ["load", "save", "parse", "render", "merge", "split", "count", "check", "build", "fetch",
@@ -116,9 +117,11 @@ def timed_analysis(client: Any, root: Path, kill: Any = None) -> tuple[AnalysisR
     half: list[float] = []
     last = [0.0]
 
-    def progress(done: int, total: int) -> None:
+    def progress(event: ProgressEvent) -> None:
+        if event.total is None:  # a status line, nothing counted
+            return
         last[0] = time.monotonic()
-        if not half and done * 2 >= total:
+        if not half and event.done * 2 >= event.total:
             half.append(time.monotonic())
             if kill:
                 kill()

@@ -29,7 +29,7 @@ def main() -> int:
     with connect() as client:
         print(f"cluster: {len(client.scheduler_info(n_workers=-1)['workers'])} workers", file=sys.stderr)
         result = analyze(args.path, client=client, plugins=[str(HERE / "analyzers")],
-                         progress=lambda done, total: print(f"  {done}/{total} files", file=sys.stderr))
+                         progress=lambda event: print(f"  {event.text()}", file=sys.stderr))
     written = export(result, args.out)
 
     s = result.summary

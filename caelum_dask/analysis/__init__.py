@@ -8,6 +8,8 @@ computed across the cluster and cached by content.
 """
 
 from caelum_dask.analysis.engine import AnalysisResult, analyze
+from caelum_dask.analysis.options import AnalysisOptions, CodemodOptions
 from caelum_dask.analysis.plugin import ASTAnalyzer, CSTAnalyzer, SourceAnalyzer
 
-__all__ = ["ASTAnalyzer", "AnalysisResult", "CSTAnalyzer", "SourceAnalyzer", "analyze"]
+__all__ = ["ASTAnalyzer", "AnalysisOptions", "AnalysisResult", "CSTAnalyzer", "CodemodOptions", "SourceAnalyzer",
+           "analyze"]

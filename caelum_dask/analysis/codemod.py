@@ -6,6 +6,10 @@ does; libcst.tool prints files in completion order, we print them sorted), files
 are skipped as libcst does, module/package names come from libcst's
 ``calculate_module_and_package``, and diffs from its ``diff_code``. The transform's source
 travels with the task, so workers need not have the user's module installed.
+
+What the run is told comes as :class:`~caelum_dask.analysis.options.CodemodOptions` (resolved
+on the caller; the diff context travels with the tasks), how far it is goes to ``progress`` as
+:class:`~caelum_dask.progress.ProgressEvent` (``job="codemod"``: files done, failed files).
 """
 
 from __future__ import annotations
@@ -16,17 +20,20 @@ import inspect
 import os
 import sys
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from caelum_dask.analysis.batching import batch_by_size
 from caelum_dask.analysis.loader import PluginSource, load_plugin_module
+from caelum_dask.analysis.options import CodemodOptions, given
 from caelum_dask.errors import InvalidInput
+from caelum_dask.progress import ProgressCallback, ProgressEvent, status
+from caelum_dask.results import Result
 
 GENERATED_MARKER = "@gen" + "erated"  # libcst.tool's default marker (split so this file is not "generated")
-DIFF_CONTEXT = 5
+JOB = "codemod"
+CodemodItem = tuple[str, bytes, str | None, str | None]  # (filename, content, module, package)
 
 
 @dataclass(frozen=True)
@@ -51,12 +58,12 @@ class TransformRef:
 
 
 @dataclass
-class CodemodResult:
+class CodemodResult(Result):
     """Per file: the diff (empty when unchanged), new bytes when changed, skips and failures."""
 
     files: list[str] = field(default_factory=list)
-    diffs: dict[str, str] = field(default_factory=dict)
-    new_code: dict[str, bytes] = field(default_factory=dict)
+    diffs: dict[str, str] = field(default_factory=dict, metadata={"json": False})
+    new_code: dict[str, bytes] = field(default_factory=dict, metadata={"json": False})
     skipped: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
@@ -65,9 +72,22 @@ class CodemodResult:
     def changed(self) -> list[str]:
         return sorted(self.new_code)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """The published ``caelum codemod --json`` shape: a file count and the changed files
+        (not the diffs nor the new bytes, which the text output and ``--apply`` carry)."""
         return {"files": len(self.files), "changed": self.changed, "skipped": self.skipped,
                 "failed": self.failed, "written": self.written}
+
+    def add(self, filename: str, outcome: str, new: bytes | None, text: str) -> None:
+        """Fold in one file's outcome ("ok", "skip" or "fail") from :func:`codemod_batch`."""
+        if outcome == "ok":
+            self.diffs[filename] = text
+            if new is not None:
+                self.new_code[filename] = new
+        elif outcome == "skip":
+            self.skipped[filename] = text
+        else:
+            self.failed[filename] = text
 
 
 def resolve_transform(spec: str) -> TransformRef:
@@ -112,7 +132,7 @@ def _installed(origin: str) -> bool:
     return "site-packages" in origin or "dist-packages" in origin or origin.startswith(sys.prefix + "/lib")
 
 
-def codemod_batch(items: list[tuple[str, bytes, str | None, str | None]], ref: TransformRef,
+def codemod_batch(items: list[CodemodItem], ref: TransformRef,
                   context_lines: int) -> list[tuple[str, str, Any, str]]:
     """Transform each (filename, bytes, module, package): ("ok", new bytes, diff) / ("skip", …) / ("fail", …)."""
     from libcst import PartialParserConfig, parse_module
@@ -141,26 +161,45 @@ def codemod_batch(items: list[tuple[str, bytes, str | None, str | None]], ref: T
     return out
 
 
-def run_codemod(path: str, transform: str, *, apply: bool = False, client: Any = None,
-                scheduler: str | None = None, context_lines: int = DIFF_CONTEXT,
-                progress: Callable[[int, int], None] | None = None) -> CodemodResult:
-    """Run the codemod over ``path`` on the cluster; with ``apply`` write changed files."""
-    from distributed import as_completed
-    from libcst.codemod import gather_files
-    from libcst.helpers import calculate_module_and_package
+def run_codemod(path: str, transform: str | None = None, *, options: CodemodOptions | None = None,
+                apply: bool | None = None, client: Any = None, scheduler: str | None = None,
+                context_lines: int | None = None, progress: ProgressCallback | None = None) -> CodemodResult:
+    """Run the codemod over ``path`` on the cluster; with ``apply`` write changed files.
 
-    from caelum_dask import config
+    ``options`` says what to run (:class:`CodemodOptions`); ``transform``, ``apply`` and
+    ``context_lines`` given here go over it, and what neither says comes from the configuration.
+    """
+    from libcst.codemod import gather_files
+
     from caelum_dask.cluster import client_scope
 
+    opts: CodemodOptions = given(options, CodemodOptions, transform=transform, apply=apply,
+                                 context_lines=context_lines)
     if not Path(path).exists():
         raise InvalidInput(f"no such file or directory: {path}")
-    ref = resolve_transform(transform)
+    if not opts.transform:
+        raise InvalidInput("a codemod needs a transform (module:Class)")
+    ref = resolve_transform(opts.transform)
     files = sorted({os.path.abspath(f) for f in gather_files([path])})  # as libcst.tool does
-    repo_root = os.path.abspath(".")
     result = CodemodResult(files=files)
     if not files:
         return result
-    items = []
+    items = _items(files)
+    with client_scope(client, scheduler) as client:
+        _run_batches(client, items, ref, opts, result, progress)
+    if opts.apply:
+        for filename in result.changed:
+            Path(filename).write_bytes(result.new_code[filename])
+            result.written.append(filename)
+    return result
+
+
+def _items(files: list[str]) -> list[CodemodItem]:
+    """Each file's bytes with libcst's module and package names (relative to the current folder)."""
+    from libcst.helpers import calculate_module_and_package
+
+    repo_root = os.path.abspath(".")
+    items: list[CodemodItem] = []
     for filename in files:
         try:
             names = calculate_module_and_package(repo_root, filename)
@@ -168,30 +207,26 @@ def run_codemod(path: str, transform: str, *, apply: bool = False, client: Any =
         except ValueError:
             module = package = None
         items.append((filename, Path(filename).read_bytes(), module, package))
+    return items
+
+
+def _run_batches(client: Any, items: list[CodemodItem], ref: TransformRef, opts: CodemodOptions,
+                 result: CodemodResult, progress: ProgressCallback | None) -> None:
+    """Batch the files onto the cluster and fold each batch's outcomes into ``result``."""
+    from distributed import as_completed
+
     run = uuid.uuid4().hex[:12]
-    with client_scope(client, scheduler) as client:
-        n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
-        batches = batch_by_size(items, [len(i[1]) for i in items],
-                                target_bytes=int(config.get("analysis.batch-bytes")),
-                                min_batches=8 * n_workers)
-        futures = [client.submit(codemod_batch, b, ref, context_lines, pure=False,
-                                 key=f"caelum-analyze-{run}-codemod-{i:05d}") for i, b in enumerate(batches)]
-        done = 0
-        for future in as_completed(futures):
-            for filename, status, new, text in future.result():
-                if status == "ok":
-                    result.diffs[filename] = text
-                    if new is not None:
-                        result.new_code[filename] = new
-                elif status == "skip":
-                    result.skipped[filename] = text
-                else:
-                    result.failed[filename] = text
-                done += 1
-            if progress:
-                progress(done, len(items))
-    if apply:
-        for filename in result.changed:
-            Path(filename).write_bytes(result.new_code[filename])
-            result.written.append(filename)
-    return result
+    n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
+    batches = batch_by_size(items, [len(i[1]) for i in items], target_bytes=int(opts.batch_bytes),
+                            min_batches=8 * n_workers)
+    if progress:
+        progress(status(JOB, f"{len(items)} files in {len(batches)} batches on {n_workers} workers", run_id=run))
+    futures = [client.submit(codemod_batch, b, ref, int(opts.context_lines), pure=False,
+                             key=f"caelum-analyze-{run}-codemod-{i:05d}") for i, b in enumerate(batches)]
+    done = 0
+    for future in as_completed(futures):
+        for filename, outcome, new, text in future.result():
+            result.add(filename, outcome, new, text)
+            done += 1
+        if progress:
+            progress(ProgressEvent(job=JOB, done=done, total=len(items), failed=len(result.failed), run_id=run))

@@ -1,12 +1,20 @@
 """Run an analysis: discover, consult the cache, batch the misses onto the cluster, assemble
-pandas tables and the import graph."""
+pandas tables and the import graph.
+
+What the run is told comes as :class:`~caelum_dask.analysis.options.AnalysisOptions`, resolved
+on the caller (its configuration, never a worker's), and the values a task needs (the file time
+limit, the analyzer options) travel with the task. How far the run is goes to ``progress`` as
+:class:`~caelum_dask.progress.ProgressEvent` (``job="analyze"``): files done of all files
+(cached ones count as done at once), files with errors as ``failed``, and status lines for
+the cache hits and the batches.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,15 +22,18 @@ from typing import Any
 import networkx as nx
 import pandas as pd
 
-from caelum_dask import config, events
+from caelum_dask import events
 from caelum_dask.analysis.batching import batch_by_size
 from caelum_dask.analysis.cache import ResultCache, file_key
 from caelum_dask.analysis.discovery import SourceFile, discover
 from caelum_dask.analysis.graph import graph_summary, import_graph, module_table
 from caelum_dask.analysis.loader import AnalyzerSpec, make_spec
+from caelum_dask.analysis.options import AnalysisOptions, given
 from caelum_dask.analysis.tasks import analyze_batch
+from caelum_dask.progress import ProgressCallback, ProgressEvent, status
+from caelum_dask.results import Result
 
-Progress = Callable[[int, int], None]  # (files done, files to analyse)
+JOB = "analyze"
 
 COLUMNS = {
     "files": ["path", "module", "bytes", "sha256", "cached", "status"],
@@ -36,16 +47,18 @@ COLUMNS = {
 
 
 @dataclass
-class AnalysisResult:
+class AnalysisResult(Result):
     """Everything one run produced. ``tables`` holds files, functions, imports, findings,
-    errors, skipped, modules and any table a plugin declared."""
+    errors, skipped, modules and any table a plugin declared; ``outputs`` the files written
+    when the run was given an ``out`` folder."""
 
     run_id: str
     root: str
-    tables: dict[str, pd.DataFrame]
-    graph: nx.DiGraph
+    tables: dict[str, pd.DataFrame] = field(metadata={"json": False})
+    graph: nx.DiGraph = field(metadata={"json": False})
     summary: dict[str, Any]
     stats: dict[str, int] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
 
     def __getattr__(self, name: str) -> pd.DataFrame:
         tables = self.__dict__.get("tables", {})
@@ -53,96 +66,182 @@ class AnalysisResult:
             return tables[name]
         raise AttributeError(name)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The published JSON (``--json``, MCP, the workflow step): the summary, plus
+        ``outputs`` when the tables were exported — the shape ``caelum analyze`` always printed."""
+        summary = dict(self.summary)
+        if self.outputs:
+            summary["outputs"] = dict(self.outputs)
+        return summary
+
+
+@dataclass
+class _Tally:
+    """Files done and failed so far, sent to the caller's ``progress`` as they change."""
+
+    run_id: str
+    total: int
+    callback: ProgressCallback | None
+    done: int = 0
+    failed: int = 0
+    detail: dict[str, int] = field(default_factory=dict)
+
+    def add(self, rows: Mapping[str, dict[str, Any]] | list[tuple[str, dict[str, Any]]]) -> None:
+        items = rows.items() if isinstance(rows, Mapping) else rows
+        for _, data in items:
+            self.done += 1
+            self.failed += bool(data["errors"])
+        self.emit()
+
+    def say(self, message: str) -> None:
+        """A status line of this run (nothing counted)."""
+        if self.callback is not None:
+            self.callback(status(JOB, message, run_id=self.run_id))
+
+    def emit(self) -> None:
+        if self.callback is not None:
+            self.callback(ProgressEvent(job=JOB, done=self.done, total=self.total, failed=self.failed,
+                                        run_id=self.run_id, detail=dict(self.detail)))
+
 
 def analyze(
     path: str | Path,
+    options: AnalysisOptions | Mapping[str, Mapping[str, Any]] | None = None,
     *,
     client: Any = None,
     scheduler: str | None = None,
     analyzers: list[str] | tuple[str, ...] | None = None,
-    plugins: list[str] | tuple[str, ...] = (),
-    options: dict[str, dict[str, Any]] | None = None,
-    include_all: bool = False,
-    use_cache: bool = True,
+    plugins: list[str] | tuple[str, ...] | None = None,
+    include_all: bool | None = None,
+    use_cache: bool | None = None,
     cache_path: str | Path | None = None,
     batch_bytes: int | None = None,
     time_limit: float | None = None,
-    progress: Progress | None = None,
+    max_file_bytes: int | None = None,
+    out: str | Path | None = None,
+    progress: ProgressCallback | None = None,
     run_id: str | None = None,
 ) -> AnalysisResult:
     """Analyse every Python file under ``path`` on the cluster and return the tables.
 
-    ``client`` is used as given; otherwise one is opened with :func:`caelum_dask.connect`
-    (``scheduler`` address or the configured/embedded one) only if some file missed the cache.
+    ``options`` says what to run (:class:`AnalysisOptions`); a keyword given here goes over
+    it, and what neither says comes from ``caelum.analysis.*``. For the callers written before
+    the options existed, a plain mapping as ``options`` is the analyzers' options
+    (``plugin_options``). ``client`` is used as given; otherwise one is opened with
+    :func:`caelum_dask.connect` (``scheduler`` address or the configured/embedded one) only if
+    some file missed the cache. With ``out`` the tables are exported there (``outputs``).
     """
+    opts = _options(options, analyzers=analyzers, plugins=plugins, include_all=include_all,
+                    use_cache=use_cache, cache_path=cache_path, batch_bytes=batch_bytes,
+                    time_limit=time_limit, max_file_bytes=max_file_bytes, out=out)
     started = time.perf_counter()
     run_id = run_id or uuid.uuid4().hex[:12]
-    files, skipped = discover(path, include_all=include_all)
-    spec = make_spec(analyzers, plugins, options)
+    files, skipped = discover(path, include_all=opts.include_all, max_bytes=int(opts.max_file_bytes))
+    spec = make_spec(opts.analyzers, tuple(opts.plugins), opts.merged_plugin_options())
     fingerprint = spec.fingerprint()
     contents = {f.rel: Path(f.abspath).read_bytes() for f in files}
     keys = {f.rel: file_key(f.rel, contents[f.rel], fingerprint) for f in files}
 
-    cache = ResultCache(cache_path) if use_cache else None
+    cache = ResultCache(opts.cache_path) if opts.use_cache else None
     hits = cache.get_many(keys.values()) if cache else {}
     results: dict[str, dict[str, Any]] = {f.rel: hits[keys[f.rel]] for f in files if keys[f.rel] in hits}
     from_cache = set(results)
     misses = [f for f in files if f.rel not in results]
     stats = {"files": len(files), "cached": len(results), "analysed": len(misses), "tasks": 0}
+    tally = _Tally(run_id, len(files), progress, detail={"cached": len(results)})
+    tally.say(f"{len(files)} files ({len(skipped)} skipped): {len(results)} from the cache, "
+              f"{len(misses)} to analyse")
+    tally.add(results)
 
     try:
         if misses:
-            stats["tasks"] = _run_on_cluster(run_id, misses, contents, keys, spec, results, cache, client,
-                                             scheduler, batch_bytes, time_limit, progress, len(files))
+            work = _Work(run_id, misses, contents, keys, spec, opts)
+            stats["tasks"] = _run_on_cluster(work, results, cache, client, scheduler, tally)
     finally:
         if cache:
             cache.close()
     result = _assemble(run_id, str(path), files, skipped, contents, results, stats, from_cache)
     result.summary["seconds"] = round(time.perf_counter() - started, 3)
+    if opts.out:
+        from caelum_dask.analysis.report import export
+
+        result.outputs = export(result, opts.out)
     return result
 
 
-def _run_on_cluster(run_id: str, misses: list[SourceFile], contents: dict[str, bytes], keys: dict[str, str],
-                    spec: AnalyzerSpec, results: dict[str, dict[str, Any]], cache: ResultCache | None,
-                    client: Any, scheduler: str | None, batch_bytes: int | None, time_limit: float | None,
-                    progress: Progress | None, n_files: int) -> int:
+def _options(options: AnalysisOptions | Mapping[str, Mapping[str, Any]] | None, **keywords: Any) -> AnalysisOptions:
+    """The run's resolved options: ``options``, the keywords given over it, the config under both."""
+    if isinstance(options, Mapping):  # the analyzers' options, as ``options=`` meant before
+        keywords.setdefault("plugin_options", options)
+        options = None
+    for name in ("cache_path", "out"):
+        if keywords.get(name) is not None:
+            keywords[name] = str(keywords[name])
+    opts: AnalysisOptions = given(options, AnalysisOptions, **keywords)
+    opts.validate()
+    return opts
+
+
+@dataclass(frozen=True)
+class _Work:
+    """What the cluster part of a run needs: the files that missed the cache and the options."""
+
+    run_id: str
+    misses: list[SourceFile]
+    contents: dict[str, bytes]
+    keys: dict[str, str]
+    spec: AnalyzerSpec
+    options: AnalysisOptions
+
+
+def _run_on_cluster(work: _Work, results: dict[str, dict[str, Any]], cache: ResultCache | None,
+                    client: Any, scheduler: str | None, tally: _Tally) -> int:
+    """Submit the batches, fold each one's rows in as it finishes; returns the number of tasks."""
     from distributed import as_completed
 
     from caelum_dask.cluster import client_scope
 
     with client_scope(client, scheduler) as client:
         n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
-        target = int(batch_bytes or config.get("analysis.batch-bytes"))
-        batches = batch_by_size(misses, [f.size for f in misses], target_bytes=target,
-                                min_batches=8 * n_workers)
-        limit = time_limit if time_limit is not None else config.get("analysis.file-time-limit")
-        events.emit(events.ANALYSIS, "run-started", sink=client, run_id=run_id, files=n_files,
+        batches = batch_by_size(work.misses, [f.size for f in work.misses],
+                                target_bytes=int(work.options.batch_bytes), min_batches=8 * n_workers)
+        events.emit(events.ANALYSIS, "run-started", sink=client, run_id=work.run_id, files=tally.total,
                     tasks=len(batches))
-        futures = {}
-        for index, batch in enumerate(batches):
-            items = [(f.rel, f.module, f.is_package, contents[f.rel]) for f in batch]
-            future = client.submit(analyze_batch, run_id, items, spec, limit,
-                                   key=f"caelum-analyze-{run_id}-{index:05d}", pure=False,
-                                   priority=len(batches) - index)
-            futures[future] = batch
-        done = 0
-        if progress:
-            progress(0, len(misses))
+        tally.say(f"{len(work.misses)} files in {len(batches)} batches on {n_workers} workers")
+        futures = _submit(client, work, batches)
+        tally.detail.update(batches=len(batches), batches_done=0)
         for future in as_completed(list(futures)):
-            batch = futures.pop(future)
-            try:
-                rows = future.result()
-            except Exception as exc:  # the task itself failed (e.g. killed too often)
-                rows = [(f.rel, _failed(f"task failed: {type(exc).__name__}: {exc}")) for f in batch]
-            else:
-                if cache:
-                    cache.put_many((keys[rel], data) for rel, data in rows
-                                   if not any(e["stage"] == "timeout" for e in data["errors"]))
+            rows = _batch_rows(future, futures.pop(future), work.keys, cache)
             results.update(rows)
-            done += len(batch)
-            if progress:
-                progress(done, len(misses))
+            tally.detail["batches_done"] += 1
+            tally.add(rows)
         return len(batches)
+
+
+def _submit(client: Any, work: _Work, batches: list[list[SourceFile]]) -> dict[Any, list[SourceFile]]:
+    """One task per batch; the file bytes, the analyzers and the time limit travel with it."""
+    limit = float(work.options.time_limit or 0)
+    futures = {}
+    for index, batch in enumerate(batches):
+        items = [(f.rel, f.module, f.is_package, work.contents[f.rel]) for f in batch]
+        future = client.submit(analyze_batch, work.run_id, items, work.spec, limit,
+                               key=f"caelum-analyze-{work.run_id}-{index:05d}", pure=False,
+                               priority=len(batches) - index)
+        futures[future] = batch
+    return futures
+
+
+def _batch_rows(future: Any, batch: list[SourceFile], keys: dict[str, str],
+                cache: ResultCache | None) -> list[tuple[str, dict[str, Any]]]:
+    """A finished batch's rows (cached unless timed out), or an error row per file if the task failed."""
+    try:
+        rows = future.result()
+    except Exception as exc:  # the task itself failed (e.g. killed too often)
+        return [(f.rel, _failed(f"task failed: {type(exc).__name__}: {exc}")) for f in batch]
+    if cache:
+        cache.put_many((keys[rel], data) for rel, data in rows
+                       if not any(e["stage"] == "timeout" for e in data["errors"]))
+    return rows
 
 
 def _failed(message: str) -> dict[str, Any]:

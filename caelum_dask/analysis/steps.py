@@ -8,20 +8,17 @@ from caelum_dask.cluster import step_client
 
 
 def analyze_step(path: str, **opts: Any) -> dict[str, Any]:
-    """Analyse ``path`` and return the run's JSON-able summary.
+    """Analyse ``path`` and return the run's JSON (:meth:`AnalysisResult.to_dict`).
 
     Inside a Dask task the sub-work is submitted through ``worker_client()`` (the step's
     thread secedes while the batches run); outside one, :func:`caelum_dask.connect` is used.
-    ``opts`` are :func:`caelum_dask.analysis.analyze` keywords, plus ``out`` (a folder for the
-    CSV/Parquet/HTML export, whose paths are added to the summary as ``outputs``).
+    ``opts`` are :func:`caelum_dask.analysis.analyze` keywords, ``out`` included (a folder for
+    the CSV/Parquet/HTML export, whose paths the summary lists as ``outputs``). The step's
+    options are resolved where it runs: a workflow passes what must not depend on the worker's
+    configuration explicitly.
     """
     from caelum_dask.analysis.engine import analyze
-    from caelum_dask.analysis.report import export
 
-    out = opts.pop("out", None)
     with step_client() as client:
         result = analyze(path, client=client, **opts)
-    summary = dict(result.summary)
-    if out:
-        summary["outputs"] = export(result, out)
-    return summary
+    return result.to_dict()

@@ -3,39 +3,13 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 import click
 
 from caelum_dask.cli._options import json_option, print_json, scheduler_option
+from caelum_dask.cli.progress import ProgressDisplay
 from caelum_dask.errors import InvalidInput
-
-
-class _Progress:
-    """Files done / total on stderr: one rewritten line on a terminal, a few lines otherwise."""
-
-    def __init__(self, label: str, quiet: bool = False) -> None:
-        self.label, self.quiet = label, quiet
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
-        self.last_pct = -1
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.quiet:
-            return
-        pct = 100 * done // max(total, 1)
-        now = time.monotonic()
-        if self.tty:
-            if done == total or now - self.last > 0.2:
-                end = "\n" if done == total else ""
-                click.echo(f"\r{self.label}: {done}/{total} files ({pct}%)", err=True, nl=False)
-                if end:
-                    click.echo("", err=True)
-                self.last = now
-        elif done == total or pct >= self.last_pct + 10:
-            click.echo(f"{self.label}: {done}/{total} files ({pct}%)", err=True)
-            self.last_pct = pct
 
 
 @click.command("analyze")
@@ -67,10 +41,10 @@ def analyze_command(path: str, out: str | None, plugins: tuple[str, ...], analyz
     from the cache and are not sent to the cluster. A file that does not parse is an error row;
     the run goes on.
     """
-    from caelum_dask.analysis.engine import analyze
     from pathlib import Path
 
-    from caelum_dask.analysis.report import export
+    from caelum_dask.analysis.engine import analyze
+    from caelum_dask.analysis.options import AnalysisOptions
 
     if not Path(path).exists():
         raise InvalidInput(f"no such file or directory: {path}")
@@ -78,13 +52,11 @@ def analyze_command(path: str, out: str | None, plugins: tuple[str, ...], analyz
         raise InvalidInput(f"--time-limit must be a positive number of seconds (got {time_limit:g})")
     if out:
         _check_out_folder(out)  # before the run, so a bad --out does not waste it
-    progress = _Progress("analyze")
-    result = analyze(path, scheduler=scheduler, plugins=plugins, analyzers=analyzers or None,
-                     include_all=include_all, use_cache=not no_cache, time_limit=time_limit,
-                     progress=progress)
-    summary: dict[str, Any] = dict(result.summary)
-    if out:
-        summary["outputs"] = export(result, out)
+    options = AnalysisOptions.from_config(plugins=plugins, analyzers=analyzers or None, include_all=include_all,
+                                          use_cache=not no_cache, time_limit=time_limit, out=out)
+    with ProgressDisplay("caelum analyze", noun="files", live=not as_json) as display:
+        result = analyze(path, options, scheduler=scheduler, progress=display)
+    summary = result.to_dict()
     if as_json:
         print_json(summary)
         return
@@ -137,11 +109,13 @@ def codemod_command(path: str, transform: str, apply: bool, scheduler: str | Non
     --no-format` prints (same files, same order, same text); with --apply, writes the files.
     """
     from caelum_dask.analysis.codemod import run_codemod
+    from caelum_dask.analysis.options import CodemodOptions
 
-    result = run_codemod(path, transform, apply=apply, scheduler=scheduler,
-                         progress=_Progress("codemod", quiet=True))
+    # No progress display: stderr carries libcst.tool's own lines, as `libcst.tool --hide-progress`.
+    result = run_codemod(path, options=CodemodOptions.from_config(transform=transform, apply=apply),
+                         scheduler=scheduler)
     if as_json:
-        print_json(result.to_json())
+        print_json(result.to_dict())
     else:
         for filename in result.files:
             if filename in result.skipped:

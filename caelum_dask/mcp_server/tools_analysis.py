@@ -9,7 +9,7 @@ from mcp.server.mcpserver import Context, MCPServer
 
 from caelum_dask import config
 from caelum_dask.mcp_server.handle import ClusterHandle
-from caelum_dask.mcp_server.progress import progress_reporter
+from caelum_dask.mcp_server.progress import event_reporter
 
 
 def register(server: MCPServer, handle: ClusterHandle) -> None:
@@ -30,18 +30,11 @@ def register(server: MCPServer, handle: ClusterHandle) -> None:
         Parquet, summary.json and report.html (default: a new folder under ~/.caelum/reports).
         """
         from caelum_dask.analysis.engine import analyze
-        from caelum_dask.analysis.report import export
+        from caelum_dask.analysis.options import AnalysisOptions
 
-        report = progress_reporter(ctx)
-        result = analyze(
-            path,
-            client=handle.client(),
-            plugins=tuple(plugins or ()),
-            include_all=include_all,
-            progress=lambda done, total: report(done, total, f"{done}/{total} files analysed"),
-        )
         folder = out or str(config.home() / "reports" / f"analysis-{uuid.uuid4().hex[:8]}")
-        summary = dict(result.summary)
-        summary["outputs"] = export(result, folder)
+        options = AnalysisOptions.from_config(plugins=tuple(plugins or ()), include_all=include_all, out=folder)
+        result = analyze(path, options, client=handle.client(), progress=event_reporter(ctx))
+        summary = result.to_dict()
         summary["report"] = folder
         return summary
