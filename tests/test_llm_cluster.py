@@ -23,6 +23,7 @@ from harness import ProcessCluster, run_caelum, wait_for
 from caelum_dask import events, machines
 from caelum_dask.llm import LLMPool, ModelUnavailable
 from caelum_dask.llm.steps import generate_step
+from caelum_dask.progress import ProgressEvent
 
 pytestmark = pytest.mark.slow
 M = "llama3.2:latest"
@@ -102,10 +103,10 @@ def test_pool_routes_to_the_loaded_backend(llm_cluster: Setup) -> None:
 
 def test_map_runs_as_dask_tasks_next_to_the_backends(llm_cluster: Setup) -> None:
     s = llm_cluster
-    seen: list[tuple[int, int, int]] = []
+    seen: list[ProgressEvent] = []
     prompts = [f"item {i}" for i in range(12)]
     with LLMPool(s.client) as pool:
-        results = pool.map("llama3.2", prompts, progress=lambda *p: seen.append(p))
+        results = pool.map("llama3.2", prompts, progress=seen.append)
     assert [r["index"] for r in results] == list(range(12))
     assert [r["response"]["response"].split(": ", 1)[1] for r in results] == prompts
     assert all(r["ok"] for r in results)
@@ -113,7 +114,9 @@ def test_map_runs_as_dask_tasks_next_to_the_backends(llm_cluster: Setup) -> None
     for r in results:
         assert r["worker"] == owner[r["backend"]]  # each item ran on the worker next to its backend
     assert s.worker["c"] not in {r["worker"] for r in results}  # c's Ollama is down
-    assert seen[-1] == (12, 12, 0)
+    assert {e.job for e in seen} == {"llm"} and len({e.run_id for e in seen}) == 1
+    assert (seen[0].done, seen[0].total) == (0, 12)
+    assert [(e.done, e.total, e.failed) for e in seen[1:]] == [(i, 12, 0) for i in range(1, 13)]
     prefixes = s.client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
     assert "caelum-llm" in prefixes
 

@@ -20,4 +20,4 @@ def test_llm_pool_example_runs() -> None:
     assert "embed -> 2 vectors" in out.stdout
     assert out.stdout.count("map[") == 6 and "ok=False" not in out.stdout
     assert "workflow step: 2/2 ok" in out.stdout and "echo from laptop" in out.stdout
-    assert "caelum llm: 6/6 done, 0 failed" in out.stderr
+    assert "caelum llm: 6/6 requests, 0 failed" in out.stderr  # the CLI's progress display
