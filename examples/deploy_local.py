@@ -29,13 +29,13 @@ def where() -> str:
 
 def main(path: str) -> None:
     spec = load(path)
-    result = up(spec, progress=lambda line: print(f"up: {line}", file=sys.stderr))
+    result = up(spec, progress=lambda event: print(f"up: {event.text()}", file=sys.stderr))
     try:
         with Client(result.scheduler, security=client_security(spec)) as client:
             ran_on = client.submit(where, resources={"GPU": 1}, pure=False).result(timeout=60)
             hostname = client.submit(socket.gethostname, pure=False).result(timeout=60)
     finally:
-        stopped = down(spec, progress=lambda line: print(f"down: {line}", file=sys.stderr))
+        stopped = down(spec, progress=lambda event: print(f"down: {event.text()}", file=sys.stderr))
     print(json.dumps({"scheduler": result.scheduler, "started": result.started, "workers": result.workers,
                       "gpu_task_ran_on": ran_on, "hostname": hostname, "down": stopped["processes"]}))
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 import click
 
 from caelum_dask.cli._options import json_option, print_json
-
-
-def _progress(message: str) -> None:
-    click.echo(f"caelum: {message}", err=True)
+from caelum_dask.cli.progress import ProgressDisplay
 
 
 @click.command()
@@ -32,7 +29,8 @@ def up(cluster_file: str, check: bool, as_json: bool) -> None:
 
     spec = load(cluster_file)
     try:
-        result = deploy_up(spec, check_only=check, progress=_progress)
+        with ProgressDisplay("caelum", noun="hosts", live=not as_json) as display:
+            result = deploy_up(spec, check_only=check, progress=display)
     except PreflightFailed as exc:
         for problem in exc.problems:
             click.echo(f"caelum: preflight: {problem}", err=True)
@@ -70,7 +68,8 @@ def down(cluster_file: str, as_json: bool) -> None:
     from caelum_dask.deploy import down as deploy_down, load
 
     spec = load(cluster_file)
-    result = deploy_down(spec, progress=_progress)
+    with ProgressDisplay("caelum", noun="hosts", live=not as_json) as display:
+        result = deploy_down(spec, progress=display)
     if as_json:
         print_json(result)
         return

@@ -9,7 +9,7 @@ Python API::
 
     from caelum_dask.deploy import load, up, down
     spec = load("cluster.yaml")
-    result = up(spec, progress=print)     # UpResult: scheduler, started, already_running, machines
+    result = up(spec, progress=lambda event: print(event.text()))  # UpResult: scheduler, started, …
     down(spec)
 """
 

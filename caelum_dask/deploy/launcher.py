@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,8 +33,8 @@ from caelum_dask.deploy import ssh
 from caelum_dask.deploy.preflight import Preflight, PreflightFailed, client_security, run_preflight
 from caelum_dask.deploy.schema import ClusterSpec, HostProcess
 from caelum_dask.errors import CaelumError
-
-Progress = Callable[[str], None]
+from caelum_dask.progress import ProgressCallback, ProgressEvent
+from caelum_dask.results import Result
 
 
 class LaunchFailed(CaelumError):
@@ -46,7 +45,7 @@ def scheduler_argv(spec: ClusterSpec) -> list[str]:
     """``caelum scheduler`` with the cluster file's options (run by the host's Python)."""
     proc = spec.scheduler
     argv = ["-m", "caelum_dask", "scheduler", "--host", proc.listen or proc.host, "--port", str(proc.port),
-            "--protocol", proc.protocol, "--dashboard-address", proc.dashboard_address]
+            "--protocol", str(proc.protocol), "--dashboard-address", str(proc.dashboard_address)]
     return argv + tls_args(proc)
 
 
@@ -168,7 +167,7 @@ def _last_json(text: str) -> dict[str, Any] | None:
 
 
 @dataclass
-class UpResult:
+class UpResult(Result):
     """What ``caelum up`` did: the JSON shape of ``caelum up --json`` (docs/deploy.md)."""
 
     scheduler: str
@@ -179,18 +178,41 @@ class UpResult:
     machines: list[dict[str, Any]] = field(default_factory=list)
     preflight: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+
+class Tally:
+    """How far one ``up``/``down`` is, said as ``ProgressEvent(job="deploy")``.
+
+    The unit is a host entry of the cluster file (the scheduler, each worker entry): ``done``
+    counts the entries dealt with (started, found running, stopped, or failed), ``failed`` the
+    ones that failed, so a bar reads "2/3 hosts, 1 failed" like every other job's.
+    """
+
+    def __init__(self, callback: ProgressCallback | None, total: int) -> None:
+        self.callback = callback
+        self.total = total
+        self.done = 0
+        self.failed = 0
+
+    def note(self, message: str) -> None:
+        """A status line that counts nothing (preflight, waiting, cleaning up)."""
+        if self.callback is not None:
+            self.callback(ProgressEvent(job="deploy", message=message))
+
+    def count(self, message: str | None = None, failed: bool = False) -> None:
+        """One more host entry dealt with (with what happened to it, when there is a line to say)."""
+        self.done += 1
+        self.failed += int(failed)
+        if self.callback is not None:
+            self.callback(ProgressEvent(job="deploy", done=self.done, total=self.total, failed=self.failed,
+                                        message=message))
 
 
-def _quiet(_: str) -> None:
-    pass
-
-
-async def up_async(spec: ClusterSpec, check_only: bool = False, progress: Progress = _quiet) -> UpResult:
+async def up_async(spec: ClusterSpec, check_only: bool = False,
+                   progress: ProgressCallback | None = None) -> UpResult:
     """Preflight, then start what is not running yet and wait until every worker joined."""
-    progress(f"preflight: {len(spec.processes())} processes on "
-             f"{len({p.host for p in spec.processes()})} host(s)")
+    tally = Tally(progress, len(spec.processes()))
+    tally.note(f"preflight: {len(spec.processes())} processes on "
+               f"{len({p.host for p in spec.processes()})} host(s)")
     checked: Preflight = await run_preflight(spec)
     if checked.problems:
         raise PreflightFailed(checked.problems)
@@ -199,28 +221,38 @@ async def up_async(spec: ClusterSpec, check_only: bool = False, progress: Progre
         return result
     started: list[_Detached] = []
     try:
-        scheduler = DetachedScheduler(spec, timeout=spec.join_timeout)
-        await scheduler
-        await scheduler.close()
-        _record(scheduler, result, started, progress)
-        workers = [DetachedWorker(spec, proc, timeout=spec.join_timeout) for proc in spec.workers]
-        outcomes = await asyncio.gather(*(_start(w) for w in workers), return_exceptions=True)
-        for worker, outcome in zip(workers, outcomes):
-            if isinstance(outcome, BaseException):
-                continue
-            _record(worker, result, started, progress)
-        failures = [o for o in outcomes if isinstance(o, BaseException)]
-        if failures:
-            raise failures[0]
+        await _start_all(spec, result, started, tally)
     except BaseException:
         if started:
-            progress(f"stopping the {len(started)} process(es) this run started")
+            tally.note(f"stopping the {len(started)} process(es) this run started")
             await asyncio.gather(*(_stop(spec, d.proc_spec) for d in reversed(started)), return_exceptions=True)
         raise
     expected = spec.expected_workers()
-    progress(f"waiting for {len(expected)} worker(s) to join {spec.scheduler_address}")
+    tally.note(f"waiting for {len(expected)} worker(s) to join {spec.scheduler_address}")
     await _wait_for_workers(spec, expected, result)
     return result
+
+
+async def _start_all(spec: ClusterSpec, result: UpResult, started: list[_Detached], tally: Tally) -> None:
+    """The scheduler first, then every worker entry at once; the first failure is raised."""
+    scheduler = DetachedScheduler(spec, timeout=spec.join_timeout)
+    try:
+        await _start(scheduler)
+    except Exception:
+        tally.count(failed=True)
+        raise
+    _record(scheduler, result, started, tally)
+    workers = [DetachedWorker(spec, proc, timeout=spec.join_timeout) for proc in spec.workers]
+    outcomes = await asyncio.gather(*(_start(w) for w in workers), return_exceptions=True)
+    failures = []
+    for worker, outcome in zip(workers, outcomes):
+        if isinstance(outcome, BaseException):
+            failures.append(outcome)
+            tally.count(failed=True)
+        else:
+            _record(worker, result, started, tally)
+    if failures:
+        raise failures[0]
 
 
 async def _start(detached: _Detached) -> _Detached:
@@ -229,16 +261,16 @@ async def _start(detached: _Detached) -> _Detached:
     return detached
 
 
-def _record(detached: _Detached, result: UpResult, started: list[_Detached], progress: Progress) -> None:
+def _record(detached: _Detached, result: UpResult, started: list[_Detached], tally: Tally) -> None:
     label = detached.proc_spec.label
     pid = detached.outcome.get("pid")
     if detached.already_running:
         result.already_running.append(detached.proc_spec.name)
-        progress(f"{label}: already running (pid {pid}), left alone")
+        tally.count(f"{label}: already running (pid {pid}), left alone")
     else:
         started.append(detached)
         result.started.append(detached.proc_spec.name)
-        progress(f"{label}: started (pid {pid})")
+        tally.count(f"{label}: started (pid {pid})")
 
 
 async def _wait_for_workers(spec: ClusterSpec, expected: list[str], result: UpResult) -> None:
@@ -281,10 +313,11 @@ async def _stop(spec: ClusterSpec, proc: HostProcess, timeout: float = 30) -> di
     return outcome
 
 
-async def down_async(spec: ClusterSpec, progress: Progress = _quiet) -> dict[str, Any]:
+async def down_async(spec: ClusterSpec, progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Stop every process of the cluster file (workers first, then the scheduler)."""
     states: dict[str, Any] = {}
     problems: list[str] = []
+    tally = Tally(progress, len(spec.processes()))
 
     async def stop_one(proc: HostProcess) -> None:
         try:
@@ -292,9 +325,10 @@ async def down_async(spec: ClusterSpec, progress: Progress = _quiet) -> dict[str
         except (ssh.SSHFailure, LaunchFailed) as exc:
             problems.append(f"{proc.label}: {exc}")
             states[proc.name] = "unknown"
+            tally.count(failed=True)
             return
         states[proc.name] = outcome["state"]
-        progress(f"{proc.label}: {outcome['state']}" + (f" (pid {outcome['pid']})" if "pid" in outcome else ""))
+        tally.count(f"{proc.label}: {outcome['state']}" + (f" (pid {outcome['pid']})" if "pid" in outcome else ""))
 
     await asyncio.gather(*(stop_one(w) for w in spec.workers))
     await stop_one(spec.scheduler)
@@ -303,12 +337,12 @@ async def down_async(spec: ClusterSpec, progress: Progress = _quiet) -> dict[str
     return {"scheduler": spec.scheduler_address, "processes": states}
 
 
-def up(spec: ClusterSpec, check_only: bool = False, progress: Progress = _quiet) -> UpResult:
+def up(spec: ClusterSpec, check_only: bool = False, progress: ProgressCallback | None = None) -> UpResult:
     """Bring the cluster of ``spec`` up (see :func:`up_async`)."""
     return asyncio.run(up_async(spec, check_only=check_only, progress=progress))
 
 
-def down(spec: ClusterSpec, progress: Progress = _quiet) -> dict[str, Any]:
+def down(spec: ClusterSpec, progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Stop everything ``up`` started for ``spec``; processes that are not running are skipped."""
     return asyncio.run(down_async(spec, progress=progress))
 

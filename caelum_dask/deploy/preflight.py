@@ -34,6 +34,7 @@ import caelum_dask
 from caelum_dask.deploy import ssh
 from caelum_dask.deploy.schema import ClusterSpec, HostProcess
 from caelum_dask.errors import CaelumError
+from caelum_dask.results import Result
 
 # Runs on the host with the configured Python; stdlib only until the version imports, so it
 # answers even where caelum-dask is missing or another version.
@@ -121,7 +122,7 @@ class HostReport:
 
 
 @dataclass
-class Preflight:
+class Preflight(Result):
     """Preflight of a whole cluster file."""
 
     hosts: list[HostReport]
@@ -131,6 +132,7 @@ class Preflight:
         return next(h for h in self.hosts if h.process.name == name)
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``preflight`` part of ``caelum up --json``: one summary row per host, not the probe facts."""
         return {
             "ok": not self.problems,
             "problems": self.problems,

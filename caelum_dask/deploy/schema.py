@@ -1,10 +1,17 @@
 """The cluster file: one YAML document that says which machine runs what.
 
-The file is checked against a JSON Schema (``jsonschema``, the same validator Dask's own config
-schema uses) and the first problem is reported as one line naming the key by its path, e.g.
-``workers[1].nthreads: expected an integer``. Validated files become :class:`ClusterSpec`
-objects with every per-host default filled in, so the preflight and the launcher never look
-at raw YAML.
+Why pydantic models: the file used to be described three times — a hand-written JSON Schema,
+dataclass defaults and the defaults ``validate()`` filled in — and the three could drift. Now
+the models below are the ONE declaration: each key's type, bounds and default is written once,
+validation follows from them, and the JSON Schema (:func:`json_schema`, for editors and
+tooling) is generated from them. Validation is strict (``"22"`` is not a port) and unknown keys
+are refused, exactly as before; every problem becomes one line naming the key by its path,
+e.g. ``workers[1].nthreads: expected an integer, got 'two'``, and all of them are raised
+together as one :class:`~caelum_dask.errors.InvalidInput`.
+
+A validated file becomes a :class:`ClusterSpec` of :class:`HostProcess` entries with the
+inherited values (python, env, ssh, tls_dir) resolved, so the preflight and the launcher never
+look at raw YAML.
 
 Keys (docs/deploy.md has the full reference)::
 
@@ -22,120 +29,88 @@ Keys (docs/deploy.md has the full reference)::
 
 from __future__ import annotations
 
-import copy
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError,
+                      WithJsonSchema)
+from pydantic_core import PydanticCustomError
 
 from caelum_dask.errors import InvalidInput
 
-_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"}
-_ENV = {
-    "type": "object",
-    "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
-    "additionalProperties": {"type": ["string", "number", "boolean"]},
-}
-_SSH = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-        "username": {"type": "string"},
-        "client_keys": {"type": "array", "items": {"type": "string"}},
-        "known_hosts": {"type": ["string", "null"]},
-        "connect_timeout": {"type": "number", "exclusiveMinimum": 0},
-    },
-}
-_PORT = {"type": "integer", "minimum": 0, "maximum": 65535}
-# What every host entry (scheduler or worker) may carry.
-_HOST_COMMON = {
-    "host": {"type": "string", "minLength": 1},
-    "python": {"type": "string", "minLength": 1},
-    "env": _ENV,
-    "ssh": _SSH,
-    "tls_dir": {"type": ["string", "null"]},
-    "tls_name": {"type": ["string", "null"]},
-}
-
-SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["scheduler", "workers"],
-    "properties": {
-        "name": _NAME,
-        "python": {"type": "string", "minLength": 1},
-        "env": _ENV,
-        "ssh": _SSH,
-        "run_dir": {"type": "string", "minLength": 1},
-        "tls_dir": {"type": ["string", "null"]},
-        "tls_name": {"type": ["string", "null"]},
-        "join_timeout": {"type": "number", "exclusiveMinimum": 0},
-        "scheduler": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["host"],
-            "properties": {
-                **_HOST_COMMON,
-                "port": _PORT,
-                "protocol": {"enum": ["tcp", "tls", "ws", "wss"]},
-                "listen": {"type": "string", "minLength": 1},
-                "dashboard_address": {"type": "string"},
-            },
-        },
-        "workers": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["host"],
-                "properties": {
-                    **_HOST_COMMON,
-                    "name": _NAME,
-                    "nworkers": {"type": "integer", "minimum": 1},
-                    "nthreads": {"type": "integer", "minimum": 1},
-                    "memory_limit": {"type": ["string", "integer"]},
-                    "resources": {
-                        "type": "object",
-                        "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
-                        "additionalProperties": {"type": "number", "minimum": 0},
-                    },
-                    "worker_port": {"type": ["integer", "string"], "pattern": r"^\d+:\d+$",
-                                    "minimum": 1, "maximum": 65535},
-                    "listen": {"type": "string", "minLength": 1},
-                },
-            },
-        },
-    },
-}
-
-_TYPE_WORDS = {
-    "integer": "an integer",
-    "number": "a number",
-    "string": "a string",
-    "boolean": "true or false",
-    "object": "a mapping (key: value)",
-    "array": "a list",
-    "null": "null",
-}
-
-
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+PORT_RANGE_PATTERN = r"^\d+:\d+$"
+#: known_hosts when the file does not set it: leave asyncssh's own default (~/.ssh/known_hosts)
 ASYNCSSH_DEFAULT = "<asyncssh default>"
 
 
-@dataclass
-class SSHOptions:
+def _scalar_text(value: Any) -> str:
+    """An environment value: a string, number or boolean, passed to the process as text."""
+    if isinstance(value, (str, int, float, bool)):
+        return str(value)
+    raise PydanticCustomError("scalar_type", "expected a string, a number or true/false, got {got}",
+                              {"got": repr(value)})
+
+
+def _memory_limit(value: Any) -> Any:
+    """What ``dask worker --memory-limit`` accepts: bytes, a size, a fraction, or ``auto``."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise PydanticCustomError("memory_type", "expected a string or an integer, got {got}", {"got": repr(value)})
+    if isinstance(value, str) and not _is_memory_limit(value):
+        raise PydanticCustomError(
+            "memory_size", "{got} is not a size (e.g. 8GiB, 4000MB, 0.5 for half the memory, or auto)",
+            {"got": repr(value)})
+    return value
+
+
+def _worker_port(value: Any) -> Any:
+    """A fixed worker port, or a ``"low:high"`` range Dask picks free ports from."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise PydanticCustomError("port_type", "expected an integer or a \"low:high\" string, got {got}",
+                                  {"got": repr(value)})
+    if isinstance(value, int) and not 1 <= value <= 65535:
+        raise PydanticCustomError("port_range", "must be between 1 and 65535, got {got}", {"got": value})
+    if isinstance(value, str) and not re.match(PORT_RANGE_PATTERN, value):
+        raise PydanticCustomError("port_pattern", "{got} does not match {pattern}",
+                                  {"got": repr(value), "pattern": PORT_RANGE_PATTERN})
+    return value
+
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+Key = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+EnvValue = Annotated[str, BeforeValidator(_scalar_text), WithJsonSchema({"type": ["string", "number", "boolean"]})]
+#: pydantic checks a dict's keys but does not publish their pattern in the JSON Schema: say it
+KEYS_SCHEMA = {"propertyNames": {"pattern": KEY_PATTERN}}
+Env = Annotated[dict[Key, EnvValue], Field(json_schema_extra=KEYS_SCHEMA)]
+Resources = Annotated[dict[Key, Annotated[float, Field(ge=0)]], Field(json_schema_extra=KEYS_SCHEMA)]
+MemoryLimit = Annotated[str | int, BeforeValidator(_memory_limit), WithJsonSchema({"type": ["string", "integer"]})]
+WorkerPort = Annotated[int | str, BeforeValidator(_worker_port), WithJsonSchema({"anyOf": [
+    {"type": "integer", "minimum": 1, "maximum": 65535}, {"type": "string", "pattern": PORT_RANGE_PATTERN}]})]
+
+
+class _Model(BaseModel):
+    """Strict (no ``"22"`` for 22) and closed (a typo is an unknown key, not ignored)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SSHOptions(_Model):
     """How to reach a host: the subset of ``asyncssh.connect`` options a cluster file sets."""
 
-    port: int = 22
-    username: str | None = None
-    client_keys: list[str] | None = None
-    known_hosts: str | None = ASYNCSSH_DEFAULT  # asyncssh's own default: ~/.ssh/known_hosts
-    connect_timeout: float = 10.0
+    port: int = Field(22, ge=1, le=65535, description="SSH port")
+    username: str | None = Field(None, description="remote user (default: the local user)")
+    client_keys: list[str] | None = Field(None, description="private keys (default: asyncssh's, the agent)")
+    known_hosts: str | None = Field(ASYNCSSH_DEFAULT, description="known_hosts file; null turns host key "
+                                    "checking off; unset: asyncssh's default ~/.ssh/known_hosts")
+    connect_timeout: float = Field(10.0, gt=0, description="seconds")
 
     def connect_options(self) -> dict[str, Any]:
         """Keyword arguments for :func:`asyncssh.connect` (what SSHCluster's connect_options are)."""
@@ -148,10 +123,89 @@ class SSHOptions:
             options["known_hosts"] = os.path.expanduser(self.known_hosts) if self.known_hosts else None
         return options
 
+    def over(self, base: SSHOptions) -> SSHOptions:
+        """These options merged key by key over ``base`` (a host's ssh over the file's)."""
+        return SSHOptions.model_validate({**base.model_dump(exclude_unset=True), **self.model_dump(exclude_unset=True)})
+
+
+class HostEntry(_Model):
+    """What every host entry (the scheduler and each worker) may carry; unset keys inherit."""
+
+    host: NonEmpty = Field(description="address or name to reach the host by SSH; also what it listens on")
+    python: NonEmpty | None = Field(None, description="interpreter on this host (default: top-level python)")
+    env: Env = Field(default_factory=dict, description="extra environment, over the top-level env")
+    ssh: SSHOptions = Field(default_factory=SSHOptions, description="SSH options, over the top-level ones")
+    tls_dir: str | None = Field(None, description="certificate folder on this host (default: top-level tls_dir)")
+    tls_name: str | None = Field(None, description="certificate name on this host (--tls-name)")
+    listen: NonEmpty | None = Field(None, description="address to bind to instead of host (e.g. 0.0.0.0)")
+
+
+class SchedulerEntry(HostEntry):
+    """The scheduler host."""
+
+    port: Port = Field(8786, description="scheduler port (keep it fixed: workers and re-runs find it)")
+    protocol: Literal["tcp", "tls", "ws", "wss"] = Field("tcp", description="comm protocol (tcp becomes tls with TLS)")
+    dashboard_address: str = Field(":8787", description="where the dashboard listens (host:port, :port)")
+
+
+class WorkerEntry(HostEntry):
+    """One worker host: ``nworkers`` worker processes."""
+
+    name: Name | None = Field(None, description="worker name, unique in the file (default: <host>-<index>)")
+    nworkers: int = Field(1, ge=1, description="worker processes on this host")
+    nthreads: int | None = Field(None, ge=1, description="threads per worker process (default: cores / nworkers)")
+    memory_limit: MemoryLimit | None = Field(None, description="--memory-limit, e.g. 8GiB (default: Dask's)")
+    resources: Resources = Field(
+        default_factory=dict, description="resource overrides, e.g. {GPU: 1} (default: detected)")
+    worker_port: WorkerPort | None = Field(None, description="fixed worker port or \"low:high\" range")
+
+
+class ClusterFile(_Model):
+    """A whole cluster file, as written (before the per-host values are resolved)."""
+
+    name: Name = Field("caelum", description="the cluster's name; names the run folder")
+    python: NonEmpty = Field("python3", description="default interpreter on every host")
+    env: Env = Field(default_factory=dict, description="environment for every process")
+    ssh: SSHOptions = Field(default_factory=SSHOptions, description="default SSH options for every host")
+    run_dir: NonEmpty | None = Field(None, description="folder on each host for pid files and logs "
+                                     "(default: ~/.caelum/deploy/<name>)")
+    tls_dir: str | None = Field(None, description="`caelum certs` folder on every host and here; turns on TLS")
+    tls_name: str | None = Field(None, description="certificate name of this client (default: short host name)")
+    join_timeout: float = Field(120.0, gt=0, description="seconds to wait for processes to start and join")
+    scheduler: SchedulerEntry
+    workers: list[WorkerEntry] = Field(min_length=1)
+
+    def host_process(self, role: str, name: str, entry: HostEntry, **extra: Any) -> HostProcess:
+        """One entry with what it inherits from the file filled in."""
+        return HostProcess(
+            role=role, name=name, host=entry.host, python=entry.python or self.python,
+            env={**self.env, **entry.env}, ssh=entry.ssh.over(self.ssh),
+            tls_dir=entry.tls_dir if "tls_dir" in entry.model_fields_set else self.tls_dir,
+            tls_name=entry.tls_name, listen=entry.listen, **extra)
+
+    def spec(self, source: str) -> ClusterSpec:
+        """The resolved :class:`ClusterSpec` of this file."""
+        sched = self.scheduler
+        scheduler = self.host_process("scheduler", "scheduler", sched, port=sched.port, protocol=sched.protocol,
+                                      dashboard_address=sched.dashboard_address)
+        workers = [self.host_process("worker", entry.name or f"{entry.host}-{index}", entry,
+                                     nworkers=entry.nworkers, nthreads=entry.nthreads,
+                                     memory_limit=entry.memory_limit, resources=dict(entry.resources),
+                                     worker_port=entry.worker_port)
+                   for index, entry in enumerate(self.workers)]
+        return ClusterSpec(name=self.name, run_dir=self.run_dir or f"~/.caelum/deploy/{self.name}",
+                           scheduler=scheduler, workers=workers, tls_dir=self.tls_dir, tls_name=self.tls_name,
+                           join_timeout=self.join_timeout, source=source)
+
 
 @dataclass
 class HostProcess:
-    """One thing to run on one host: the scheduler, or one worker entry (1..n processes)."""
+    """One thing to run on one host: the scheduler, or one worker entry (1..n processes).
+
+    Built only from a validated :class:`ClusterFile`, so it states no defaults of its own: the
+    scheduler-only fields are ``None`` on workers and the worker-only fields keep their
+    "not given" value on the scheduler.
+    """
 
     role: str  # "scheduler" | "worker"
     name: str  # unique in the file: pid/log file names, worker --name
@@ -163,11 +217,11 @@ class HostProcess:
     tls_name: str | None = None
     listen: str | None = None
     # scheduler
-    port: int = 8786
-    protocol: str = "tcp"
-    dashboard_address: str = ":8787"
+    port: int | None = None
+    protocol: str | None = None
+    dashboard_address: str | None = None
     # worker
-    nworkers: int = 1
+    nworkers: int = 1  # processes this entry starts (the scheduler is one)
     nthreads: int | None = None
     memory_limit: str | int | None = None
     resources: dict[str, float] = field(default_factory=dict)
@@ -184,7 +238,7 @@ class HostProcess:
         return [f"{self.name}-{i}" for i in range(self.nworkers)]
 
     def dashboard_port(self) -> int:
-        tail = self.dashboard_address.rsplit(":", 1)[-1]
+        tail = (self.dashboard_address or "").rsplit(":", 1)[-1]
         return int(tail) if tail.isdigit() else 0
 
 
@@ -207,7 +261,7 @@ class ClusterSpec:
 
     @property
     def scheduler_address(self) -> str:
-        protocol = self.scheduler.protocol
+        protocol = self.scheduler.protocol or "tcp"
         if self.tls and protocol == "tcp":
             protocol = "tls"
         return f"{protocol}://{self.scheduler.host}:{self.scheduler.port}"
@@ -219,135 +273,115 @@ class ClusterSpec:
         return [n for w in self.workers for n in w.worker_names()]
 
 
-def _path(parts: Any) -> str:
+def json_schema() -> dict[str, Any]:
+    """The cluster file's JSON Schema, generated from :class:`ClusterFile` (for editors, tools)."""
+    schema = ClusterFile.model_json_schema()
+    schema["title"] = "caelum cluster file"
+    return schema
+
+
+# -- problems as one line each ---------------------------------------------------------------------
+
+_TYPE_TEXT = {
+    "int_type": "expected an integer",
+    "float_type": "expected a number",
+    "string_type": "expected a string",
+    "bool_type": "expected true or false",
+    "dict_type": "expected a mapping (key: value)",
+    "model_type": "expected a mapping (key: value)",
+    "list_type": "expected a list",
+}
+
+
+def key_path(parts: Sequence[Any]) -> str:
+    """``workers[1].nthreads`` for ``("workers", 1, "nthreads")``."""
     out = ""
     for part in parts:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
 
 
-def _describe(error: Any) -> str:
-    """One line for one jsonschema error: ``path: what was expected``."""
-    where = _path(error.absolute_path)
-    kind = error.validator
-    if kind == "type":
-        wanted = error.validator_value
-        wanted = wanted if isinstance(wanted, list) else [wanted]
-        words = " or ".join(_TYPE_WORDS.get(w, w) for w in wanted if w != "null") or "null"
-        return f"{where}: expected {words}, got {error.instance!r}"
-    if kind == "required":
-        missing = re.findall(r"'([^']+)' is a required property", error.message)
-        key = missing[0] if missing else error.message
-        return f"{_path([*error.absolute_path, key])}: missing (required)"
-    if kind == "additionalProperties":
-        known = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(known))
-        key = extra[0] if extra else "?"
-        return f"{_path([*error.absolute_path, key])}: unknown key (known keys: {', '.join(known)})"
-    if kind == "enum":
-        return f"{where}: expected one of {', '.join(map(str, error.validator_value))}, got {error.instance!r}"
-    if kind in ("minimum", "exclusiveMinimum"):
-        return f"{where}: must be at least {error.validator_value}, got {error.instance!r}"
-    if kind == "maximum":
-        return f"{where}: must be at most {error.validator_value}, got {error.instance!r}"
-    if kind == "minItems":
-        return f"{where}: needs at least {error.validator_value} entry"
-    if kind == "minLength":
+def _model_at(parts: Sequence[Any]) -> type[BaseModel]:
+    """The model a key path leads to (for the known keys of an unknown-key problem)."""
+    model: type[BaseModel] = ClusterFile
+    for part in parts:
+        if isinstance(part, str) and part in model.model_fields:
+            model = _model_in(model.model_fields[part].annotation) or model
+    return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for m in map(_model_in, get_args(annotation)) if m is not None), None)
+
+
+def describe(error: Any) -> str:
+    """One line for one pydantic error: ``path: what was wrong``."""
+    loc, kind, ctx, given = tuple(error["loc"]), error["type"], error.get("ctx") or {}, error.get("input")
+    where = key_path(loc)
+    if kind in _TYPE_TEXT:
+        return f"{where}: {_TYPE_TEXT[kind]}, got {given!r}"
+    if kind == "missing":
+        return f"{where}: missing (required)"
+    if kind == "extra_forbidden":
+        known = ", ".join(sorted(_model_at(loc[:-1]).model_fields))
+        return f"{where}: unknown key (known keys: {known})"
+    if kind == "literal_error":
+        allowed = ", ".join(re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
+        return f"{where}: expected one of {allowed}, got {given!r}"
+    if kind in ("greater_than_equal", "greater_than"):
+        bound = ctx.get("ge", ctx.get("gt"))
+        return f"{where}: must be {'at least' if kind == 'greater_than_equal' else 'more than'} {bound}, got {given!r}"
+    if kind == "less_than_equal":
+        return f"{where}: must be at most {ctx.get('le')}, got {given!r}"
+    if kind == "too_short":
+        return f"{where}: needs at least {ctx.get('min_length', 1)} entry"
+    if kind == "string_too_short":
         return f"{where}: must not be empty"
-    if kind == "pattern" and "propertyNames" in error.schema_path:
-        return f"{where}: invalid key {error.instance!r} (letters, digits and _ only)"
-    if kind == "pattern":
-        return f"{where}: {error.instance!r} does not match {error.validator_value}"
-    return f"{where}: {error.message}"
+    if kind == "string_pattern_mismatch" and loc[-1:] == ("[key]",):
+        return f"{key_path(loc[:-2])}: invalid key {loc[-2]!r} (letters, digits and _ only)"
+    if kind == "string_pattern_mismatch":
+        return f"{where}: {given!r} does not match {ctx.get('pattern')}"
+    return f"{where}: {error['msg']}"
+
+
+def consistency_problems(spec: ClusterSpec) -> list[str]:
+    """What field types cannot say: unique names, TLS on for all or none, protocol vs TLS."""
+    problems: list[str] = []
+    scheduler = spec.scheduler
+    seen: dict[str, int] = {}
+    for index, worker in enumerate(spec.workers):
+        if worker.name in seen or worker.name == "scheduler":
+            owner = "the scheduler" if worker.name == "scheduler" else f"workers[{seen[worker.name]}]"
+            problems.append(f"workers[{index}].name: {worker.name!r} is already used by {owner}; names must be unique")
+        seen.setdefault(worker.name, index)
+        if (worker.tls_dir is None) != (scheduler.tls_dir is None):
+            problems.append(f"workers[{index}].tls_dir: TLS must be on for every host or none "
+                            "(set tls_dir at the top level)")
+    if scheduler.tls_dir is None and scheduler.protocol in ("tls", "wss"):
+        problems.append(f"scheduler.protocol: {scheduler.protocol} needs tls_dir (a `caelum certs` folder)")
+    if scheduler.tls_dir is not None and scheduler.protocol == "ws":
+        problems.append("scheduler.protocol: with tls_dir use tls or wss, not ws")
+    return problems
+
+
+def _refuse(source: str, problems: list[str]) -> InvalidInput:
+    """One :class:`InvalidInput` whose message is one ``source: problem`` line per problem."""
+    return InvalidInput("\n".join(f"{source}: {problem}" for problem in dict.fromkeys(problems)))
 
 
 def validate(data: Any, source: str = "<dict>") -> ClusterSpec:
-    """Check a parsed cluster file and fill in the defaults; :class:`InvalidInput` names the bad key."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(SCHEMA)
-    errors = sorted(validator.iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
-    if errors:
-        # the deepest error is the most precise one (a bad nthreads, not "workers is invalid")
-        error = max(errors, key=lambda e: len(e.absolute_path))
-        raise InvalidInput(f"{source}: {_describe(error)}")
-    data = copy.deepcopy(data)
-    name = data.get("name", "caelum")
-    top_ssh = data.get("ssh", {})
-    top_env = {k: str(v) for k, v in data.get("env", {}).items()}
-
-    def common(entry: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "host": entry["host"],
-            "python": entry.get("python", data.get("python", "python3")),
-            "env": {**top_env, **{k: str(v) for k, v in entry.get("env", {}).items()}},
-            "ssh": SSHOptions(**{**top_ssh, **entry.get("ssh", {})}),
-            "tls_dir": entry.get("tls_dir", data.get("tls_dir")),
-            "tls_name": entry.get("tls_name"),
-            "listen": entry.get("listen"),
-        }
-
-    sched = data["scheduler"]
-    scheduler = HostProcess(
-        role="scheduler",
-        name="scheduler",
-        port=sched.get("port", 8786),
-        protocol=sched.get("protocol", "tcp"),
-        dashboard_address=sched.get("dashboard_address", ":8787"),
-        **common(sched),
-    )
-    workers = []
-    for index, entry in enumerate(data["workers"]):
-        workers.append(
-            HostProcess(
-                role="worker",
-                name=entry.get("name", f"{entry['host']}-{index}"),
-                nworkers=entry.get("nworkers", 1),
-                nthreads=entry.get("nthreads"),
-                memory_limit=entry.get("memory_limit"),
-                resources=dict(entry.get("resources", {})),
-                worker_port=entry.get("worker_port"),
-                **common(entry),
-            )
-        )
-    _check_consistency(scheduler, workers, source)
-    return ClusterSpec(
-        name=name,
-        run_dir=data.get("run_dir", f"~/.caelum/deploy/{name}"),
-        scheduler=scheduler,
-        workers=workers,
-        tls_dir=data.get("tls_dir"),
-        tls_name=data.get("tls_name"),
-        join_timeout=float(data.get("join_timeout", 120)),
-        source=source,
-    )
-
-
-def _check_consistency(scheduler: HostProcess, workers: list[HostProcess], source: str) -> None:
-    """What a schema cannot say: unique names, TLS on for all or none, protocol vs TLS."""
-    seen: dict[str, int] = {}
-    for index, worker in enumerate(workers):
-        if worker.name in seen or worker.name == "scheduler":
-            raise InvalidInput(
-                f"{source}: workers[{index}].name: {worker.name!r} is already used by "
-                f"{'the scheduler' if worker.name == 'scheduler' else f'workers[{seen[worker.name]}]'}; "
-                "names must be unique"
-            )
-        seen[worker.name] = index
-        if isinstance(worker.memory_limit, str) and not _is_memory_limit(worker.memory_limit):
-            raise InvalidInput(
-                f"{source}: workers[{index}].memory_limit: {worker.memory_limit!r} is not a size "
-                "(e.g. 8GiB, 4000MB, 0.5 for half the memory, or auto)"
-            )
-        if (worker.tls_dir is None) != (scheduler.tls_dir is None):
-            raise InvalidInput(
-                f"{source}: workers[{index}].tls_dir: TLS must be on for every host or none "
-                "(set tls_dir at the top level)"
-            )
-    if scheduler.tls_dir is None and scheduler.protocol in ("tls", "wss"):
-        raise InvalidInput(f"{source}: scheduler.protocol: {scheduler.protocol} needs tls_dir (a `caelum certs` folder)")
-    if scheduler.tls_dir is not None and scheduler.protocol == "ws":
-        raise InvalidInput(f"{source}: scheduler.protocol: with tls_dir use tls or wss, not ws")
+    """Check a parsed cluster file and fill in the defaults; :class:`InvalidInput` names each bad key."""
+    try:
+        parsed = ClusterFile.model_validate(data)
+    except ValidationError as exc:
+        raise _refuse(source, [describe(error) for error in exc.errors()]) from None
+    spec = parsed.spec(source)
+    problems = consistency_problems(spec)
+    if problems:
+        raise _refuse(source, problems)
+    return spec
 
 
 def _is_memory_limit(text: str) -> bool:
@@ -387,3 +421,8 @@ def load(path: str | os.PathLike[str]) -> ClusterSpec:
     if not isinstance(data, dict):
         raise InvalidInput(f"{file}: expected a mapping with scheduler: and workers:, got {type(data).__name__}")
     return validate(data, source=str(file))
+
+
+__all__ = ["ASYNCSSH_DEFAULT", "ClusterFile", "ClusterSpec", "HostEntry", "HostProcess", "SSHOptions",
+           "SchedulerEntry", "WorkerEntry", "consistency_problems", "describe", "json_schema", "key_path", "load",
+           "validate"]
