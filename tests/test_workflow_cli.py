@@ -30,7 +30,9 @@ def test_run_fanout_definition_then_cached_rerun() -> None:
     assert summary["count"] == 2000 and summary["chunks"] == 8 and 95 < summary["mean"] < 105
     assert data["computed"] == 4 + 8 and data["cached"] == 0 and data["failed"] == 0
     assert sum(data["per_machine"].values()) == 12
-    assert "tasks (computed" in first.stderr  # progress on stderr
+    # progress on stderr: the run id at once, then the counts (a final line off a terminal)
+    assert f"caelum run: run {data['run_id']} started" in first.stderr
+    assert "caelum run: 12/12 tasks, 0 failed" in first.stderr
 
     again = run_caelum("run", str(REPO / "workflows" / "fanout.py"), "-p", "n=2000", "-p", "chunks=8")
     assert again.returncode == 0, again.stderr
