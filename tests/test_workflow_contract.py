@@ -167,3 +167,20 @@ def test_run_result_is_a_result_with_the_published_shape(wf_client: Client) -> N
     assert set(data) == RUN_JSON_KEYS and data["results"] == {"double": 10}
     assert set(data["tasks"]["double"]) == {"state", "machine", "worker", "attempts", "error"}
     assert set(result.to_dict(results=False)) == RUN_JSON_KEYS - {"results"}
+
+
+def test_cli_display_shows_running_tasks() -> None:
+    """``caelum run``'s ProgressDisplay prints the running count a workflow event carries."""
+    import io
+
+    from caelum_dask.cli.progress import ProgressDisplay
+
+    out = io.StringIO()
+    with ProgressDisplay("caelum run", noun="tasks", stream=out, live=False, interval=0) as display:
+        display(ProgressEvent(job="workflow", total=5, message="run r1 started", run_id="r1"))
+        display(ProgressEvent(job="workflow", done=1, total=5, running=3, run_id="r1"))
+        display(ProgressEvent(job="workflow", done=5, total=5, run_id="r1"))
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "caelum run: run r1 started"
+    assert "caelum run: 1/5 tasks, 0 failed, 3 running" in lines
+    assert lines[-1].startswith("caelum run: 5/5 tasks, 0 failed in ")
