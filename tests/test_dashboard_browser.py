@@ -47,6 +47,19 @@ return collect(document.body);
 """
 
 
+# What a tap on a DAG node does in BokehJS: select it (the server hears the selection).
+TAP_NODE = """
+for (const doc of Bokeh.documents) {
+  const nodes = doc.get_model_by_name("caelum-dag-nodes");
+  if (!nodes) continue;
+  const index = Array.from(nodes.data_source.data.name).indexOf(arguments[0]);
+  if (index >= 0) nodes.data_source.selected.indices = [index];
+  return index;
+}
+return -1;
+"""
+
+
 class Page:
     """A selenium driver with the waits a Bokeh page needs."""
 
@@ -155,6 +168,18 @@ def test_every_page_in_a_browser(process_cluster: Any, page: Page) -> None:
                     state="failed", worker="w", machine="gpu-box")
         page.wait_for("parse-0 failed")
         page.screenshot("workflows")
+
+        # a map fan-out is one node with a count; clicking it (a tap selects it) draws its tasks
+        fan = ["list_repositories", *(f"analyse[{i}]" for i in range(30)), "report"]
+        events.emit(events.WORKFLOWS, "run-started", sink=client, run_id="run-fan", workflow="fan-wf", nodes=fan,
+                    edges=[["list_repositories", f"analyse[{i}]"] for i in range(30)]
+                    + [[f"analyse[{i}]", "report"] for i in range(30)])
+        folded = page.open(f"{base}/caelum/workflows?run=run-fan", "fan-wf", "analyse[…] pending 30")
+        assert "analyse[1] " not in folded
+        page.screenshot("workflows-fanout-folded")
+        assert page.driver.execute_script(TAP_NODE, "analyse[…]") >= 0
+        page.wait_for("analyse[1] pending")
+        page.screenshot("workflows-fanout-expanded")
 
         # a run above the aggregation threshold is drawn as task groups, selected by URL
         big = [f"shard-{i}" for i in range(1000)] + [f"merge-{i}" for i in range(100)]

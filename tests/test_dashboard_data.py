@@ -355,3 +355,71 @@ def test_llm_backends_and_latency() -> None:
     lat = llm.latency_source(state_)
     assert lat["latency_s"] == [1.5, 1.0, 2.0] and lat["colour"][-1] == "#d62728"
     assert llm.summary_text(state_) == "2 backends (1 up), 2 requests in flight, 3 recent requests"
+
+
+def _fanout_run(width: int) -> workflows.WorkflowRun:
+    runs = workflows.WorkflowRuns()
+    nodes = ["list_repositories", *(f"analyse_repository[{i}]" for i in range(width)), "merge_everything_into_report"]
+    edges = [("list_repositories", f"analyse_repository[{i}]") for i in range(width)]
+    edges += [(f"analyse_repository[{i}]", "merge_everything_into_report") for i in range(width)]
+    for msg in wf_events("fan", nodes, edges):
+        runs.apply(msg)
+    runs.apply(state("fan", "analyse_repository[3]", "running"))
+    runs.apply(state("fan", "analyse_repository[4]", "completed"))
+    run = runs.get("fan")
+    assert run is not None
+    return run
+
+
+def _label_boxes(data: dict) -> list[tuple[float, float, float, float]]:
+    """Each shown label's box in pixels, as the page draws them (right of the dot)."""
+    boxes = []
+    nodes = data["nodes"]
+    for x, y, size, label in zip(nodes["x"], nodes["y"], nodes["size"], nodes["label"]):
+        if not label:
+            continue
+        left = (x + 1.1) / 2.2 * workflows.DAG_WIDTH_PX + size / 2 + 4
+        middle = (1.1 - y) / 2.2 * workflows.DAG_HEIGHT_PX
+        boxes.append((left, middle - 6.5, left + len(label) * 6.6, middle + 6.5))
+    return boxes
+
+
+def _overlaps(boxes: list[tuple[float, float, float, float]]) -> list[tuple[int, int]]:
+    return [(i, j) for i, a in enumerate(boxes) for j, b in enumerate(boxes[i + 1:], i + 1)
+            if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]]
+
+
+def test_a_fan_out_is_one_node_with_a_count_until_expanded() -> None:
+    run = _fanout_run(40)
+    folded = workflows.dag_source(run, aggregate_above=300, fanout_at=4)
+    rows = dict(zip(folded["nodes"]["name"], zip(folded["nodes"]["count"], folded["nodes"]["state"],
+                                                  folded["nodes"]["detail"])))
+    assert rows["analyse_repository[…]"] == (40, "running", "38 pending, 1 running, 1 completed")
+    assert len(rows) == 3 and len(folded["edges"]["xs"]) == 2
+    x = dict(zip(folded["nodes"]["name"], folded["nodes"]["x"]))
+    assert x["list_repositories"] < x["analyse_repository[…]"] < x["merge_everything_into_report"]
+    labels = dict(zip(folded["nodes"]["name"], folded["nodes"]["label"]))
+    assert labels["analyse_repository[…]"] == "analyse_repository[…] ×40" and all(labels.values())
+    opened = workflows.dag_source(run, aggregate_above=300, expanded={"analyse_repository[…]"}, fanout_at=4)
+    assert len(opened["nodes"]["name"]) == 42 and "analyse_repository[17]" in opened["nodes"]["name"]
+    assert workflows.dag_source(run, aggregate_above=300, fanout_at=0)["nodes"]["count"] == [1] * 42
+
+
+def test_labels_never_overlap_and_fit_between_layers() -> None:
+    run = _fanout_run(40)
+    opened = workflows.dag_source(run, aggregate_above=300, expanded={"analyse_repository[…]"}, fanout_at=4)
+    boxes = _label_boxes(opened)
+    assert _overlaps(boxes) == []
+    shown = [label for label in opened["nodes"]["label"] if label]
+    assert 3 <= len(shown) < 42  # a 40-high column cannot name every dot; the rest are in the hover
+    # a long chain: names are cut to the room between two layers, with an ellipsis
+    runs = workflows.WorkflowRuns()
+    chain = [f"step_{i:02d}_with_a_long_descriptive_name" for i in range(12)]
+    for msg in wf_events("chain", chain, list(zip(chain, chain[1:]))):
+        runs.apply(msg)
+    deep = workflows.dag_source(runs.get("chain"), aggregate_above=300, fanout_at=4)
+    labels = deep["nodes"]["label"]
+    assert all(label.endswith("…") and label[:-1] in name for label, name in zip(labels, deep["nodes"]["name"]))
+    assert workflows.dag_source(runs.get("chain"), aggregate_above=3)["aggregated"]  # groups still work
+    room = (2 / 11) / 2.2 * workflows.DAG_WIDTH_PX
+    assert all(len(label) * 6.6 <= room for label in labels) and _overlaps(_label_boxes(deep)) == []

@@ -28,6 +28,7 @@ from bokeh.models import (
     Select,
     StringFormatter,
     TableColumn,
+    TapTool,
 )
 from bokeh.plotting import figure
 
@@ -146,7 +147,6 @@ def summaries(state: DashboardState) -> dict[str, str]:
     }
 
 
-LABELS_UP_TO = 60  # draw task names on the DAG up to this many nodes
 NO_WORKFLOWS = "no workflow runs yet — run `caelum run workflows/…` (runs appear here live)"
 NO_TESTS = "no test runs yet — run `caelum test PATH` (shards appear here as they finish)"
 
@@ -319,6 +319,8 @@ class Workflows(_RunPage):
         self.state = get_state(scheduler)
         self.pinned = run_id
         self.aggregate_above = int(config.get("dashboard.aggregate-above"))
+        self.fanout_at = int(config.get("dashboard.fanout-group-at"))
+        self.expanded: set[str] = set()  # fan-outs the user clicked open
         self.summary = Div(text="", sizing_mode="stretch_width", name="caelum-workflow-summary")
         self.runs = ColumnDataSource(wf_data.runs_source(wf_data.WorkflowRuns()))
         self.runs_table = _table(self.runs, [
@@ -339,9 +341,11 @@ class Workflows(_RunPage):
         self.dag.grid.visible = False
         self.dag.multi_line(xs="xs", ys="ys", source=self.edges, line_color="#999999", line_alpha=0.5)
         glyph = self.dag.scatter(x="x", y="y", size="size", fill_color="colour", line_color="#333333",
-                                 source=self.nodes)
+                                 source=self.nodes, name="caelum-dag-nodes")
+        self.dag.add_tools(TapTool(renderers=[glyph]))  # a click on a fan-out expands or folds it
+        self.nodes.selected.on_change("indices", self._on_tap)
         self.labels = self.dag.text(x="x", y="y", text="label", source=self.nodes, text_font_size="11px",
-                                    y_offset="label_offset", text_align="center", text_baseline="top",
+                                    x_offset="label_offset", text_align="left", text_baseline="middle",
                                     text_color="#333333")
         self.dag.add_tools(HoverTool(renderers=[glyph], tooltips=[
             ("task", "@name"), ("state", "@state"), ("tasks", "@count"), ("detail", "@detail"),
@@ -379,20 +383,34 @@ class Workflows(_RunPage):
         if self.shown == (run.run_id, run.version):
             return
         self.shown = (run.run_id, run.version)
-        data = wf_data.dag_source(run, self.aggregate_above)
+        data = wf_data.dag_source(run, self.aggregate_above, self.expanded, self.fanout_at)
         names = data["nodes"]["name"]
-        data["nodes"]["label"] = names if len(names) <= LABELS_UP_TO else [""] * len(names)
-        data["nodes"]["label_offset"] = [size / 2 + 3 for size in data["nodes"]["size"]]  # below the dot
+        data["nodes"]["label_offset"] = [size / 2 + 4 for size in data["nodes"]["size"]]  # right of the dot
         _set(self.nodes, data["nodes"])
         _fit(self.node_table, len(names), 400)
-        if self.structure != (run.run_id, run.structure_version):
-            self.structure = (run.run_id, run.structure_version)
+        if self.structure != (run.run_id, run.structure_version, len(self.expanded)):
+            self.structure = (run.run_id, run.structure_version, len(self.expanded))
             self.edges.data = data["edges"]
         title = html.escape(wf_data.run_title(run))
         if data["aggregated"]:
             title += (f" — drawn as {len(data['nodes']['name'])} task groups "
                       f"(more than {self.aggregate_above} tasks; hover a group for its counts)")
         self.title.text = f"<h3>{title}</h3>"
+
+
+    def _on_tap(self, attr: str, old: Any, new: list[int]) -> None:
+        """A fan-out node (``base[…]``) clicked: draw its tasks; one of its tasks clicked: fold it."""
+        if not new:
+            return
+        name = str(self.nodes.data["name"][new[0]])
+        match = wf_data.MAPPED.match(name)
+        group = name if name.endswith("[…]") else (f"{match['base']}[…]" if match else None)
+        self.nodes.selected.indices = []
+        if group is None:
+            return
+        self.expanded.symmetric_difference_update({group})
+        self.shown = None
+        self.update()
 
 
 class Tests(_RunPage):

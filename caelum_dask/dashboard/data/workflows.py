@@ -6,8 +6,9 @@ Fed by ``caelum.workflows`` events (schema in DESIGN/common conventions)::
     task-state   {run_id, task, state: pending|running|completed|failed|cached|skipped, worker, machine}
     run-finished {run_id, state, computed, cached, failed}
 
-The DAG is laid out once per run with networkx (topological generations as layers, then
-``multipartite_layout``); a state change only touches counters. Runs bigger than
+The DAG is laid out once per run (topological generations as layers, left to right; map
+fan-outs folded into one node until clicked open; labels cut to fit and never overlapping); a
+state change only touches counters. Runs bigger than
 ``aggregate_above`` nodes are drawn as task groups (Dask's own ``key_split`` of the task
 name, or layers of the graph when names do not group) so a 10,000-node run costs a few
 hundred glyphs per update, not 10,000.
@@ -16,7 +17,9 @@ hundred glyphs per update, not 10,000.
 from __future__ import annotations
 
 import datetime as _dt
-from collections import Counter
+import re
+from collections import Counter, defaultdict
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,11 +193,36 @@ def _generations(graph: nx.DiGraph) -> dict[Any, int]:
 
 
 def _positions(graph: nx.DiGraph, layers: dict[Any, int]) -> dict[Any, tuple[float, float]]:
+    """Layers left to right across the whole width, each layer's nodes spread top to bottom.
+
+    networkx's ``multipartite_layout`` scales both axes together, so a wide fan-out squeezes
+    the layers into a thin vertical stack; here the axes are spread independently. Within a
+    layer, nodes are ordered by the mean height of their parents (the barycentre heuristic), so
+    edges cross less.
+    """
     if graph.number_of_nodes() == 0:
         return {}
-    nx.set_node_attributes(graph, layers, "layer")
-    pos = nx.multipartite_layout(graph, subset_key="layer", align="vertical")
-    return {n: (float(x), float(y)) for n, (x, y) in pos.items()}
+    by_layer: dict[int, list[Any]] = defaultdict(list)
+    for node in graph.nodes:
+        by_layer[layers.get(node, 0)].append(node)
+    depth = max(by_layer) + 1
+    pos: dict[Any, tuple[float, float]] = {}
+    for layer in sorted(by_layer):
+        members = sorted(by_layer[layer], key=lambda n: (-_parents_height(graph, pos, n), _natural(str(n))))
+        x = -1.0 + 2.0 * layer / (depth - 1) if depth > 1 else 0.0
+        for i, node in enumerate(members):
+            pos[node] = (x, 1.0 - 2.0 * i / (len(members) - 1) if len(members) > 1 else 0.0)
+    return pos
+
+
+def _natural(name: str) -> tuple[Any, ...]:
+    """Sort key that puts ``task[2]`` before ``task[10]``."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def _parents_height(graph: nx.DiGraph, pos: dict[Any, tuple[float, float]], node: Any) -> float:
+    heights = [pos[p][1] for p in graph.predecessors(node) if p in pos]
+    return sum(heights) / len(heights) if heights else 0.0
 
 
 def assign_groups(run: WorkflowRun, max_groups: int) -> dict[str, str]:
@@ -219,71 +247,162 @@ def _ensure_groups(run: WorkflowRun, max_groups: int) -> None:
             run.group_counts.setdefault(group, Counter())[run.states[node]] += 1
 
 
-def _layout(run: WorkflowRun, aggregate_above: int) -> dict[str, Any]:
-    """Positions and edge lines of the drawn graph (tasks or groups), cached per structure."""
-    key = (run.structure_version, aggregate_above)
+#: a mapped task's name, as ``Workflow.map`` makes it: ``base[i]``
+MAPPED = re.compile(r"^(?P<base>.+)\[(?P<index>\d+)\]$")
+#: nominal size in pixels of the DAG figure, for placing labels (its height is fixed; its width
+#: stretches with the window, so labels are placed for a typical laptop width)
+DAG_WIDTH_PX = 1000.0
+DAG_HEIGHT_PX = 520.0
+_CHAR_PX = 6.6  # 11px font
+_LINE_PX = 13.0
+
+
+def fanout_groups(nodes: Iterable[str], least: int) -> dict[str, str]:
+    """``node -> "base[…]"`` for the members of every map fan-out of at least ``least`` tasks.
+
+    A fan-out drawn node by node is a column of dots whose labels overlap; drawn as one node
+    with a count, it reads as what it is. The page expands a group on click.
+    """
+    members: dict[str, list[str]] = defaultdict(list)
+    for node in nodes:
+        match = MAPPED.match(node)
+        if match:
+            members[match["base"]].append(node)
+    return {node: f"{base}[…]" for base, group in members.items() if len(group) >= least for node in group}
+
+
+def _collapsed_graph(run: WorkflowRun, shown_as: dict[str, str]) -> nx.DiGraph:
+    graph = nx.DiGraph()
+    graph.add_nodes_from(dict.fromkeys(shown_as.get(n, n) for n in run.states))
+    graph.add_edges_from({(shown_as.get(a, a), shown_as.get(b, b)) for a, b in run.edges
+                          if shown_as.get(a, a) != shown_as.get(b, b)})
+    return graph
+
+
+def _aggregated_graph(run: WorkflowRun, aggregate_above: int) -> tuple[nx.DiGraph, dict[str, int]]:
+    _ensure_groups(run, aggregate_above)
+    assert run.group_of is not None
+    full_layers = _generations(_graph(run))
+    layers: dict[str, int] = {}
+    for node, group in run.group_of.items():
+        layers[group] = min(layers.get(group, full_layers[node]), full_layers[node])
+    graph = nx.DiGraph()
+    graph.add_nodes_from(layers)
+    graph.add_edges_from(
+        {(run.group_of[a], run.group_of[b]) for a, b in run.edges if run.group_of[a] != run.group_of[b]}
+    )
+    return graph, layers
+
+
+def place_labels(names: list[str], pos: dict[str, tuple[float, float]], sizes: dict[str, float],
+                 texts: dict[str, str] | None = None) -> dict[str, str]:
+    """A label per node that fits between its layer and the next and overlaps no other label.
+
+    Positions are in the figure's data range (-1.1..1.1 both ways); a label sits right of its
+    dot (a fan-out column then reads as a list), is cut to the room before the next layer, and
+    is left out (the hover still names the node) where it would cover one already placed —
+    layer by layer, top to bottom.
+    """
+    def px(x: float, y: float) -> tuple[float, float]:
+        return (x + 1.1) / 2.2 * DAG_WIDTH_PX, (1.1 - y) / 2.2 * DAG_HEIGHT_PX
+
+    columns = sorted({round(px(*pos[n])[0], 1) for n in names})
+    gaps = [b - a for a, b in zip(columns, columns[1:])]
+    room = min(gaps) if gaps else DAG_WIDTH_PX / 2
+    most = max(4, int((room - 30) / _CHAR_PX))  # leave the next layer's dot free
+    placed: list[tuple[float, float, float, float]] = []
+    labels: dict[str, str] = {}
+    for name in sorted(names, key=lambda n: (round(pos[n][0], 6), -pos[n][1])):
+        full = (texts or {}).get(name, name)
+        text = full if len(full) <= most else full[: most - 1] + "…"
+        x, y = px(*pos[name])
+        left = x + sizes.get(name, 14.0) / 2 + 4
+        box = (left, y - _LINE_PX / 2, left + len(text) * _CHAR_PX, y + _LINE_PX / 2)
+        if any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+            labels[name] = ""
+            continue
+        placed.append(box)
+        labels[name] = text
+    return labels
+
+
+def _layout(run: WorkflowRun, aggregate_above: int, expanded: Collection[str] = (),
+            fanout_at: int = 0) -> dict[str, Any]:
+    """Positions, edge lines and labels of the drawn graph (tasks, fan-outs or groups).
+
+    Cached per structure and set of expanded fan-outs: a state change never lays out again.
+    """
+    key = (run.structure_version, aggregate_above, frozenset(expanded), fanout_at)
     if run._layout.get("key") == key:
         return run._layout
     aggregated = len(run.states) > aggregate_above
+    shown_as: dict[str, str] = {}
     if aggregated:
-        _ensure_groups(run, aggregate_above)
-        assert run.group_of is not None
-        full_layers = _generations(_graph(run))
-        layers: dict[str, int] = {}
-        for node, group in run.group_of.items():
-            layers[group] = min(layers.get(group, full_layers[node]), full_layers[node])
-        graph = nx.DiGraph()
-        graph.add_nodes_from(layers)
-        graph.add_edges_from(
-            {(run.group_of[a], run.group_of[b]) for a, b in run.edges if run.group_of[a] != run.group_of[b]}
-        )
+        graph, layers = _aggregated_graph(run, aggregate_above)
     else:
-        graph = _graph(run)
+        if fanout_at:
+            shown_as = {n: g for n, g in fanout_groups(run.states, fanout_at).items() if g not in expanded}
+        graph = _collapsed_graph(run, shown_as)
         layers = _generations(graph)
     pos = _positions(graph, layers)
     xs, ys = [], []
     for a, b in graph.edges:
         xs.append([pos[a][0], pos[b][0]])
         ys.append([pos[a][1], pos[b][1]])
-    run._layout = {"key": key, "aggregated": aggregated, "pos": pos, "edges": {"xs": xs, "ys": ys}}
+    members: dict[str, list[str]] = defaultdict(list)
+    for node in run.states:
+        members[shown_as.get(node, node)].append(node)
+    run._layout = {"key": key, "aggregated": aggregated, "pos": pos, "edges": {"xs": xs, "ys": ys},
+                   "members": dict(members) if not aggregated else {}}
     return run._layout
 
 
-def dag_source(run: WorkflowRun, aggregate_above: int = 300) -> dict[str, Any]:
+def _node_size(count: int) -> float:
+    return 14.0 if count == 1 else min(40.0, 14.0 + 3.0 * count ** 0.5)
+
+
+def _row(nodes: dict[str, list[Any]], xy: tuple[float, float], name: str, counts: Counter[str],
+         machine: str, size: float) -> None:
+    total = sum(counts.values())
+    state = group_state(counts)
+    nodes["x"].append(xy[0])
+    nodes["y"].append(xy[1])
+    nodes["name"].append(name)
+    nodes["state"].append(state)
+    nodes["colour"].append(STATE_COLOURS.get(state, "#7f7f7f"))
+    nodes["size"].append(size)
+    nodes["count"].append(total)
+    nodes["detail"].append(state if total == 1 else ", ".join(f"{counts[s]} {s}" for s in STATES if counts.get(s)))
+    nodes["machine"].append(machine)
+
+
+def dag_source(run: WorkflowRun, aggregate_above: int = 300, expanded: Collection[str] = (),
+               fanout_at: int = 0) -> dict[str, Any]:
     """``{"aggregated", "nodes", "edges"}``: ColumnDataSource data for the run's DAG.
 
-    ``nodes`` has x, y, name, state, colour, size, count, detail (hover text) and machine;
-    with aggregation one row is one task group and ``detail`` gives its state counts.
+    ``nodes`` has x, y, name, state, colour, size, count, detail (hover text), machine and
+    label. With aggregation one row is one task group; otherwise a map fan-out of at least
+    ``fanout_at`` tasks (0: never) is one row named ``base[…]`` unless its name is in
+    ``expanded``; a group's ``detail`` gives its state counts.
     """
-    layout = _layout(run, aggregate_above)
+    layout = _layout(run, aggregate_above, expanded, fanout_at)
     pos = layout["pos"]
     nodes: dict[str, list[Any]] = {
         k: [] for k in ("x", "y", "name", "state", "colour", "size", "count", "detail", "machine")
     }
     if layout["aggregated"]:
         for group, counts in run.group_counts.items():
-            total = sum(counts.values())
-            state = group_state(counts)
-            nodes["x"].append(pos[group][0])
-            nodes["y"].append(pos[group][1])
-            nodes["name"].append(group)
-            nodes["state"].append(state)
-            nodes["colour"].append(STATE_COLOURS.get(state, "#7f7f7f"))
-            nodes["size"].append(min(40.0, 10.0 + 4.0 * total ** 0.5))
-            nodes["count"].append(total)
-            nodes["detail"].append(", ".join(f"{counts[s]} {s}" for s in STATES if counts.get(s)))
-            nodes["machine"].append("")
+            _row(nodes, pos[group], group, counts, "", min(40.0, 10.0 + 4.0 * sum(counts.values()) ** 0.5))
     else:
-        for name, state in run.states.items():
-            nodes["x"].append(pos[name][0])
-            nodes["y"].append(pos[name][1])
-            nodes["name"].append(name)
-            nodes["state"].append(state)
-            nodes["colour"].append(STATE_COLOURS.get(state, "#7f7f7f"))
-            nodes["size"].append(14.0)
-            nodes["count"].append(1)
-            nodes["detail"].append(state)
-            nodes["machine"].append(run.machines.get(name, ""))
+        for shown, members in layout["members"].items():
+            counts = Counter(run.states[m] for m in members)
+            machine = run.machines.get(members[0], "") if len(members) == 1 else ""
+            _row(nodes, pos[shown], shown, counts, machine, _node_size(len(members)))
+    if "labels" not in layout or layout["labels_for"] != nodes["name"]:
+        texts = {n: f"{n} ×{c}" for n, c in zip(nodes["name"], nodes["count"]) if c > 1}
+        layout["labels"] = place_labels(nodes["name"], pos, dict(zip(nodes["name"], nodes["size"])), texts)
+        layout["labels_for"] = list(nodes["name"])
+    nodes["label"] = [layout["labels"][n] for n in nodes["name"]]
     return {"aggregated": layout["aggregated"], "nodes": nodes, "edges": layout["edges"]}
 
 
