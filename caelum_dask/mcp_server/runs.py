@@ -5,6 +5,11 @@ cancelled) does not stop the cluster job; only ``cancel_run`` does. The thread k
 latest :class:`~caelum_dask.progress.ProgressEvent` in its record, which the requests that wait
 on it forward as MCP progress notifications (from their own thread: MCP's ``report_progress``
 is reachable only from the request's).
+
+States are those of the run store: a run that stopped without finishing is ``cancelled``
+(by ``cancel_run``) or ``interrupted`` (it lost its scheduler, or the server stopped); a run
+whose server died reads ``interrupted`` in the store once its owner — this server's process —
+is found gone, and ``run_workflow(resume=RUN_ID)`` finishes it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class ActiveRun:
     event: ProgressEvent | None = None  # the latest one; requests that wait forward it
     result: dict[str, Any] | None = None
     error: str | None = None
+    unfinished: str | None = None  # the store's state of a run that stopped: cancelled | interrupted
 
     def on_progress(self, event: ProgressEvent) -> None:
         """The run's ``progress=`` callback: keep the event and the published ``counts`` shape."""
@@ -40,10 +46,24 @@ class ActiveRun:
         self.event = event
         self.started.set()
 
+    def state(self) -> str:
+        """As the run store records it: ``running`` until the run's thread ends."""
+        if not self.finished.is_set():
+            return "running"
+        if self.result:
+            return str(self.result["state"])
+        return self.unfinished or ("cancelled" if self.cancel.is_set() else "failed")
+
+    def stopped(self, exc: BaseException) -> None:
+        """Keep why the run's thread ended without a result, in the store's words."""
+        from caelum_dask.workflow.runner import RunCancelled
+
+        self.error = str(exc) if isinstance(exc, CaelumError) else f"{type(exc).__name__}: {exc}"
+        if self.run_id is not None:  # it started: the runner recorded it as one of these
+            self.unfinished = "cancelled" if isinstance(exc, RunCancelled) else "interrupted"
+
     def snapshot(self) -> dict[str, Any]:
-        state = "running" if not self.finished.is_set() else (
-            self.result["state"] if self.result else ("cancelled" if self.cancel.is_set() else "failed"))
-        return {"run_id": self.run_id, "state": state, "counts": self.counts, "error": self.error}
+        return {"run_id": self.run_id, "state": self.state(), "counts": self.counts, "error": self.error}
 
 
 def _jsonable(value: Any) -> Any:
@@ -72,10 +92,8 @@ class RunManager:
                                   progress=active.on_progress, cancel=active.cancel)
                 active.run_id = result.run_id
                 active.result = _jsonable(result.to_dict(results=True))
-            except CaelumError as exc:
-                active.error = str(exc)
             except Exception as exc:  # noqa: BLE001 - reported to the client, never crashes the server
-                active.error = f"{type(exc).__name__}: {exc}"
+                active.stopped(exc)
             finally:
                 active.finished.set()
                 active.started.set()

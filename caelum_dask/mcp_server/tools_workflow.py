@@ -63,7 +63,12 @@ def register(server: MCPServer, handle: ClusterHandle) -> None:
     @server.tool()
     @tool_errors
     def workflow_status(run_id: str) -> dict[str, Any]:
-        """A run's state, counts, tasks (state, machine, attempts) and errors, from the run store."""
+        """A run's state, counts, tasks (state, machine, attempts) and errors, from the run store.
+
+        `state` is running, completed, failed, cancelled (on request) or interrupted (its client
+        stopped, died or lost the scheduler; `reason` says which); a run whose client died is
+        found out when read. An interrupted run is finished by `run_workflow(resume=run_id)`.
+        """
         active = manager.get(run_id)
         stored = _stored(run_id)
         if active is not None and not active.finished.is_set():

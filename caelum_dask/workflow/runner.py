@@ -31,6 +31,7 @@ from caelum_dask.workflow.cache import ResultCache, default_url
 from caelum_dask.workflow.compiler import CompiledRun, cache_keys, compile_workflow
 from caelum_dask.workflow.model import Workflow
 from caelum_dask.workflow.runtime import Unfinished
+from caelum_dask.workflow.owner import Owner
 from caelum_dask.workflow.store import FINAL_STATES, RunStore
 from caelum_dask.workflow.validation import check_requirements, validate
 
@@ -183,7 +184,10 @@ def run(workflow: Workflow, client: Client | None = None, params: dict[str, Any]
     :class:`~caelum_dask.progress.ProgressEvent` events (``job="workflow"``): one with the run id
     at once, then the counts whenever tasks start or end (``detail``: per-state counts and
     running tasks per machine). Setting ``cancel`` (from another thread) cancels the run: its
-    tasks are cancelled on the cluster and it is recorded as ``cancelled`` (RunCancelled).
+    tasks are cancelled on the cluster and it is recorded as ``cancelled`` (RunCancelled). A run
+    stopped any other way (Ctrl-C, SIGTERM, a lost scheduler) is recorded as ``interrupted``,
+    and one whose process died unrecorded reads ``interrupted`` once its owner is found gone
+    (see :mod:`caelum_dask.workflow.owner`); ``resume`` works on both.
     Raises :class:`~caelum_dask.errors.CaelumError` subclasses for invalid workflows.
     """
     opts = (options or WorkflowOptions()).merged(params=params, resume=resume, cache=cache, cache_url=cache_url,
@@ -297,24 +301,25 @@ def _run(wf: Workflow, client: Client, params: dict[str, Any], bindings: Any, st
                                 reuse_items=use_cache or bool(previous))
 
     store.start_run(run_id, wf.name, params, order, file=opts.file,
-                    resumed_from=previous["id"] if previous else None, cache_keys=keys, cached=compiled.reused)
+                    resumed_from=previous["id"] if previous else None, cache_keys=keys, cached=compiled.reused,
+                    owner=Owner.current(client))
     q = _listen(client, run_id)
-    events.emit(events.WORKFLOWS, "run-started", sink=client, run_id=run_id, workflow=wf.name,
-                nodes=order, edges=[[a, b] for a, b in wf.graph.edges])
-    reused_msgs = [events.make_message("task-state", run_id=run_id, task=n, state="cached", worker=None, machine=None)
-                   for n in compiled.reused]
-    if reused_msgs:
-        client.run_on_scheduler(_log_many, topic=events.WORKFLOWS, messages=reused_msgs)
-
     tracker = _Tracker(run_id, len(order), store, {n: "cached" for n in compiled.reused}, progress,
                        float(opts.progress_interval or 0))
-    futures = (dict(zip(compiled.targets, client.get(compiled.graph, list(compiled.targets), sync=False)))
-               if compiled.targets else {})
-    tracker.report(force=True, message=f"run {run_id} started")  # the run id, at once
-    try:
+    futures: dict[str, Any] = {}
+    try:  # from here on the run is in the store: whatever stops it records how
+        events.emit(events.WORKFLOWS, "run-started", sink=client, run_id=run_id, workflow=wf.name,
+                    nodes=order, edges=[[a, b] for a, b in wf.graph.edges])
+        reused_msgs = [events.make_message("task-state", run_id=run_id, task=n, state="cached", worker=None,
+                                           machine=None) for n in compiled.reused]
+        if reused_msgs:
+            client.run_on_scheduler(_log_many, topic=events.WORKFLOWS, messages=reused_msgs)
+        if compiled.targets:
+            futures.update(zip(compiled.targets, client.get(compiled.graph, list(compiled.targets), sync=False)))
+        tracker.report(force=True, message=f"run {run_id} started")  # the run id, at once
         _follow(client, list(futures.values()), q, opts, cancel, tracker, set(compiled.computed))
         results, errors = _collect(client, compiled, futures, tracker.states, store, run_id)
-    except BaseException as exc:  # Ctrl-C, lost scheduler: the run is recorded as cancelled, not "running"
+    except BaseException as exc:  # cancel, Ctrl-C, SIGTERM, lost scheduler: never left "running"
         tracker.absorb(_drain(q))
         _record_interrupted(client, store, run_id, tracker.counts(), futures, opts.file, exc)
         raise
@@ -368,23 +373,39 @@ def _reusable(wf: Workflow, order: list[str], keys: dict[str, str], use_cache: b
     return {n for n in order if keys[n] in present and wf.graph.nodes[n].get("cache", True)}
 
 
+def _why_unfinished(exc: BaseException, lost: bool, address: str) -> tuple[str, str]:
+    """The state (``cancelled`` only on request, else ``interrupted``) and reason for a run ``exc`` stopped."""
+    if isinstance(exc, RunCancelled):
+        return "cancelled", "cancelled on request"
+    if lost:
+        return "interrupted", f"lost the connection to the scheduler {address}"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", "its client was interrupted (Ctrl-C)"
+    if isinstance(exc, SystemExit):
+        return "interrupted", f"its client was stopped (exit status {exc.code}; 143 is SIGTERM)"
+    return "interrupted", f"its client stopped on {type(exc).__name__}: {exc}"
+
+
 def _record_interrupted(client: Client, store: RunStore, run_id: str, counts: dict[str, int],
                         futures: dict[str, Any], file: str | None, exc: BaseException) -> None:
-    """A run that did not finish is recorded as cancelled; a lost scheduler says how to resume."""
-    store.finish_run(run_id, "cancelled", counts)
+    """A run that did not finish is recorded as cancelled (on request) or interrupted (anything
+    else), with the reason; a lost scheduler says how to resume."""
     lost = _scheduler_lost(client, exc)
+    address = getattr(client.scheduler, "address", "")
+    state, reason = _why_unfinished(exc, lost, address)
+    store.end_unfinished(run_id, state, reason)
     if lost:
         # the completed tasks' results are in the cache and their states in the store:
         # `--resume` on any scheduler reuses them
         where = f"`caelum run {file} --resume {run_id}`" if file else f"run(..., resume={run_id!r})"
         raise SchedulerLost(
-            f"lost the connection to the scheduler {getattr(client.scheduler, 'address', '')} "
-            f"mid-run; run {run_id} is recorded as cancelled with {counts['computed'] + counts['cached']} of "
+            f"lost the connection to the scheduler {address} "
+            f"mid-run; run {run_id} is recorded as interrupted with {counts['computed'] + counts['cached']} of "
             f"{counts['total']} tasks done; once a scheduler is up, finish it with {where}"
         ) from exc
     client.cancel(list(futures.values()))
     try:
-        events.emit(events.WORKFLOWS, "run-finished", sink=client, run_id=run_id, state="cancelled",
+        events.emit(events.WORKFLOWS, "run-finished", sink=client, run_id=run_id, state=state,
                     computed=counts["computed"], cached=counts["cached"], failed=counts["failed"])
     except Exception:  # noqa: BLE001 - the scheduler may be the reason we are here
         pass

@@ -1,8 +1,13 @@
 """The run store: every run and every task attempt, in SQLite on the client's machine.
 
-One writer (the client running the workflow) in WAL mode, so ``caelum runs list`` can read
-while a run is writing. The schema version is SQLite's ``user_version``; opening an older
-file applies the missing :data:`MIGRATIONS` in order, keeping its rows.
+One writer per run (the client running the workflow, its *owner*) in WAL mode, so ``caelum
+runs list`` can read while a run is writing. The one exception: a reader that finds a
+``running`` run whose owner is gone (see :mod:`caelum_dask.workflow.owner`) records it as
+``interrupted`` — in one ``BEGIN IMMEDIATE`` transaction that changes the run only if it is
+still ``running``, so it never overwrites how a live owner ended its run, and an owner that
+was wrongly given up for dead simply records its real end later. The schema version is
+SQLite's ``user_version``; opening an older file applies the missing :data:`MIGRATIONS` in
+order, keeping its rows.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 from caelum_dask import config
 from caelum_dask.errors import InvalidInput
+from caelum_dask.workflow.owner import Owner, OwnerCheck
 
 MIGRATIONS: list[str] = [
     # 1: runs and task attempts
@@ -45,10 +51,23 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX runs_started ON runs(started);
     """,
+    # 3: the run's owner (who may finish it) and why a run ended without finishing
+    """
+    ALTER TABLE runs ADD COLUMN owner_host TEXT;
+    ALTER TABLE runs ADD COLUMN owner_pid INTEGER;
+    ALTER TABLE runs ADD COLUMN owner_started REAL;
+    ALTER TABLE runs ADD COLUMN scheduler TEXT;
+    ALTER TABLE runs ADD COLUMN owner_client TEXT;
+    ALTER TABLE runs ADD COLUMN reason TEXT;
+    CREATE INDEX runs_state ON runs(state);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 FINAL_STATES = ("completed", "cached", "failed", "skipped")
+#: states of a run that ended without finishing: ``cancelled`` on request, ``interrupted``
+#: otherwise (its client stopped or died, or lost the scheduler); both can be resumed
+UNFINISHED_STATES = ("cancelled", "interrupted")
 
 
 def default_path() -> pathlib.Path:
@@ -123,14 +142,23 @@ class RunStore:
     # -- writing (the client that runs the workflow) ------------------------------------------
     def start_run(self, run_id: str, workflow: str, parameters: dict[str, Any], tasks: Iterable[str],
                   file: str | None = None, resumed_from: str | None = None,
-                  cache_keys: dict[str, str] | None = None, cached: Iterable[str] = ()) -> None:
-        """Record a new run with every task ``pending``, or ``cached`` for those reused."""
+                  cache_keys: dict[str, str] | None = None, cached: Iterable[str] = (),
+                  owner: Owner | None = None) -> None:
+        """Record a new run with every task ``pending``, or ``cached`` for those reused.
+
+        ``owner`` (default: this process, no scheduler) is who drives the run; readers use it
+        to find out a run whose owner died.
+        """
         now = time.time()
+        who = (owner or Owner.current()).columns()
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")  # take the write lock now: no busy-snapshot upgrade failures
             self.db.execute(
-                "INSERT INTO runs (id, workflow, parameters, state, started, file, resumed_from) VALUES (?,?,?,?,?,?,?)",
-                (run_id, workflow, json.dumps(parameters, default=repr, sort_keys=True), "running", now, file, resumed_from),
+                "INSERT INTO runs (id, workflow, parameters, state, started, file, resumed_from, owner_host, "
+                "owner_pid, owner_started, scheduler, owner_client) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, workflow, json.dumps(parameters, default=repr, sort_keys=True), "running", now, file,
+                 resumed_from, who["owner_host"], who["owner_pid"], who["owner_started"], who["scheduler"],
+                 who["owner_client"]),
             )
             keys = cache_keys or {}
             reused = set(cached)
@@ -213,19 +241,79 @@ class RunStore:
                                 ((k, run_id, t) for t, k in keys.items()))
 
     def finish_run(self, run_id: str, state: str, counts: dict[str, int]) -> None:
+        """The owner's final word on its run (clears a reason a reader may have recorded)."""
         with self.db:
             self.db.execute(
-                "UPDATE runs SET state=?, finished=?, computed=?, cached=?, failed=?, skipped=? WHERE id=?",
+                "UPDATE runs SET state=?, finished=?, computed=?, cached=?, failed=?, skipped=?, reason=NULL WHERE id=?",
                 (state, time.time(), counts.get("computed", 0), counts.get("cached", 0), counts.get("failed", 0),
                  counts.get("skipped", 0), run_id))
 
+    def end_unfinished(self, run_id: str, state: str, reason: str, at: float | None = None) -> bool:
+        """Record that ``run_id`` ended without finishing (``cancelled`` or ``interrupted``).
+
+        Its counts come from its task rows, its tasks and attempts still ``running`` take
+        ``state`` too (they will never report), and ``finished`` is ``at`` (default: now).
+        Only a run still ``running`` changes, checked under the write lock, so this is safe
+        for a reader to call while the owner may be writing; returns whether it changed.
+        """
+        if state not in UNFINISHED_STATES:
+            raise ValueError(f"{state!r} is not one of {UNFINISHED_STATES}")
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            row = self.db.execute("SELECT state FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None or row["state"] != "running":
+                return False
+            stamp = at if at is not None else time.time()
+            self.db.execute("UPDATE attempts SET state=?, finished=?, error=COALESCE(error, ?) "
+                            "WHERE run_id=? AND state='running'", (state, stamp, reason, run_id))
+            self.db.execute("UPDATE tasks SET state=?, finished=? WHERE run_id=? AND state='running'",
+                            (state, stamp, run_id))
+            counts = {r["state"]: r["n"] for r in self.db.execute(
+                "SELECT state, COUNT(*) AS n FROM tasks WHERE run_id=? GROUP BY state", (run_id,))}
+            self.db.execute(
+                "UPDATE runs SET state=?, finished=?, computed=?, cached=?, failed=?, skipped=?, reason=? WHERE id=?",
+                (state, stamp, counts.get("completed", 0), counts.get("cached", 0), counts.get("failed", 0),
+                 counts.get("skipped", 0), reason, run_id))
+        return True
+
+    def reconcile(self, check: OwnerCheck | None = None) -> list[str]:
+        """Record as ``interrupted`` every ``running`` run whose owner is known to be gone.
+
+        Called by every reader (:meth:`runs`, :meth:`run`), so a run whose client was killed
+        reads ``interrupted`` — with the reason — the next time anyone looks. The run's
+        ``finished`` is the last moment it was heard of (its latest task event). Returns the
+        ids it changed.
+        """
+        check = check or OwnerCheck()
+        changed = []
+        for row in self.db.execute("SELECT * FROM runs WHERE state='running'").fetchall():
+            reason = check.reason(dict(row))
+            if reason and self.end_unfinished(row["id"], "interrupted", reason, at=self._last_heard(row)):
+                changed.append(row["id"])
+        return changed
+
+    def _last_heard(self, row: sqlite3.Row) -> float:
+        latest = self.db.execute(
+            "SELECT MAX(MAX(COALESCE(started, 0)), MAX(COALESCE(finished, 0))) FROM tasks WHERE run_id=?",
+            (row["id"],)).fetchone()[0]
+        return max(row["started"], latest or 0)
+
     # -- reading ------------------------------------------------------------------------------
-    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+    def runs(self, limit: int = 20, reconcile: bool = True) -> list[dict[str, Any]]:
+        """The ``limit`` most recent runs, newest first (after :meth:`reconcile`, unless told not to)."""
+        if reconcile:
+            self.reconcile()
         rows = self.db.execute("SELECT * FROM runs ORDER BY started DESC LIMIT ?", (limit,)).fetchall()
         return [_run_dict(r) for r in rows]
 
-    def run(self, run_id: str) -> dict[str, Any]:
-        """One run with its tasks and attempts; a unique prefix of the id is enough."""
+    def run(self, run_id: str, reconcile: bool = True) -> dict[str, Any]:
+        """One run with its tasks and attempts; a unique prefix of the id is enough.
+
+        Runs are reconciled first (see :meth:`reconcile`), so a run whose owner died reads
+        ``interrupted`` here, as in ``caelum runs show`` and before ``--resume``.
+        """
+        if reconcile:
+            self.reconcile()
         rows = self.db.execute("SELECT * FROM runs WHERE id LIKE ? ORDER BY started DESC", (run_id + "%",)).fetchall()
         if not rows:
             raise InvalidInput(f"no run {run_id!r} in the run store {self.path}; see `caelum runs list`")
