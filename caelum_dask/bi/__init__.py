@@ -20,7 +20,8 @@ from caelum_dask.bi import metrics
 from caelum_dask.bi.collect import collect, collect_here, submit_collectors
 from caelum_dask.bi.dataset import Dataset, parse_since
 from caelum_dask.bi.definition import ReportDefinition, load
+from caelum_dask.bi.options import BIOptions
 from caelum_dask.bi.report import ReportResult, run_report
 
-__all__ = ["Dataset", "ReportDefinition", "ReportResult", "collect", "collect_here", "load", "metrics",
+__all__ = ["BIOptions", "Dataset", "ReportDefinition", "ReportResult", "collect", "collect_here", "load", "metrics",
            "parse_since", "run_report", "submit_collectors"]

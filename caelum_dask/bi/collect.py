@@ -7,6 +7,11 @@ Keys are ``caelum-bi-<run>-collect-<n>`` so the dashboard shows them as BI work.
 On one host every worker belongs to the same machine in the registry; ``per="worker"`` runs one
 collector per worker instead (each reads its own ``caelum.bi.roots``), which is how the tests
 model several machines on one box.
+
+How history is read (git revisions, search depth, git processes) is the caller's
+:class:`~caelum_dask.bi.options.BIOptions`, resolved where the run starts and passed to every
+collector; a collector reads only what describes its machine: its ``caelum.bi.roots`` and its
+caelum home.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from distributed import Client, Future
 from caelum_dask import config, events
 from caelum_dask.bi import gitlog, sampling, sources
 from caelum_dask.bi.dataset import Dataset
+from caelum_dask.bi.options import BIOptions
 from caelum_dask.cluster import machines
 from caelum_dask.errors import CaelumError
 
@@ -30,7 +36,10 @@ PROBLEM_COLUMNS = ["machine", "worker", "location", "kind", "message"]
 
 
 def configured_roots() -> list[str]:
-    """``caelum.bi.roots`` on this machine: a list, or one string with os.pathsep separators."""
+    """``caelum.bi.roots`` on this machine: a list, or one string with os.pathsep separators.
+
+    Read where the collector runs on purpose: the roots are folders of THAT machine.
+    """
     value = config.get("bi.roots") or []
     if isinstance(value, str):
         value = [v for v in value.split(os.pathsep) if v]
@@ -52,13 +61,16 @@ def _to_time(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
 
 
 def collect_here(machine: str, roots: list[str] | None = None, since: int | None = None,
-                 sources_wanted: tuple[str, ...] = ALL_SOURCES, run_id: str = "") -> dict[str, pd.DataFrame]:
+                 sources_wanted: tuple[str, ...] = ALL_SOURCES, run_id: str = "",
+                 options: BIOptions | None = None) -> dict[str, pd.DataFrame]:
     """Run on one machine: read its repositories and recorded results into DataFrames.
 
     ``roots`` (from ``--roots``) are added to this machine's ``caelum.bi.roots``. Problems (a
     missing root, a folder with no repository, an empty repository, an unreadable file) become
-    rows of the ``problems`` table; they never stop the collection.
+    rows of the ``problems`` table; they never stop the collection. ``options`` are the
+    caller's (see the module docstring); without them, this process's configuration.
     """
+    options = BIOptions.given(options)
     try:
         from distributed import get_worker
         worker = get_worker().name
@@ -72,10 +84,9 @@ def collect_here(machine: str, roots: list[str] | None = None, since: int | None
         if not all_roots:
             problems.append({"location": "", "kind": "no-roots", "message":
                              "no roots configured on this machine (set caelum.bi.roots or pass --roots)"})
-        revs = str(config.get("bi.git-revs") or gitlog.DEFAULT_REVS)
-        depth = int(config.get("bi.max-depth") or 3)
-        threads = int(config.get("bi.git-threads") or 4)
-        for item in gitlog.iter_histories(all_roots, since, revs, depth, threads):
+        revs = str(options.git_revs or gitlog.DEFAULT_REVS)
+        for item in gitlog.iter_histories(all_roots, since, revs, int(options.max_depth or 1),
+                                          int(options.git_threads or 1)):
             if isinstance(item, tuple):
                 problems.append(dict(zip(("location", "kind", "message"), item)))
                 continue
@@ -139,14 +150,18 @@ def targets(client: Client, per: Literal["machine", "worker"] = "machine") -> li
 
 def submit_collectors(client: Client, roots: list[str] | None = None, since: int | None = None,
                       per: Literal["machine", "worker"] = "machine",
-                      sources_wanted: tuple[str, ...] = ALL_SOURCES, run_id: str | None = None
-                      ) -> tuple[str, list[Future]]:
-    """Submit one pinned collector per machine (or worker); returns (run_id, futures)."""
+                      sources_wanted: tuple[str, ...] = ALL_SOURCES, run_id: str | None = None,
+                      options: BIOptions | None = None) -> tuple[str, list[Future]]:
+    """Submit one pinned collector per machine (or worker); returns (run_id, futures).
+
+    ``options`` are resolved here, on the caller, and sent with every collector.
+    """
     run_id = run_id or uuid.uuid4().hex[:12]
+    options = BIOptions.given(options)
     futures = []
     for n, target in enumerate(targets(client, per)):
         futures.append(client.submit(
-            collect_here, target["machine"], roots, since, tuple(sources_wanted), run_id,
+            collect_here, target["machine"], roots, since, tuple(sources_wanted), run_id, options,
             key=f"caelum-bi-{run_id}-collect-{n}", workers=target["workers"],
             allow_other_workers=False, pure=False, retries=0))
     return run_id, futures
@@ -154,7 +169,7 @@ def submit_collectors(client: Client, roots: list[str] | None = None, since: int
 
 def collect(client: Client, roots: list[str] | None = None, since: int | None = None,
             per: Literal["machine", "worker"] = "machine",
-            sources_wanted: tuple[str, ...] = ALL_SOURCES) -> Dataset:
+            sources_wanted: tuple[str, ...] = ALL_SOURCES, options: BIOptions | None = None) -> Dataset:
     """Collect from every machine and return the merged, deduplicated :class:`Dataset`."""
-    _run_id, futures = submit_collectors(client, roots, since, per, sources_wanted)
+    _run_id, futures = submit_collectors(client, roots, since, per, sources_wanted, options=options)
     return Dataset.merge(client.gather(futures))

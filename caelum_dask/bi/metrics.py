@@ -3,18 +3,25 @@
 Definitions (also in docs/bi.md) follow code-maat (revisions, churn, coupling, main developer),
 git-quick-stats and the DORA "Four Keys". Every function returns a DataFrame with fixed
 columns, empty when the data it needs was not collected.
+
+The tables that depend on ``caelum.bi`` settings (ownership depth, deploy tags, fix pattern)
+take ``options: BIOptions``; the aggregation task passes the caller's (they travel with it),
+and a direct call without options uses the configuration of the calling process. Nothing here
+reads the configuration of the worker it happens to run on.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
+from collections.abc import Callable
 
 import networkx as nx
 import numpy as np
 import pandas as pd
 
-from caelum_dask import config
 from caelum_dask.bi.dataset import Dataset
+from caelum_dask.bi.options import BIOptions
 
 
 def week_of(times: pd.Series) -> pd.Series:
@@ -175,7 +182,7 @@ def directory_of(paths: pd.Series, depth: int) -> pd.Series:
     return dirs
 
 
-def ownership(ds: Dataset, depth: int | None = None) -> pd.DataFrame:
+def ownership(ds: Dataset, depth: int | None = None, options: BIOptions | None = None) -> pd.DataFrame:
     """Main developer and bus factor per directory.
 
     Contribution = lines added (code-maat ``main-dev``). ``owner_share`` is the owner's share of
@@ -187,7 +194,7 @@ def ownership(ds: Dataset, depth: int | None = None) -> pd.DataFrame:
     files = files[~files["binary"].astype(bool)] if len(files) else files
     if not len(files):
         return pd.DataFrame(columns=cols)
-    depth = int(depth or config.get("bi.ownership-depth") or 1)
+    depth = int(depth or BIOptions.given(options).ownership_depth or 1)
     files = files.assign(directory=directory_of(files["path"], depth))
     per = files.groupby(["repo", "directory", "author"], as_index=False)["added"].sum()
     per = per.sort_values(["repo", "directory", "added", "author"], ascending=[True, True, False, True])
@@ -202,19 +209,20 @@ def ownership(ds: Dataset, depth: int | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def _fix_mask(subjects: pd.Series) -> pd.Series:
-    pattern = re.compile(str(config.get("bi.fix-pattern")), re.IGNORECASE)
+def _fix_mask(subjects: pd.Series, options: BIOptions) -> pd.Series:
+    pattern = re.compile(str(options.fix_pattern), re.IGNORECASE)
     return subjects.fillna("").map(lambda s: bool(pattern.search(s)))
 
 
-def releases(ds: Dataset) -> tuple[pd.DataFrame, pd.DataFrame]:
+def releases(ds: Dataset, options: BIOptions | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Deployments and, per released commit, its lead time (see :func:`deployments`)."""
+    options = BIOptions.given(options)
     cols = ["repo", "tag", "commit", "time", "commits", "fixes", "lead_time_h", "failed"]
     lead_cols = ["repo", "tag", "commit", "lead_time_h"]
     tags, commits = ds.tags, ds.commits
     if not len(tags) or not len(commits):
         return pd.DataFrame(columns=cols), pd.DataFrame(columns=lead_cols)
-    pattern = re.compile(str(config.get("bi.deploy-tags") or ".*"))
+    pattern = re.compile(str(options.deploy_tags or ".*"))
     tags = tags[tags["tag"].map(lambda t: bool(pattern.search(t)))]
     rows, leads = [], []
     for repo_id, repo_tags in tags.groupby("repo_id"):
@@ -223,7 +231,7 @@ def releases(ds: Dataset) -> tuple[pd.DataFrame, pd.DataFrame]:
         graph.add_nodes_from(repo_commits.index)
         for sha, parents in repo_commits["parents"].items():
             graph.add_edges_from((sha, p) for p in str(parents or "").split())
-        fixes = _fix_mask(repo_commits["subject"])
+        fixes = _fix_mask(repo_commits["subject"], options)
         released: set[str] = set()
         for _, tag in repo_tags.sort_values(["tag_time", "tag"]).iterrows():
             if tag["commit"] not in graph:
@@ -244,7 +252,7 @@ def releases(ds: Dataset) -> tuple[pd.DataFrame, pd.DataFrame]:
     return out[cols], pd.DataFrame(leads, columns=lead_cols)
 
 
-def deployments(ds: Dataset) -> pd.DataFrame:
+def deployments(ds: Dataset, options: BIOptions | None = None) -> pd.DataFrame:
     """One row per deployment (a tag matching ``caelum.bi.deploy-tags``), oldest first.
 
     ``commits``: commits first released by this tag (reachable from it, not from an earlier
@@ -252,10 +260,10 @@ def deployments(ds: Dataset) -> pd.DataFrame:
     ``failed``: the NEXT deployment ships a fix or revert commit (subject matches
     ``caelum.bi.fix-pattern``) — the change failed and needed remediation; empty for the last.
     """
-    return releases(ds)[0]
+    return releases(ds, options)[0]
 
 
-def delivery(ds: Dataset) -> pd.DataFrame:
+def delivery(ds: Dataset, options: BIOptions | None = None) -> pd.DataFrame:
     """DORA-style delivery metrics per repository (definitions in docs/bi.md).
 
     - deployment frequency: deployments per week between the first and the last (≥ 1 week);
@@ -264,7 +272,7 @@ def delivery(ds: Dataset) -> pd.DataFrame:
     """
     cols = ["repo", "deployments", "first", "last", "deploys_per_week", "lead_time_h_median",
             "change_failure_rate", "fix_commits", "commits"]
-    dep, leads = releases(ds)
+    dep, leads = releases(ds, options)
     if not len(dep):
         return pd.DataFrame(columns=cols)
     rows = []
@@ -312,14 +320,15 @@ def test_health(ds: Dataset) -> pd.DataFrame:
     return out.sort_values(["max_duration", "test"], ascending=[False, True], ignore_index=True)[cols]
 
 
-def code_health(ds: Dataset) -> pd.DataFrame:
+def code_health(ds: Dataset, options: BIOptions | None = None) -> pd.DataFrame:
     """Weekly trend: commits, churn, share of fix/revert commits, mean/max complexity of analysis
     snapshots taken that week (empty when ``caelum analyze`` has recorded nothing)."""
     cols = ["week", "commits", "churn", "fix_commits", "fix_ratio", "mean_complexity", "max_complexity"]
     commits = ds.commits
     frames = []
     if len(commits):
-        c = commits.assign(week=week_of(commits["author_time"]), fix=_fix_mask(commits["subject"]))
+        c = commits.assign(week=week_of(commits["author_time"]),
+                           fix=_fix_mask(commits["subject"], BIOptions.given(options)))
         weekly = c.groupby("week").agg(commits=("commit", "size"), fix_commits=("fix", "sum"))
         files = _files(ds)
         if len(files):
@@ -377,3 +386,11 @@ BUILDERS = {
     "delivery": delivery, "test_runs": test_runs, "test_health": test_health, "code_health": code_health,
     "workflow_runs": workflow_runs,
 }
+
+
+def build(name: str, ds: Dataset, options: BIOptions) -> pd.DataFrame:
+    """The built-in table ``name``, with ``options`` for the tables that depend on settings."""
+    builder: Callable[..., pd.DataFrame] = BUILDERS[name]
+    if "options" in inspect.signature(builder).parameters:
+        return builder(ds, options=options)
+    return builder(ds)

@@ -17,4 +17,4 @@ def report_step(report_path: str, **opts: Any) -> dict[str, Any]:
     from caelum_dask.bi.report import run_report
 
     with step_client() as client:
-        return run_report(report_path, client=client, **opts).to_json()
+        return run_report(report_path, client=client, **opts).to_dict()

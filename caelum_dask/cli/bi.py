@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import click
-
 import os
 
+import click
+
 from caelum_dask.cli._options import json_option, open_client, print_json, scheduler_option
+from caelum_dask.cli.progress import ProgressDisplay
 
 
 def absolute_roots(roots: tuple[str, ...]) -> list[str]:
@@ -57,13 +58,14 @@ def report(definition: str, roots: tuple[str, ...], since: str | None, out: str 
     defn = load(definition)  # bad definitions and windows fail before any cluster starts
     parse_since(since)
     target = out or str(Path("reports") / defn.name)
-    with open_client(scheduler, quiet=as_json) as client:
+    with open_client(scheduler, quiet=as_json) as client, \
+            ProgressDisplay("caelum bi", noun="steps", live=not as_json) as display:
         result = run_report(defn, client=client, roots=absolute_roots(roots), since=since, out=target,
-                            per=per, progress=lambda msg: click.echo(f"caelum bi: {msg}", err=True))  # type: ignore[arg-type]
+                            per=per, progress=display)  # type: ignore[arg-type]
     for row in result.problems.to_dict("records"):
         click.echo(f"caelum bi: warning: {row['machine']} ({row['worker']}): {row['message']}", err=True)
     if as_json:
-        print_json(result.to_json())
+        print_json(result.to_dict())
         return
     click.echo(f"{result.title}: {len(result.tables)} tables in {result.out} ({result.seconds:.1f}s)")
     for name, frame in result.tables.items():

@@ -9,7 +9,7 @@ from mcp.server.mcpserver import Context, MCPServer
 
 from caelum_dask import config
 from caelum_dask.mcp_server.handle import ClusterHandle
-from caelum_dask.mcp_server.progress import progress_reporter
+from caelum_dask.mcp_server.progress import event_reporter
 
 
 def register(server: MCPServer, handle: ClusterHandle) -> None:
@@ -33,15 +33,7 @@ def register(server: MCPServer, handle: ClusterHandle) -> None:
         """
         from caelum_dask.bi.report import run_report
 
-        report = progress_reporter(ctx)
-        steps = 0
-
-        def progress(message: str) -> None:
-            nonlocal steps
-            steps += 1
-            report(steps, None, message)
-
         folder = out or str(config.home() / "reports" / f"bi-{uuid.uuid4().hex[:8]}")
         result = run_report(definition, client=handle.client(), roots=roots, since=since, out=folder,
-                            per=per, progress=progress)
-        return result.to_json()
+                            per=per, progress=event_reporter(ctx))
+        return result.to_dict()
