@@ -1,7 +1,8 @@
 """Analyzer selection: built-ins by name, plugins loaded from files by path.
 
-Plugin files are user code that workers do not have; they travel as source text with the
-task (:class:`AnalyzerSpec`) and are loaded once per worker process, keyed by content hash.
+Plugin files are user code that workers do not have. :mod:`caelum_dask.usercode` loads them
+(as workflow files and report definitions: one error format) and a :class:`PluginSource` that
+travels with a task carries its loaded module by value, so the workers never import the file.
 """
 
 from __future__ import annotations
@@ -13,22 +14,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from caelum_dask import usercode
 from caelum_dask.analysis.builtins import BUILTINS, DEFAULT_ANALYZERS
 from caelum_dask.analysis.plugin import Analyzer, analyzer_classes
 from caelum_dask.errors import InvalidInput
 
 SCHEMA_VERSION = "1"
-_LOADED: dict[str, types.ModuleType] = {}
+_LOADED: dict[str, types.ModuleType] = {}  # source digest -> module, in this process
+EXPECTED = "expected a CSTAnalyzer/ASTAnalyzer/SourceAnalyzer subclass with a `name`"
 
 
 @dataclass(frozen=True)
 class PluginSource:
+    """A plugin (or codemod transform) file: its name and text; the text's digest keys caches."""
+
     filename: str
     source: str
 
     @property
     def digest(self) -> str:
         return hashlib.sha256(self.source.encode()).hexdigest()[:16]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Travel with the module loaded here, by value (see :mod:`caelum_dask.usercode`)."""
+        return _arrived, (self.filename, self.source, _LOADED.get(self.digest))
+
+
+def _arrived(filename: str, source: str, module: types.ModuleType | None) -> PluginSource:
+    """Unpickling side of :meth:`PluginSource.__reduce__`: keep the module that came along."""
+    plugin = PluginSource(filename, source)
+    if module is not None:
+        _LOADED.setdefault(plugin.digest, module)
+    return plugin
 
 
 @dataclass(frozen=True)
@@ -53,17 +70,17 @@ class AnalyzerSpec:
 
 
 def load_plugin_module(plugin: PluginSource) -> types.ModuleType:
-    """Execute a plugin file's source as a module (cached per process by content)."""
+    """The module of a plugin file: the one that came with it, or loaded here (once per content)."""
     key = plugin.digest
     if key not in _LOADED:
-        module = types.ModuleType(f"caelum_plugin_{key}")
-        module.__file__ = plugin.filename
-        try:
-            exec(compile(plugin.source, plugin.filename, "exec"), module.__dict__)
-        except Exception as exc:
-            raise InvalidInput(f"cannot load analyzer plugin {plugin.filename}: {type(exc).__name__}: {exc}") from None
-        _LOADED[key] = module
+        _LOADED[key] = usercode.load_source(plugin.filename, plugin.source, usercode.ANALYZER)
     return _LOADED[key]
+
+
+def _plugin_file(file: Path) -> tuple[PluginSource, bool]:
+    """A plugin file read and loaded, and whether it defines any analyzer."""
+    plugin = PluginSource(str(file), usercode.read_source(file, usercode.ANALYZER))
+    return plugin, bool(analyzer_classes(vars(load_plugin_module(plugin))))
 
 
 def read_plugins(paths: list[str] | tuple[str, ...]) -> tuple[PluginSource, ...]:
@@ -71,25 +88,17 @@ def read_plugins(paths: list[str] | tuple[str, ...]) -> tuple[PluginSource, ...]
     sources: list[PluginSource] = []
     for entry in paths:
         p = Path(entry)
-        if not p.exists():
-            raise InvalidInput(f"plugin path not found: {entry}")
-        files = sorted(f for f in p.glob("*.py") if not f.name.startswith("_")) if p.is_dir() else [p]
-        before = len(sources)
-        for f in files:
-            try:
-                plugin = PluginSource(str(f), f.read_text(encoding="utf-8"))
-            except UnicodeDecodeError:
-                raise InvalidInput(f"analyzer plugin {f} is not UTF-8 Python source") from None
-            except OSError as exc:
-                raise InvalidInput(f"cannot read analyzer plugin {f}: {exc.strerror or exc}") from None
-            if not analyzer_classes(vars(load_plugin_module(plugin))):
-                if p.is_dir():
-                    continue
-                raise InvalidInput(f"{f} defines no analyzer (a CSTAnalyzer/ASTAnalyzer subclass with a `name`)")
+        if not p.is_dir():
+            plugin, defines = _plugin_file(p)
+            if not defines:
+                raise usercode.bad_file(entry, f"defines no analyzer ({EXPECTED})", "add one and run again")
             sources.append(plugin)
-        if p.is_dir() and len(sources) == before:
-            raise InvalidInput(f"--plugins {entry}: the folder holds no analyzer plugin (a *.py file defining "
-                               "a CSTAnalyzer/ASTAnalyzer subclass with a `name`)")
+            continue
+        found = [plugin for plugin, defines in map(_plugin_file, usercode.files_in(p, usercode.ANALYZER)) if defines]
+        if not found:
+            raise usercode.bad_file(entry, f"the folder holds no analyzer plugin (a *.py file; {EXPECTED})",
+                                    "give a folder with at least one plugin")
+        sources.extend(found)
     return tuple(sources)
 
 

@@ -21,7 +21,8 @@ need. An analyzer reports through its :class:`FileContext`::
         def visit_Assert(self, node):
             self.finding(node, "ASSERT", "assert in library code")
 
-Plugins live in files loaded by path (``caelum analyze --plugins analyzers/``); every class in
+Plugins live in files loaded by path (``caelum analyze --plugins analyzers/``) through
+:mod:`caelum_dask.usercode`, like workflow files and report definitions; every class in
 such a file that subclasses one of these bases and sets ``name`` is an analyzer.
 """
 

@@ -13,25 +13,21 @@ A definition is a plain Python file::
     def plots(tables):                             # optional: Bokeh models for the HTML report
         return [...]
 
-It is user code, not installed on the workers: the module is registered with cloudpickle
-"by value", so its functions travel with the aggregation task.
+It is user code, not installed on the workers: :mod:`caelum_dask.usercode` loads it (as for
+workflow files and analyzer plugins) so its functions travel by value with the aggregation
+task, and a broken file is one ``FILE:LINE: PROBLEM — WHAT TO DO`` line.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import cloudpickle
-
+from caelum_dask import usercode
 from caelum_dask.bi.collect import ALL_SOURCES
 from caelum_dask.bi.metrics import BUILDERS
-from caelum_dask.errors import InvalidInput
 
 
 @dataclass
@@ -55,34 +51,27 @@ class ReportDefinition:
         return list(fn(tables) or []) if callable(fn) else None
 
 
+DECLARES = ("TITLE", "SINCE", "SOURCES", "TABLES", "tables", "plots")
+"""The names a report definition sets; a file that sets none of them is not one."""
+
+
 def load(path: str | Path) -> ReportDefinition:
     """Load a report definition file; one clear :class:`InvalidInput` for any mistake in it."""
+    module = usercode.load(path, usercode.REPORT)
     path = Path(path)
-    if not path.is_file():
-        raise InvalidInput(f"report definition {path} does not exist (expected a file like bi/weekly_team.py)")
-    name = re.sub(r"\W", "_", path.stem)
-    mod_name = f"caelum_bi_report_{name}"
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    if spec is None or spec.loader is None:
-        raise InvalidInput(f"report definition {path} is not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - user code: report the first line, not a traceback
-        sys.modules.pop(mod_name, None)
-        raise InvalidInput(f"report definition {path} failed to load: {type(exc).__name__}: {exc}") from None
-    cloudpickle.register_pickle_by_value(module)
+    if not any(hasattr(module, name) for name in DECLARES):
+        raise usercode.bad_file(path, f"defines no report (expected at least one of {', '.join(DECLARES)} "
+                                "at top level, e.g. `TABLES = [\"activity\"]`)", "add them and run again")
     tables = list(getattr(module, "TABLES", list(BUILDERS)))
     unknown = [t for t in tables if t not in BUILDERS]
     if unknown:
-        raise InvalidInput(f"report definition {path}: unknown table(s) {', '.join(unknown)}; "
-                           f"known: {', '.join(BUILDERS)}")
+        raise usercode.bad_file(path, f"unknown table(s) {', '.join(unknown)} in TABLES",
+                                f"use known tables: {', '.join(BUILDERS)}")
     sources = tuple(getattr(module, "SOURCES", ALL_SOURCES))
     bad = [s for s in sources if s not in ALL_SOURCES]
     if bad:
-        raise InvalidInput(f"report definition {path}: unknown source(s) {', '.join(bad)}; "
-                           f"known: {', '.join(ALL_SOURCES)}")
+        raise usercode.bad_file(path, f"unknown source(s) {', '.join(bad)} in SOURCES",
+                                f"use known sources: {', '.join(ALL_SOURCES)}")
     return ReportDefinition(name=path.stem, path=str(path), title=str(getattr(module, "TITLE", path.stem)),
                             since=getattr(module, "SINCE", None), sources=sources, tables=tables,
                             module=module)
