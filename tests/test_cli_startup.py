@@ -7,10 +7,12 @@ import pkgutil
 import subprocess
 import sys
 
+import pytest
+
 import caelum_dask.cli as cli_pkg
 from caelum_dask.cli import COMMANDS, load_command
 
-HEAVY = ("distributed", "pandas", "bokeh", "dask.dataframe", "libcst", "networkx")
+HEAVY = ("dask", "distributed", "pandas", "bokeh", "libcst", "networkx", "cryptography")
 
 
 def test_table_names_every_command_with_its_own_help() -> None:
@@ -46,3 +48,11 @@ def test_help_and_usage_errors_import_nothing_heavy() -> None:
         assert name in result.stdout
     result, _ = _imports_after("no-such-command")
     assert "No such command 'no-such-command'" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["test", "run", "runs", "llm", "mcp", "analyze", "codemod", "bi", "up", "down"])
+def test_command_help_imports_nothing_heavy(command: str) -> None:
+    result, modules = _imports_after(command, "--help")
+    assert "Usage: caelum" in result.stdout, result.stderr
+    assert not [m for m in modules if m.split(".")[0] in HEAVY], (command, sorted(m for m in modules
+                                                                          if m.split(".")[0] in HEAVY)[:10])

@@ -6,10 +6,12 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from distributed import Client
+
+if TYPE_CHECKING:  # importing distributed costs ~0.6 s: only commands that connect pay for it
+    from distributed import Client
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from caelum_dask import config
 from caelum_dask.cli._options import json_option, open_client, print_json, scheduler_option
 from caelum_dask.cli.progress import ProgressDisplay
 from caelum_dask.errors import InvalidInput

@@ -12,7 +12,6 @@ import click
 
 from caelum_dask.cli._options import json_option, open_client, print_json, scheduler_option
 from caelum_dask.cli.progress import ProgressDisplay
-from caelum_dask.workflow.params import parse_params
 
 
 def _short(value: Any, width: int = 100) -> str:
@@ -46,6 +45,7 @@ def run_command(file: str, params: tuple[str, ...], resume: str | None, workflow
       caelum run workflows/fanout.py --resume 20261126-061241-c0c84f
     """
     from caelum_dask.workflow.loader import load_workflow
+    from caelum_dask.workflow.params import parse_params
     from caelum_dask.workflow.runner import SchedulerLost, WorkflowOptions, run
     from caelum_dask.workflow.validation import validate
 
@@ -98,7 +98,11 @@ def _when(stamp: float | None) -> str:
 @click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
 @json_option
 def runs_list(limit: int, as_json: bool) -> None:
-    """The most recent runs: id, workflow, state, counts, start time."""
+    """The most recent runs: id, workflow, state, counts, start time.
+
+    A run still marked running whose client is gone (killed, crashed) is recorded as
+    interrupted first, so what this shows is true; `caelum run FILE --resume RUN_ID` finishes it.
+    """
     from caelum_dask.workflow.store import RunStore
 
     with RunStore() as store:
@@ -110,7 +114,7 @@ def runs_list(limit: int, as_json: bool) -> None:
         click.echo("no runs yet; start one with `caelum run FILE.py`")
         return
     for r in runs:
-        click.echo(f"{r['id']}  {r['workflow']:<20} {r['state']:<9} computed {r['computed']:>4}  "
+        click.echo(f"{r['id']}  {r['workflow']:<20} {r['state']:<11} computed {r['computed']:>4}  "
                    f"cached {r['cached']:>4}  failed {r['failed']:>3}  {_when(r['started'])}")
 
 
@@ -130,6 +134,8 @@ def runs_show(run_id: str, tracebacks: bool, as_json: bool) -> None:
     click.echo(f"run {run['id']} ({run['workflow']}): {run['state']}, started {_when(run['started'])}, "
                f"finished {_when(run.get('finished'))}")
     click.echo(f"parameters: {json.dumps(run['parameters'])}")
+    if run.get("reason"):
+        click.echo(f"why: {run['reason']}")
     if run.get("resumed_from"):
         click.echo(f"resumed from: {run['resumed_from']}")
     click.echo(f"tasks: {run['computed']} computed, {run['cached']} cached, {run['failed']} failed, "
