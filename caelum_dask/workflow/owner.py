@@ -114,12 +114,12 @@ class OwnerCheck:
         address, client_id = run.get("scheduler"), run.get("owner_client")
         if not address or not client_id or _loopback(address):
             return None
-        known = self._connected(address)
+        known = self.connected_clients(address)
         if known is None or client_id in known:
             return None
         return f"its client {client_id} (process {pid} on {host}) is no longer connected to the scheduler {address}"
 
-    def _connected(self, address: str) -> set[str] | None:
+    def connected_clients(self, address: str) -> set[str] | None:
         """The client ids the scheduler at ``address`` knows, or None when it cannot be asked."""
         if address not in self._clients:
             self._clients[address] = self._ask(address)
