@@ -180,6 +180,27 @@ def test_snapshot_is_content_addressed_and_respects_git(tmp_path: Path) -> None:
     assert (fetched, fetched_again, len(fetches)) == (True, False, 1)
 
 
+def test_a_new_snapshot_reuses_bytecode_of_unchanged_files(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "proj", {"pkg/__init__.py": "", "pkg/same.py": "VALUE = 1\n",
+                                               "pkg/edited.py": "VALUE = 'old'\n"})
+    cache = tmp_path / "cache"
+    first = build_snapshot(project)
+    old, _ = ensure_unpacked(first.digest, lambda: first.data, cache)
+    subprocess.run([sys.executable, "-c", "import pkg.same, pkg.edited"], cwd=old, check=True,
+                   env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""})
+    (project / "pkg" / "edited.py").write_text("VALUE = 'new'\n")  # same size would not matter
+    second = build_snapshot(project)
+    new, _ = ensure_unpacked(second.digest, lambda: second.data, cache)
+    tag = sys.implementation.cache_tag
+    same_old, same_new = old / "pkg/__pycache__" / f"same.{tag}.pyc", new / "pkg/__pycache__" / f"same.{tag}.pyc"
+    assert same_new.exists() and same_new.stat().st_ino == same_old.stat().st_ino  # shared, not recompiled
+    assert not (new / "pkg/__pycache__" / f"edited.{tag}.pyc").exists()  # changed: compiled afresh
+    out = subprocess.run([sys.executable, "-c", "import pkg.same, pkg.edited; print(pkg.same.VALUE, pkg.edited.VALUE)"],
+                         cwd=new, check=True, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""}).stdout
+    assert out.split() == ["1", "new"]
+
+
 def test_environment_drops_dask_injected_values_only() -> None:
     base = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "8", "PYTHONHASHSEED": "6640", "HOME": "/h",
             "PYTEST_CURRENT_TEST": "x (call)"}

@@ -146,11 +146,60 @@ def ensure_unpacked(digest: str, fetch: Callable[[], bytes], root: Path | None =
         staging = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=root))
         with tarfile.open(fileobj=io.BytesIO(fetch()), mode="r:gz") as tar:
             tar.extractall(staging, filter="data")
+        previous = latest_snapshot(root)
+        if previous is not None:
+            try:
+                seed_bytecode(staging, previous)
+            except OSError:  # the previous snapshot pruned meanwhile: compile as usual
+                pass
         (staging / COMPLETE_MARK).write_text(digest)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
     return target, True
+
+
+def latest_snapshot(root: Path) -> Path | None:
+    """The most recently unpacked complete snapshot on this machine, if any."""
+    marks = [(mark.stat().st_mtime, mark.parent) for mark in root.glob(f"*/{COMPLETE_MARK}")]
+    return max(marks)[1] if marks else None
+
+
+def seed_bytecode(target: Path, previous: Path) -> int:
+    """Give ``target`` the compiled bytecode ``previous`` has for files that did not change.
+
+    A new snapshot (one file edited) would otherwise start without ``__pycache__``: its first
+    run recompiles every module of the project and pytest rewrites every test module again —
+    seconds on a large suite. Every snapshot file is unpacked with mtime 0, so a ``.pyc`` is
+    valid for any byte-identical source whatever the snapshot; for each ``.py`` whose bytes
+    equal the previous snapshot's, its ``.pyc`` files (every interpreter's, pytest's rewritten
+    ones too) are hard-linked (copied across filesystems). Python replaces, never rewrites, a
+    ``.pyc`` in place, so sharing the inode is safe. Returns how many files were seeded.
+    """
+    seeded = 0
+    for source in target.rglob("*.py"):
+        rel = source.relative_to(target)
+        old = previous / rel
+        cache = old.parent / "__pycache__"
+        if not cache.is_dir() or not old.is_file() or old.stat().st_size != source.stat().st_size:
+            continue
+        if old.read_bytes() != source.read_bytes():
+            continue
+        for pyc in cache.glob(f"{source.stem}.*.pyc"):
+            seeded += _link(pyc, source.parent / "__pycache__" / pyc.name)
+    return seeded
+
+
+def _link(src: Path, dst: Path) -> int:
+    dst.parent.mkdir(exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        try:
+            shutil.copy2(src, dst)
+        except OSError:
+            return 0
+    return 1
 
 
 def prune(keep: Iterable[str], root: Path | None = None) -> None:
