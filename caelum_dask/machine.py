@@ -15,7 +15,9 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-MachineStatus = Literal["online", "busy", "offline"]
+#: owner-active: a desktop worker's owner is using the machine; its worker retired (or is
+#: retiring) and it rejoins when the owner is away (caelum_dask.desktop)
+MachineStatus = Literal["online", "busy", "offline", "owner-active"]
 
 
 def machine_id(hostname: str, ip_address: str) -> str:

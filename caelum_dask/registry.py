@@ -5,7 +5,9 @@ into one :class:`~caelum_dask.machine.MachineNode`, derives its status from Dask
 heartbeats (``WorkerState.last_seen``) and task load, keeps machines that left as offline
 history, and holds the per-machine service/port table. Clients read it through the
 ``caelum_machines`` scheduler handler (see :func:`caelum_dask.machines`); changes are
-published on the ``caelum.machines`` event topic.
+published on the ``caelum.machines`` event topic. Desktop workers (caelum_dask.desktop) tell it
+through ``caelum_owner`` when their owner comes and goes; the machine then shows
+``owner-active``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import dask.config
 from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado.ioloop import PeriodicCallback
 
-from caelum_dask import config, events, machine_share
+from caelum_dask import config, desktop, events, machine_share
 from caelum_dask.errors import PortTaken
 from caelum_dask.machine import MachineNode, WorkerEntry, machine_id
 from caelum_dask.worker import METRICS_KEY, STARTUP_KEY
@@ -41,6 +43,8 @@ class MachineRegistry(SchedulerPlugin):
         self.scheduler: Any = None
         self._callback: PeriodicCallback | None = None
         self._watchdog: SilentWorkerWatchdog | None = None
+        #: machine id -> when its desktop supervisor last said the owner is active
+        self._owner_active: dict[str, float] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self, scheduler: Any) -> None:
@@ -49,6 +53,7 @@ class MachineRegistry(SchedulerPlugin):
         scheduler.handlers["caelum_register_service"] = self.handle_register_service
         scheduler.handlers["caelum_release_service"] = self.handle_release_service
         scheduler.handlers[machine_share.HANDLER] = self.handle_resource_share
+        scheduler.handlers[desktop.HANDLER] = self.handle_owner
         for address in list(scheduler.workers):
             self.add_worker(scheduler, address)
         interval = dask.utils.parse_timedelta(config.get("registry.check-interval"))
@@ -119,7 +124,7 @@ class MachineRegistry(SchedulerPlugin):
         node.workers.pop(worker, None)
         for name in self._services_of_worker.pop(worker, []):
             node.services.pop(name, None)
-        if node.workers:
+        if node.workers or node.id in self._owner_active:
             self._emit("worker-left", node, worker=worker)
         else:
             self._set_status(node, "offline", reason="last worker left")
@@ -137,6 +142,9 @@ class MachineRegistry(SchedulerPlugin):
             if states:
                 node.last_heartbeat = max(ws.last_seen for ws in states)
                 self._update_gpu_readings(node, states)
+            if self._owner_still_active(node, now, offline_after):
+                self._set_status(node, "owner-active")
+                continue
             silent = not states or bool(
                 node.last_heartbeat and now - node.last_heartbeat > offline_after
             )
@@ -231,6 +239,62 @@ class MachineRegistry(SchedulerPlugin):
         self.check_heartbeats()
         self._refresh_worker_resources()
         return [node.to_dict() for node in self.machines.values()]
+
+    # -- desktop owners (see caelum_dask.desktop) ----------------------------------------------
+    async def handle_owner(self, hostname: str, pids: list[int], active: bool, grace: float = 0.0,
+                           machine: str | None = None) -> dict[str, Any]:
+        """A desktop supervisor says its machine's owner is active (or away again).
+
+        Its workers are found by host name and process ids (the supervisor knows its worker's
+        process tree, not the addresses Dask gave it). Active: the workers take no new task from
+        this moment, the machine shows ``owner-active``, running tasks get ``grace`` seconds and
+        Dask's ``retire_workers`` moves their results away; the reply says what happened. The
+        mark is kept while the supervisor keeps repeating it and expires after
+        ``registry.offline-after`` without news (a supervisor that died). Away: the mark goes,
+        workers still closed are opened again.
+        """
+        workers = self._workers_of_processes(hostname, set(pids))
+        mid = self._machine_of_worker.get(workers[0]) if workers else machine
+        node = self.machines.get(mid or "")
+        if not active:
+            return await self._owner_away(node, mid, workers)
+        if node is not None:
+            self._owner_active[node.id] = time.time()
+            desktop.close_to_new_tasks(self.scheduler, workers, f"caelum-owner-active-{time.time()}")
+            self._set_status(node, "owner-active", reason="owner active")
+        reply: dict[str, Any] = {"machine": mid, "workers": workers, "retired": [], "held": []}
+        if workers:
+            outcome = await desktop.retire_for_owner(self.scheduler, workers, grace)
+            reply.update(outcome)
+            if node is not None:
+                self._emit("owner-retired", node, **outcome)
+        return reply
+
+    async def _owner_away(self, node: MachineNode | None, mid: str | None, workers: list[str]) -> dict[str, Any]:
+        reopened = await desktop.reopen(self.scheduler, workers)
+        if node is not None and self._owner_active.pop(node.id, None) is not None:
+            self._emit("owner-away", node, workers=reopened)
+            self._set_status(node, "online" if node.workers else "offline", reason="owner away")
+        return {"machine": mid, "workers": workers, "reopened": reopened}
+
+    def _workers_of_processes(self, hostname: str, pids: set[int]) -> list[str]:
+        if self.scheduler is None or not pids:
+            return []
+        found = []
+        for address, ws in self.scheduler.workers.items():
+            node = self.machines.get(self._machine_of_worker.get(address, ""))
+            if node is not None and node.hostname == hostname and ws.pid in pids:
+                found.append(address)
+        return sorted(found)
+
+    def _owner_still_active(self, node: MachineNode, now: float, offline_after: float) -> bool:
+        said = self._owner_active.get(node.id)
+        if said is None:
+            return False
+        if now - said > offline_after:  # its supervisor stopped repeating it
+            del self._owner_active[node.id]
+            return False
+        return True
 
     # -- one machine, one budget (see caelum_dask.machine_share) ------------------------------
     def handle_resource_share(self, address: str) -> dict[str, float] | None:
