@@ -25,7 +25,7 @@ import httpx
 import pytest
 from cryptography import x509
 from harness import ProcessCluster, run_caelum, wait_for
-from security_fixtures import make_cluster_certs, start_tls_scheduler, start_tls_worker
+from security_fixtures import caelum_argv, make_cluster_certs, start_tls_scheduler, start_tls_worker
 
 import caelum_dask
 from caelum_dask import certs
@@ -237,7 +237,10 @@ def test_a_revoked_worker_is_refused_and_a_valid_one_joins(
         proc.kill()
         proc.wait(timeout=30)
 
-    start_tls_worker(cluster, "w2", tls, "laptop")  # a valid certificate still joins
+    # a valid certificate still joins; with a nanny, so the nanny's revocation preload runs too
+    argv = caelum_argv("worker", cluster.address, "--tls", str(tls), "--tls-name", "laptop", "--name", "w2",
+                       "--nthreads", "1", "--", "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0")
+    cluster.workers["w2"] = cluster._spawn("worker-w2", argv)
     with caelum_dask.connect(cluster.address, tls=tls, tls_name="laptop") as client:
         client.wait_for_workers(2, timeout=60)
         names = {w["name"] for w in client.scheduler_info()["workers"].values()}

@@ -79,6 +79,15 @@ def scheduler(
 @click.option("--nworkers", default=1, show_default=True, type=int, help="Worker processes on this machine; they split its resources.")
 @click.option("--nthreads", default=None, type=int, help="Threads per worker process (default: cores / nworkers).")
 @click.option("--name", default=None, help="Worker name (suffixed -0, -1… with several processes).")
+@click.option("--policy", type=click.Choice(["always", "desktop"]), default=None,
+              help="always: lend the machine all the time; desktop: only while its owner is away "
+                   "(default: caelum.desktop.policy; docs/desktop.md).")
+@click.option("--owner-cpu", type=float, default=None, help="Desktop: cores of CPU by other processes that mean the owner is active.")
+@click.option("--active-after", default=None, help="Desktop: owner activity this long (e.g. 2s) retires the worker.")
+@click.option("--away-after", default=None, help="Desktop: owner quiet this long (e.g. 5m) and the machine joins again.")
+@click.option("--grace", default=None, help="Desktop: how long running tasks may finish once the owner is active.")
+@click.option("--sample-interval", default=None, help="Desktop: how often owner activity is sampled.")
+@click.option("--owner-match", default=None, help="Desktop: only processes whose command line matches this regex count as the owner.")
 @tls_option
 @click.argument("dask_args", nargs=-1, type=click.UNPROCESSED)
 def worker(
@@ -87,6 +96,13 @@ def worker(
     nworkers: int,
     nthreads: int | None,
     name: str | None,
+    policy: str | None,
+    owner_cpu: float | None,
+    active_after: str | None,
+    away_after: str | None,
+    grace: str | None,
+    sample_interval: str | None,
+    owner_match: str | None,
     tls: str | None,
     tls_name: str | None,
     dask_args: tuple[str, ...],
@@ -97,10 +113,16 @@ def worker(
     CPU, MEMORY_GB, DISK_GB, GPU and GPU_MEMORY_GB; several processes split the machine.
     Same as `dask worker ADDRESS --preload caelum_dask.worker`. With --tls DIR the worker
     shows this machine's certificate and trusts only the cluster CA (docs/security.md).
+    With --policy desktop the worker runs only while the machine's owner is away: it retires
+    gracefully (results moved to other workers) when the owner is active and rejoins later.
     """
     from distributed.cli import dask_worker
 
+    from caelum_dask.desktop import options_from_cli
     from caelum_dask.security import require_tls_address, resolve_security
+
+    lending = options_from_cli(policy=policy, owner_cpu=owner_cpu, active_after=active_after, away_after=away_after,
+                               grace=grace, sample_interval=sample_interval, owner_match=owner_match)
 
     target = resolve_address(address)
     if target is None:
@@ -132,6 +154,14 @@ def worker(
         args += ["--resources", resources]
     if name:
         args += ["--name", name]
+    if lending.policy == "desktop":
+        from caelum_dask.cli.progress import ProgressDisplay
+        from caelum_dask.desktop import supervise
+
+        with ProgressDisplay("caelum worker", live=False) as display:
+            code = supervise([sys.executable, "-m", "distributed.cli.dask_worker", *args, *dask_args],
+                             target, lending, security=security, progress=display)
+        sys.exit(code)
     dask_worker.main(args=[*args, *dask_args], prog_name="caelum worker")
 
 
@@ -219,6 +249,10 @@ def _require_encryption() -> None:
     os.environ["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] = "True"
 
 
+# Handshakes `caelum worker` tries before explaining a TLS refusal whose reason was lost.
+_TLS_PROBES = 4
+
+
 def _check_reachable(
     address: str, timeout: float | None = None, security: Any = None, cert_name: str | None = None
 ) -> None:
@@ -232,8 +266,17 @@ def _check_reachable(
     connection_args = security.get_connection_args("worker") if security is not None else {}
 
     async def probe() -> None:
-        comm = await comm_connect(address, timeout=timeout, **connection_args)
-        await comm.close()
+        for attempt in range(_TLS_PROBES):
+            try:
+                comm = await comm_connect(address, timeout=timeout, **connection_args)
+                await comm.close()
+                return
+            except OSError as exc:
+                # A scheduler refusing the certificate closes the socket right after its TLS
+                # alert; the close can outrun the alert ("EOF occurred"), so knock again to
+                # read the reason (e.g. "certificate revoked") instead of guessing.
+                if security is None or "EOF" not in str(exc) or attempt == _TLS_PROBES - 1:
+                    raise
 
     try:
         asyncio.run(probe())
