@@ -7,7 +7,8 @@ from typing import Any
 
 from caelum_dask.resources import GPU
 
-STATUS_COLOURS: dict[str, str] = {"online": "#2ca02c", "busy": "#ff7f0e", "offline": "#d62728"}
+STATUS_COLOURS: dict[str, str] = {"online": "#2ca02c", "busy": "#ff7f0e", "offline": "#d62728",
+                                  "owner-active": "#9467bd"}  # a desktop owner is using it
 UNKNOWN_COLOUR = "#7f7f7f"
 
 
@@ -64,7 +65,7 @@ def machines_source(nodes: list[dict[str, Any]], now: float | None = None) -> di
             "heartbeat", "first_seen",
         )
     }
-    order = {"busy": 0, "online": 1, "offline": 2}
+    order = {"busy": 0, "online": 1, "owner-active": 2, "offline": 3}
     for node in sorted(nodes, key=lambda n: (order.get(n.get("status", ""), 3), n.get("hostname", ""))):
         res = node.get("resources") or {}
         last = node.get("last_heartbeat")
