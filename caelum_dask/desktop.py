@@ -309,29 +309,37 @@ def close_to_new_tasks(scheduler: Any, addresses: list[str], stimulus_id: str) -
             scheduler.handle_worker_status_change(Status.closing_gracefully, address, stimulus_id)
 
 
-async def retire_for_owner(scheduler: Any, addresses: list[str], grace: float) -> dict[str, Any]:
+async def retire_for_owner(scheduler: Any, addresses: list[str], grace: float, drain: bool = True) -> dict[str, Any]:
     """Let running tasks finish (up to ``grace`` seconds), then Dask's ``retire_workers``.
 
     Returns ``{"retired", "held", "moved", "still_running", "waited"}``: the workers that left;
     those that stay closed because their results had nowhere to go; how many results only they
     held (replicated elsewhere before they left); how many tasks were still running when the
     grace period ran out (rescheduled elsewhere by Dask); and the seconds spent waiting.
+    ``drain=False`` (a retry of a blocked retirement) skips the wait: they are closed already.
+    Dask is not asked at all while no open worker could receive a result only these hold — it
+    would refuse (and log it) every time the supervisor retries.
     """
     from distributed.protocol.pickle import dumps
 
     stimulus_id = f"caelum-owner-active-{time.time()}"
     close_to_new_tasks(scheduler, addresses, stimulus_id)
     started = time.monotonic()
-    replies = await scheduler.broadcast(
-        msg={"op": "run", "function": dumps(_close_and_drain), "args": dumps((float(grace), DRAIN_POLL)),
-             "kwargs": dumps({}), "wait": True},
-        workers=addresses, on_error="return",
-    )
+    replies: dict[str, Any] = {}
+    if drain:
+        replies = await scheduler.broadcast(
+            msg={"op": "run", "function": dumps(_close_and_drain), "args": dumps((float(grace), DRAIN_POLL)),
+                 "kwargs": dumps({}), "wait": True},
+            workers=addresses, on_error="return",
+        )
     waited = time.monotonic() - started
     present = [a for a in addresses if a in scheduler.workers]
     moved = sum(1 for a in present for ts in scheduler.workers[a].has_what if len(ts.who_has or ()) == 1)
-    retired = await scheduler.retire_workers(workers=present, close_workers=True, remove=True,
-                                             stimulus_id=stimulus_id)
+    receivers = [ws for ws in scheduler.running if ws.address not in present]
+    retired: dict[str, Any] = {}
+    if present and (receivers or not moved):
+        retired = await scheduler.retire_workers(workers=present, close_workers=True, remove=True,
+                                                 stimulus_id=stimulus_id)
     return {
         "retired": sorted(retired),
         "held": sorted(set(present) - set(retired)),
@@ -417,6 +425,7 @@ class DesktopSupervisor:
         self.marked = False  # the registry shows this machine owner-active
         self.closing_since: float | None = None
         self.retired_at: float | None = None
+        self.held = False  # closed, but its results have nowhere to go yet
         self._rpc: Any = None
 
     # -- the loop --------------------------------------------------------------------------
@@ -445,7 +454,7 @@ class DesktopSupervisor:
         if child is not None and child.poll() is not None:
             if self.retired_at is None and not self.marked:
                 return child.returncode
-            self.child, self.retired_at, self.closing_since = None, None, None
+            self.child, self.retired_at, self.closing_since, self.held = None, None, None, False
             self.say("worker left; waiting for the owner to be away")
         if active:
             await self._owner_active()
@@ -473,14 +482,16 @@ class DesktopSupervisor:
             self.retired_at = time.monotonic()
             self.say(f"retired: {reply.get('moved', 0)} results moved to other workers, "
                      f"{reply.get('still_running', 0)} unfinished tasks rescheduled")
-        elif reply and reply.get("held"):
-            self.say("no other worker can take this worker's results yet: it stays closed to new tasks")
+        elif reply and reply.get("held") and not self.held:
+            self.held = True
+            self.say("no other worker can take this worker's results yet: it stays closed to new "
+                     "tasks, holding them, and retires as soon as one can")
 
     async def _owner_away(self) -> None:
         if self.marked:
             reply = await self._tell(active=False)
             if reply is not None:
-                self.closing_since = None
+                self.closing_since, self.held = None, False
                 if reply.get("reopened"):
                     self.say("owner away: worker open to new tasks again")
         if self.child is None:  # also when the scheduler missed that: its mark expires by itself

@@ -45,6 +45,8 @@ class MachineRegistry(SchedulerPlugin):
         self._watchdog: SilentWorkerWatchdog | None = None
         #: machine id -> when its desktop supervisor last said the owner is active
         self._owner_active: dict[str, float] = {}
+        #: machines whose closed workers could not retire yet (said once, retried quietly)
+        self._owner_held: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self, scheduler: Any) -> None:
@@ -264,14 +266,26 @@ class MachineRegistry(SchedulerPlugin):
             self._set_status(node, "owner-active", reason="owner active")
         reply: dict[str, Any] = {"machine": mid, "workers": workers, "retired": [], "held": []}
         if workers:
-            outcome = await desktop.retire_for_owner(self.scheduler, workers, grace)
+            outcome = await desktop.retire_for_owner(self.scheduler, workers, grace,
+                                                     drain=node is None or node.id not in self._owner_held)
             reply.update(outcome)
             if node is not None:
-                self._emit("owner-retired", node, **outcome)
+                self._owner_outcome(node, outcome)
         return reply
+
+    def _owner_outcome(self, node: MachineNode, outcome: dict[str, Any]) -> None:
+        """One event per retirement; a blocked one (results with nowhere to go) is said once."""
+        if outcome["retired"]:
+            self._owner_held.discard(node.id)
+            self._emit("owner-retired", node, **outcome)
+        elif outcome["held"] and node.id not in self._owner_held:
+            self._owner_held.add(node.id)
+            self._emit("owner-retire-blocked", node, **outcome)
 
     async def _owner_away(self, node: MachineNode | None, mid: str | None, workers: list[str]) -> dict[str, Any]:
         reopened = await desktop.reopen(self.scheduler, workers)
+        if node is not None:
+            self._owner_held.discard(node.id)
         if node is not None and self._owner_active.pop(node.id, None) is not None:
             self._emit("owner-away", node, workers=reopened)
             self._set_status(node, "online" if node.workers else "offline", reason="owner away")

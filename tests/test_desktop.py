@@ -211,3 +211,42 @@ def test_desktop_worker_retires_for_the_owner_and_rejoins(process_cluster, owner
         assert client.gather(held) == [f"held{i}:{desk}" for i in range(4)]  # still intact
     finally:
         client.close()
+
+
+@pytest.mark.slow
+def test_a_desktop_worker_with_nowhere_to_move_its_results_keeps_them_closed(process_cluster, owner,
+                                                                             owner_marker: str, tmp_path: Path) -> None:
+    """The only worker: Dask cannot retire it without losing results, so it stays, closed, then reopens."""
+    cluster = process_cluster
+    cluster.start_scheduler()
+    cluster._spawn("worker-desk", [sys.executable, "-m", "caelum_dask", "worker", cluster.address, "--name", "desk",
+                                   "--nthreads", "1", "--policy", "desktop", "--owner-cpu", "0.05",
+                                   "--active-after", "1s", "--away-after", "2s", "--grace", "0s",
+                                   "--sample-interval", "250ms", "--owner-match", owner_marker,
+                                   "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"])
+    log = tmp_path / "computed.log"
+    client = cluster.wait_for_workers(1)
+    try:
+        (desk,) = wait_for(lambda: _desk_workers(client), timeout=60, what="the desktop worker")
+        held = [client.submit(record, f"held{i}", str(log), key=f"held{i}") for i in range(3)]
+        client.gather(held)
+
+        _start_owner(owner, owner_marker)
+        blocked = wait_for(lambda: next((m for _, m in client.get_events("caelum.machines")
+                                         if m["event"] == "owner-retire-blocked"), None),
+                           timeout=120, what="the retirement to be refused")
+        assert list(blocked["held"]) == [desk] and not blocked["retired"]
+        info = client.scheduler_info(n_workers=-1)["workers"]
+        assert info[desk]["status"] == "closing_gracefully"  # there, but takes no task
+        assert _node(client, "127.0.0.1")["status"] == "owner-active"
+        waiting = client.submit(record, "waiting", str(log), key="waiting")
+
+        _stop_owner(owner)
+        assert waiting.result(timeout=180) == f"waiting:{desk}"  # the same worker, open again
+        assert client.gather(held) == [f"held{i}:{desk}" for i in range(3)]
+        assert sorted(name for name, _ in _lines(log, "start")) == ["held0", "held1", "held2", "waiting"]
+        events = [m["event"] for _, m in client.get_events("caelum.machines")]
+        assert events.count("owner-retire-blocked") == 1 and "owner-away" in events
+        assert _desk_workers(client) == [desk]
+    finally:
+        client.close()
