@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -243,3 +244,59 @@ def test_scheduler_check_knows_connected_clients(client: Client) -> None:
     assert (owner.scheduler, owner.client) == (address, client.id)
     # a run of another host whose scheduler is on that host's loopback: nothing to ask, left as it is
     assert check.reason({**owner.columns(), "owner_host": "elsewhere.invalid"}) is None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_mcp_shows_a_dead_clients_run_interrupted_and_resumes_it(client: Client, tmp_path: Path,
+                                                                   _caelum_home: Path, job_marker: str) -> None:
+    """A Python-API client on a real scheduler is killed -9; MCP's tools see what the CLI sees."""
+    import asyncio
+
+    from mcp import Client as McpClient
+
+    from caelum_dask.mcp_server import build_server
+    from caelum_dask.mcp_server.handle import ClusterHandle
+
+    records, gate = tmp_path / "records", tmp_path / "gate"
+    flow = tmp_path / "gated_run.py"
+    flow.write_text(textwrap.dedent(WORKFLOW.format(records=str(records), gate=str(gate))))
+    address = client.scheduler.address
+    env = {**os.environ, "PYTHONPATH": pythonpath(), "CAELUM_SCHEDULER": address, JOB_ENV: job_marker}
+    proc = subprocess.Popen([sys.executable, "-c", f"from caelum_dask.workflow import run_file; run_file({str(flow)!r})"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        run_id = _mid_run(proc, _caelum_home / "workflows.sqlite", records)["id"]
+        proc.kill()
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    gate.touch()  # the orphaned gated task may finish on the cluster: nobody records it any more
+
+    handle = ClusterHandle(address)
+    server = build_server(handle=handle)
+
+    async def go() -> tuple[Any, Any, Any]:
+        async with McpClient(server) as mcp:
+            status = await mcp.call_tool("workflow_status", {"run_id": run_id})
+            runs = await mcp.read_resource("caelum://runs")
+            resumed = await mcp.call_tool("run_workflow", {"path": str(flow), "resume": run_id})
+            return status, runs, resumed
+
+    try:
+        status, runs, resumed = asyncio.run(go())
+    finally:
+        handle.close()
+    assert not status.is_error, status.content
+    stored = status.structured_content
+    assert stored["state"] == "interrupted" and f"process {proc.pid}" in stored["reason"], stored
+    assert stored["scheduler"] == address and stored["owner_client"]
+    assert {r["id"]: r["state"] for r in json.loads(runs.contents[0].text)}[run_id] == "interrupted"
+    assert not resumed.is_error, resumed.content
+    result = resumed.structured_content
+    assert result["state"] == "completed" and result["resumed_from"] == run_id
+    assert (result["cached"], result["computed"]) == (len(PREPARED), 2), result
+    assert result["results"] == {"report": 31}
+    assert sorted(t for kind, t in _records(records) if kind == "done" and t.startswith("prepare")) == sorted(PREPARED)

@@ -208,15 +208,19 @@ def test_run_store_migrates_version_1(tmp_path) -> None:
     db = sqlite3.connect(path)
     db.executescript(MIGRATIONS[0])
     db.execute("INSERT INTO runs VALUES ('r1', 'old', '{\"n\": 1}', 'completed', 1.0, 2.0)")
+    db.execute("INSERT INTO runs VALUES ('r0', 'old', '{}', 'running', 0.5, NULL)")
     db.execute("PRAGMA user_version = 1")
     db.commit()
     db.close()
     with RunStore(path) as store:
-        assert store.version == SCHEMA_VERSION == 2
+        assert store.version == SCHEMA_VERSION == 3
         assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         run = store.run("r1")
         assert run["workflow"] == "old" and run["parameters"] == {"n": 1} and run["computed"] == 0
         assert run["tasks"] == []
+        assert run["owner_pid"] is None and run["reason"] is None
+        # a run stored before owners were recorded has nobody to check: it is left as it was
+        assert store.run("r0")["state"] == "running"
 
 
 def test_run_store_records_attempts(tmp_path) -> None:
