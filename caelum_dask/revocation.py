@@ -30,10 +30,14 @@ def install(server: Any) -> str | None:
 
     Without TLS, or without a ``crl.pem`` beside the CA file, nothing changes.
     """
+    done = getattr(server, "_caelum_crl", None)
+    if done is not None:  # both preloads (caelum_dask.worker and caelum_dask.revocation) ran
+        return str(done)
     ca_file = getattr(getattr(server, "security", None), "tls_ca_file", None)
     crl_file = revocation_list(ca_file)
     if crl_file is None:
         return None
+    server._caelum_crl = crl_file
     for context in compat.server_ssl_contexts(server):
         add_revocation_list(context, crl_file)
     names = [entry.name for entry in certs.revoked(Path(crl_file).parent)]

@@ -19,7 +19,7 @@ from typing import Any
 import dask.config
 from dask.utils import parse_timedelta
 
-from caelum_dask import compat, config, machine_share, resources, slots
+from caelum_dask import compat, config, machine_share, resources, revocation, slots
 from caelum_dask.machine import describe_local_machine
 from caelum_dask.nvml import describe_gpus
 
@@ -47,6 +47,7 @@ def apply_worker_defaults() -> None:
 
 def dask_setup(worker: Any) -> None:
     """Preload entry point (Dask calls it with the Worker, before registration)."""
+    revocation.install(worker)  # first: a plain `dask worker --preload caelum_dask.worker` refuses revoked peers too
     _start_llm_discovery(worker)
     if not config.get("resources.detect"):
         return

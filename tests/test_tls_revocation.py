@@ -138,7 +138,10 @@ def test_security_contexts_refuse_a_revoked_peer_in_a_real_handshake(tmp_path: P
 
     assert _handshake(listen, connect_as("good")) == ("ok", "ok")
     server, client = _handshake(listen, connect_as("bad"))
-    assert "certificate revoked" in server and "revoked" in client
+    # the server names the reason; the client (TLS 1.3: it has finished its side of the
+    # handshake before the server checks its certificate) sees the alert or, when the server
+    # closes first, an EOF — never a working connection
+    assert "certificate revoked" in server and client != "ok"
 
 
 # --- real processes ---------------------------------------------------------------------------
