@@ -427,6 +427,7 @@ class DesktopSupervisor:
         self.retired_at: float | None = None
         self.held = False  # closed, but its results have nowhere to go yet
         self._rpc: Any = None
+        self._said_problem: str | None = None
 
     # -- the loop --------------------------------------------------------------------------
     async def run(self) -> int:
@@ -504,9 +505,13 @@ class DesktopSupervisor:
         try:
             reply: dict[str, Any] = await self._rpc.caelum_owner(
                 hostname=socket.gethostname(), pids=pids, active=active, grace=grace, machine=self.machine)
-        except Exception as exc:  # unreachable, or not a caelum scheduler (no handler): say so, go on
-            self.say(f"cannot tell the scheduler that the owner is {'active' if active else 'away'}: {exc}")
+        except Exception as exc:  # unreachable, or not a caelum scheduler (no handler): say so once, go on
+            problem = f"cannot tell the scheduler that the owner is {'active' if active else 'away'}: {exc}"
+            if problem != self._said_problem:
+                self._said_problem = problem
+                self.say(problem)
             return None
+        self._said_problem = None
         self.machine = reply.get("machine") or self.machine
         self.marked = active and self.machine is not None
         return reply
