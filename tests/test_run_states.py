@@ -112,16 +112,16 @@ def _start_run(flow: Path, marker: str) -> subprocess.Popen[str]:
 
 
 def _mid_run(proc: subprocess.Popen[str], store_path: Path, records: Path) -> dict:
-    """Wait until the quick tasks are completed in the store and the gated one is running."""
+    """Wait until the store has the quick tasks completed and the gated one running."""
     def ready() -> dict | None:
         if proc.poll() is not None:
             out, err = proc.communicate()
             raise AssertionError(f"`caelum run` exited ({proc.returncode}) before the gate:\n{out}\n{err}")
         run = _stored_run(store_path)
-        if run is None or ("start", "gated") not in _records(records):
+        if run is None:
             return None
-        states = {t["task"]: t["state"] for t in run["tasks"]}
-        return run if all(states.get(t) == "completed" for t in PREPARED) else None
+        states = {t["task"]: t["state"] for t in run["tasks"]}  # the gated task's start reached the store too
+        return run if states.get("gated") == "running" and all(states.get(t) == "completed" for t in PREPARED) else None
 
     return wait_for(ready, timeout=150, interval=0.2, what="the quick tasks to complete and the gated one to start")
 
@@ -155,6 +155,8 @@ def test_stopped_client_reads_interrupted_and_resumes(tmp_path: Path, _caelum_ho
     assert run["reason"], run
     if how == signal.SIGKILL:  # nothing recorded it: the reader found the owner gone
         assert f"process {run['owner_pid']}" in run["reason"] and "gone" in run["reason"], run
+    else:  # the client's own cleanup recorded it
+        assert run["reason"] == "its client was stopped (SIGTERM)", run
     assert run["owner_pid"] == proc.pid and run["owner_host"] == socket.gethostname()
     assert run["computed"] == len(PREPARED) and run["finished"] is not None
 

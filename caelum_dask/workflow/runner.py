@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import queue
+import signal
 import threading
 import time
 import uuid
@@ -381,8 +382,10 @@ def _why_unfinished(exc: BaseException, lost: bool, address: str) -> tuple[str, 
         return "interrupted", f"lost the connection to the scheduler {address}"
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted", "its client was interrupted (Ctrl-C)"
-    if isinstance(exc, SystemExit):
-        return "interrupted", f"its client was stopped (exit status {exc.code}; 143 is SIGTERM)"
+    if isinstance(exc, SystemExit):  # caelum's job scope turns SIGTERM into SystemExit(128 + SIGTERM)
+        if exc.code == 128 + signal.SIGTERM:
+            return "interrupted", "its client was stopped (SIGTERM)"
+        return "interrupted", f"its client exited (status {exc.code})"
     return "interrupted", f"its client stopped on {type(exc).__name__}: {exc}"
 
 
