@@ -24,7 +24,7 @@ Figures (from the owner's start, scheduler event times, same clock):
 * ``last start``: the last task that started on it (must be before ``closed``);
 * ``gone``: the worker has left the cluster, its results moved (Dask's retire_workers);
 * ratio: workload time with the owner against the baseline (the machine's share of the work
-  moves to the other one, so > 1 is expected: ~1.6 here);
+  moves to the other one, so > 1 is expected);
 * lost / twice: results missing or wrong, and tasks computed more than once (both must be 0);
 * ``rejoin``: owner's process killed -> the desktop worker is back (away-after 3 s + start).
 """
