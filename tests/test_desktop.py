@@ -148,20 +148,58 @@ def _desk_workers(client) -> list[str]:
     return [a for a, w in client.scheduler_info(n_workers=-1)["workers"].items() if w["name"] == "desk"]
 
 
-@pytest.mark.slow
-def test_desktop_worker_retires_for_the_owner_and_rejoins(process_cluster, owner, owner_marker: str,
-                                                          tmp_path: Path) -> None:
-    cluster = process_cluster
-    cluster.start_scheduler()
+def _events(client, name: str) -> list[dict]:
+    return [msg for _, msg in client.get_events("caelum.machines") if msg["event"] == name]
+
+
+def _start_keeper_and_desk(cluster, owner_marker: str, *, grace: str) -> None:
     # another machine (another loopback address) that stays and receives the results
     cluster._spawn("worker-keeper", [sys.executable, "-m", "distributed.cli.dask_worker", cluster.address,
                                      "--name", "keeper", "--host", "127.0.0.2", "--nthreads", "2", "--no-nanny",
                                      "--dashboard-address", "127.0.0.2:0", "--preload", "caelum_dask.worker"])
     cluster._spawn("worker-desk", [sys.executable, "-m", "caelum_dask", "worker", cluster.address, "--name", "desk",
                                    "--nthreads", "2", "--policy", "desktop", "--owner-cpu", "0.05",
-                                   "--active-after", "1s", "--away-after", "2s", "--grace", "120s",
+                                   "--active-after", "1s", "--away-after", "2s", "--grace", grace,
                                    "--sample-interval", "250ms", "--owner-match", owner_marker,
                                    "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"])
+
+
+def _check_closed_to_new_tasks(client, cluster, log: Path) -> None:
+    """Owner-active everywhere it is shown, and new work goes elsewhere though it has a free thread."""
+    wait_for(lambda: (_node(client, "127.0.0.1") or {}).get("status") == "owner-active", timeout=120,
+             what="the machine to show owner-active")
+    later = [client.submit(record, f"later{i}", str(log), key=f"later{i}") for i in range(4)]
+    assert [result.split(":")[0] for result in client.gather(later)] == [f"later{i}" for i in range(4)]
+    ran_on = {address for name, address in _lines(log, "end") if name.startswith("later")}
+    assert len(ran_on) == 1 and "127.0.0.2" in ran_on.pop()
+    shown = run_caelum("status", "--scheduler", cluster.address, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert "OWNER-ACTIVE" in shown.stdout
+
+
+def _check_retired_with_results_moved(client, log: Path, desk: str, held: list, long) -> None:
+    """The running task finished there (grace); the worker left; every result is elsewhere, once."""
+    assert long.result(timeout=120) == f"long:{desk}"
+    wait_for(lambda: desk not in client.scheduler_info(n_workers=-1)["workers"], timeout=120,
+             what="the desktop worker to retire")
+    assert client.gather(held) == [f"held{i}:{desk}" for i in range(4)]
+    for future in [*held, long]:
+        holders = client.who_has(future)[future.key]
+        assert holders and desk not in holders
+    started = [name for name, _ in _lines(log, "start")]
+    assert len(started) == len(set(started)), f"computed twice: {started}"
+    assert _node(client, "127.0.0.1")["status"] == "owner-active"  # still, while the owner works
+    assert _events(client, "machine-owner-active")
+    (retired,) = _events(client, "owner-retired")
+    assert list(retired["retired"]) == [desk] and not retired["held"] and retired["moved"] == 5
+
+
+@pytest.mark.slow
+def test_desktop_worker_retires_for_the_owner_and_rejoins(process_cluster, owner, owner_marker: str,
+                                                          tmp_path: Path) -> None:
+    cluster = process_cluster
+    cluster.start_scheduler()
+    _start_keeper_and_desk(cluster, owner_marker, grace="120s")
     log = tmp_path / "computed.log"
     client = cluster.wait_for_workers(2)
     try:
@@ -174,31 +212,8 @@ def test_desktop_worker_retires_for_the_owner_and_rejoins(process_cluster, owner
         wait_for(lambda: ("long", desk) in _lines(log, "start"), timeout=60, what="the long task to start")
 
         _start_owner(owner, owner_marker)
-        node = wait_for(lambda: (n := _node(client, "127.0.0.1")) and n["status"] == "owner-active" and n,
-                        timeout=120, what="the machine to show owner-active")
-        assert node["status"] == "owner-active"
-        # no new task for it, though it has a free thread: everything new goes to the keeper
-        later = [client.submit(record, f"later{i}", str(log), key=f"later{i}") for i in range(4)]
-        client.gather(later)
-        assert all(not address.endswith(desk) and "127.0.0.2" in address
-                   for name, address in _lines(log, "end") if name.startswith("later"))
-        shown = run_caelum("status", "--scheduler", cluster.address, timeout=120)
-        assert shown.returncode == 0, shown.stderr
-        assert "OWNER-ACTIVE" in shown.stdout
-
-        # the running task finished there (grace), then the worker left with its results moved
-        assert long.result(timeout=120) == f"long:{desk}"
-        wait_for(lambda: desk not in client.scheduler_info(n_workers=-1)["workers"], timeout=120,
-                 what="the desktop worker to retire")
-        assert client.gather(held) == [f"held{i}:{desk}" for i in range(4)]
-        assert all(client.who_has(f)[f.key] and desk not in client.who_has(f)[f.key] for f in [*held, long])
-        started = [name for name, _ in _lines(log, "start")]
-        assert sorted(started) == sorted({*started}), f"computed twice: {started}"
-        assert _node(client, "127.0.0.1")["status"] == "owner-active"  # still, while the owner works
-        happened = [msg["event"] for _, msg in client.get_events("caelum.machines")]
-        assert "machine-owner-active" in happened and "owner-retired" in happened
-        retired = next(msg for _, msg in client.get_events("caelum.machines") if msg["event"] == "owner-retired")
-        assert list(retired["retired"]) == [desk] and not retired["held"] and retired["moved"] == 5
+        _check_closed_to_new_tasks(client, cluster, log)
+        _check_retired_with_results_moved(client, log, desk, held, long)
 
         # the owner leaves: the machine joins again by itself and takes work
         _stop_owner(owner)
@@ -206,8 +221,9 @@ def test_desktop_worker_retires_for_the_owner_and_rejoins(process_cluster, owner
         assert again != desk
         wait_for(lambda: (_node(client, "127.0.0.1") or {}).get("status") in ("online", "busy"), timeout=60,
                  what="the machine back online")
-        assert client.submit(record, "back", str(log), key="back", workers=[again]).result(timeout=120) == f"back:{again}"
-        assert "owner-away" in [msg["event"] for _, msg in client.get_events("caelum.machines")]
+        back = client.submit(record, "back", str(log), key="back", workers=[again])
+        assert back.result(timeout=120) == f"back:{again}"
+        assert _events(client, "owner-away")
         assert client.gather(held) == [f"held{i}:{desk}" for i in range(4)]  # still intact
     finally:
         client.close()
