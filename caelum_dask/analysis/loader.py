@@ -3,16 +3,22 @@
 Plugin files are user code that workers do not have. :mod:`caelum_dask.usercode` loads them
 (as workflow files and report definitions: one error format) and a :class:`PluginSource` that
 travels with a task carries its loaded module by value, so the workers never import the file.
+The module travels cloudpickled as bytes, unpickled when a task first needs it: unpickling
+imports what the plugin imports (libcst's matchers, …), which inside Dask's message handling
+would stall the worker's event loop long enough on a busy machine for the cluster to drop it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import cloudpickle
 
 from caelum_dask import usercode
 from caelum_dask.analysis.builtins import BUILTINS, DEFAULT_ANALYZERS
@@ -21,6 +27,8 @@ from caelum_dask.errors import InvalidInput
 
 SCHEMA_VERSION = "1"
 _LOADED: dict[str, types.ModuleType] = {}  # source digest -> module, in this process
+_SHIPPED: dict[str, bytes] = {}  # source digest -> that module cloudpickled (sent, or arrived)
+_LOCK = threading.RLock()
 EXPECTED = "expected a CSTAnalyzer/ASTAnalyzer/SourceAnalyzer subclass with a `name`"
 
 
@@ -37,14 +45,23 @@ class PluginSource:
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Travel with the module loaded here, by value (see :mod:`caelum_dask.usercode`)."""
-        return _arrived, (self.filename, self.source, _LOADED.get(self.digest))
+        return _arrived, (self.filename, self.source, _shipped(self.digest))
 
 
-def _arrived(filename: str, source: str, module: types.ModuleType | None) -> PluginSource:
-    """Unpickling side of :meth:`PluginSource.__reduce__`: keep the module that came along."""
+def _shipped(digest: str) -> bytes | None:
+    """The module loaded here for ``digest``, cloudpickled once (None when not loaded here)."""
+    with _LOCK:
+        if digest not in _SHIPPED and digest in _LOADED:
+            _SHIPPED[digest] = cloudpickle.dumps(_LOADED[digest])
+        return _SHIPPED.get(digest)
+
+
+def _arrived(filename: str, source: str, shipped: bytes | None) -> PluginSource:
+    """Unpickling side of :meth:`PluginSource.__reduce__`: keep the module's bytes for later."""
     plugin = PluginSource(filename, source)
-    if module is not None:
-        _LOADED.setdefault(plugin.digest, module)
+    if shipped is not None:
+        with _LOCK:
+            _SHIPPED.setdefault(plugin.digest, shipped)
     return plugin
 
 
@@ -72,9 +89,12 @@ class AnalyzerSpec:
 def load_plugin_module(plugin: PluginSource) -> types.ModuleType:
     """The module of a plugin file: the one that came with it, or loaded here (once per content)."""
     key = plugin.digest
-    if key not in _LOADED:
-        _LOADED[key] = usercode.load_source(plugin.filename, plugin.source, usercode.ANALYZER)
-    return _LOADED[key]
+    with _LOCK:
+        if key not in _LOADED:
+            shipped = _SHIPPED.get(key)
+            _LOADED[key] = (cloudpickle.loads(shipped) if shipped is not None
+                            else usercode.load_source(plugin.filename, plugin.source, usercode.ANALYZER))
+        return _LOADED[key]
 
 
 def _plugin_file(file: Path) -> tuple[PluginSource, bool]:
