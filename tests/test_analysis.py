@@ -139,7 +139,7 @@ def test_plugins_find_todo_print_and_deprecated_calls(cluster_client: Client, tm
 
 def test_plugin_errors_are_clear(tmp_path: Path) -> None:
     (tmp_path / "bad_plugin.py").write_text("def broken(:\n")
-    with pytest.raises(InvalidInput, match="cannot load analyzer plugin"):
+    with pytest.raises(InvalidInput, match="bad_plugin.py:1: SyntaxError: invalid syntax — fix the file"):
         analyze(CORPUS, plugins=[str(tmp_path / "bad_plugin.py")], scheduler="tcp://127.0.0.1:9")
     (tmp_path / "none.py").write_text("X = 1\n")
     with pytest.raises(InvalidInput, match="defines no analyzer"):

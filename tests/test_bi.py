@@ -332,7 +332,7 @@ def test_per_machine_mode_step_and_example(client: Any, world: dict[str, Path], 
 @pytest.mark.parametrize("text, message", [
     ("TABLES = ['activity', 'velocity']\n", "unknown table(s) velocity"),
     ("SOURCES = ['git', 'jira']\n", "unknown source(s) jira"),
-    ("TABLES = [\n", "failed to load: SyntaxError"),
+    ("TABLES = [\n", "bad.py:1: SyntaxError: '[' was never closed — fix the file and run again"),
 ])
 def test_bad_definitions(text: str, message: str, tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"

@@ -86,8 +86,8 @@ def test_networkx_example() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "no/such/file.py"], "workflow file 'no/such/file.py' does not exist"),
-        (["run", str(DEFS / "broken_syntax.py")], "broken_syntax.py:3: cannot parse the workflow file"),
+        (["run", "no/such/file.py"], "no/such/file.py: does not exist — give the path of the workflow file"),
+        (["run", str(DEFS / "broken_syntax.py")], "broken_syntax.py:3: SyntaxError: invalid syntax — fix the file and run again"),
         (["run", str(DEFS / "no_workflow.py")], "defines no workflow"),
         (["run", str(DEFS / "resumable.py"), "-p", "zzz=1"], "unknown parameter(s) 'zzz' for workflow 'resumable'; known: marker, x"),
         (["run", str(DEFS / "resumable.py"), "-p", "x=abc"], "parameter 'x' must be of type int; got 'abc'"),
