@@ -343,9 +343,11 @@ class SilentWorkerWatchdog:
 
     Only missed heartbeats tell a hung machine (SIGSTOP, a frozen VM, a pulled cable) from a
     busy one: no socket closes. Dask waits ``worker-ttl`` (never less than 10 heartbeats).
-    Here a worker silent for ``registry.silent-after`` is pinged on a fresh connection and
-    removed only if the ping also goes unanswered for ``registry.ping-timeout`` — a worker that
-    is merely slow under load answers and stays. Removal is Dask's own
+    Here a worker silent for ``registry.silent-after`` is pinged on a fresh connection — its
+    nanny when it has one, a separate process that stays responsive while the worker holds the
+    GIL — and removed only if the ping also goes unanswered for ``registry.ping-timeout``. When
+    every worker is silent at once nothing is removed: that is the scheduler's own stall (an
+    overloaded box), not all machines hanging together. Removal is Dask's own
     ``Scheduler.remove_worker``: its tasks are rescheduled and its results recomputed elsewhere.
     """
 
@@ -354,6 +356,7 @@ class SilentWorkerWatchdog:
         self.silent_after = silent_after
         self.ping_timeout = ping_timeout
         self._pinging: set[str] = set()
+        self._answered: set[str] = set()
         self._callback = PeriodicCallback(self.check, interval * 1000)
 
     @classmethod
@@ -373,15 +376,27 @@ class SilentWorkerWatchdog:
 
     def check(self) -> None:
         now = time.time()
-        for address, ws in list(self.scheduler.workers.items()):
-            if now - ws.last_seen > self.silent_after and address not in self._pinging:
+        workers = list(self.scheduler.workers.items())
+        silent = [(a, ws) for a, ws in workers if now - ws.last_seen > self.silent_after]
+        self._answered.intersection_update(a for a, _ in silent)  # heard from again: a new episode later
+        if not silent or len(silent) == len(workers):
+            return  # everyone silent at once: the scheduler's side (or the whole box) stalled
+        for address, ws in silent:
+            if address not in self._pinging:
                 self._pinging.add(address)
-                asyncio.ensure_future(self._ping_or_remove(address, now - ws.last_seen))
+                asyncio.ensure_future(self._ping_or_remove(address, ws.nanny, now - ws.last_seen))
 
-    async def _ping_or_remove(self, address: str, silent: float) -> None:
+    async def _ping_or_remove(self, address: str, nanny: str | None, silent: float) -> None:
+        # The nanny, when there is one, is a separate and nearly idle process: it answers even
+        # while the worker's own event loop waits for a long GIL-holding call (a C parser, a
+        # big numpy op). Only a stopped or unreachable machine leaves both silent.
         try:
-            await asyncio.wait_for(self.scheduler.rpc(address).identity(), self.ping_timeout)
-            return  # slow, not gone
+            await asyncio.wait_for(self.scheduler.rpc(nanny or address).identity(), self.ping_timeout)
+            if address not in self._answered:  # slow, not gone: said once per silent spell
+                self._answered.add(address)
+                events.emit(events.MACHINES, "worker-slow", sink=self.scheduler, worker=address,
+                            silent=round(silent, 2), answered_by="nanny" if nanny else "worker")
+            return
         except Exception:  # timeout, refused, reset: nobody answers
             pass
         finally:

@@ -56,3 +56,29 @@ def test_busy_worker_that_answers_stays(process_cluster) -> None:
         assert list(client.scheduler_info()["workers"]) == [address]
     finally:
         client.close()
+
+
+@pytest.mark.slow
+def test_worker_whose_nanny_answers_is_not_removed(process_cluster) -> None:
+    """A worker process that stops answering (a long GIL-holding call) on a live machine stays:
+    its nanny, a separate process, answers the ping."""
+    import psutil
+
+    process_cluster.start_scheduler()
+    nanny = process_cluster.start_worker("held", nanny=True)
+    process_cluster.start_worker("other")
+    client = process_cluster.wait_for_workers(2)
+    seen: list[dict] = []
+    client.subscribe_topic(events.MACHINES, lambda event: seen.append(event[1]))
+    held = next(a for a, w in client.scheduler_info()["workers"].items() if w["name"] == "held")
+    worker_pid = client.run(os.getpid, workers=[held])[held]
+    assert worker_pid in {p.pid for p in psutil.Process(nanny.pid).children(recursive=True)}
+    os.kill(worker_pid, signal.SIGSTOP)  # the worker only; the nanny goes on
+    try:
+        wait_for(lambda: any(e.get("event") == "worker-slow" and e.get("worker") == held
+                             and e.get("answered_by") == "nanny" for e in seen), timeout=60, what="worker-slow")
+        assert held in client.scheduler_info()["workers"]
+        assert not [e for e in seen if e.get("event") == "worker-silent"]
+    finally:
+        os.kill(worker_pid, signal.SIGCONT)
+        client.close()
