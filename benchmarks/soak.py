@@ -67,6 +67,7 @@ MARKER = "CAELUM_SOAK"  # every process the soak starts carries MARKER=<soak id>
 WORKERS = 3
 ATTEMPTS = 4  # tries per job (the first and its retries/resumes) before it counts as lost
 MIB = 1024**2
+NO_WORKERS_TIMEOUT = "30s"  # the soak scheduler's distributed.scheduler.no-workers-timeout
 HANG_AFTER = 120  # seconds past the deadline after which a job still running counts as hung
 
 WORKFLOW = '''"""The soak's workflow: prepare, square slowly, total; `total` waits while the hold file exists."""
@@ -236,6 +237,10 @@ class SoakCluster:
             **os.environ, MARKER: soak_id, "PYTHONUNBUFFERED": "1", "DASK_CAELUM__HOME": str(home),
             "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
             "DASK_CAELUM__LLM__PROBE_DEFAULT": "False", "DASK_CAELUM__LLM__PROBE_INTERVAL": "0.5s",
+            # A task restricted to workers that all died fails after this instead of waiting
+            # forever (LLMPool.map pins items to the worker addresses it saw when it started):
+            # the job's retry then runs it on the workers there are now. See RESULTS.md, soak.
+            "DASK_DISTRIBUTED__SCHEDULER__NO_WORKERS_TIMEOUT": NO_WORKERS_TIMEOUT,
         }
         self.env.pop("CAELUM_SCHEDULER", None)
 
