@@ -11,6 +11,7 @@ from pathlib import Path
 import dask.config
 import pandas as pd
 import pytest
+from dask.utils import key_split
 from distributed import Client
 from radon.complexity import add_inner_blocks, cc_visit
 from radon.metrics import mi_visit
@@ -245,7 +246,8 @@ def test_dask_keys_are_prefixed(cluster_client: Client, tmp_path: Path) -> None:
         result = analyze(tmp_path / "src", client=cluster_client, run_id="keyprobe", batch_bytes=3_000)
     keys = {str(t["key"]) for t in stream.data}
     assert len(keys) == result.stats["tasks"] >= 2
-    assert all(k.startswith("caelum-analyze-keyprobe-") for k in keys)
+    assert {key_split(k) for k in keys} == {"analyze_batch"}  # Dask's prefix is the step
+    assert all("-keyprobe." in k for k in keys)  # the run id is in the token
 
 
 @pytest.mark.slow

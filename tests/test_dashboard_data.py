@@ -159,6 +159,15 @@ def test_task_kind_from_key_prefix(key: object, kind: str) -> None:
     assert tasks.task_kind(key) == kind
 
 
+def test_task_kind_comes_from_the_annotation_when_there_is_one() -> None:
+    counter = tasks.TaskCounter()
+    counter.transition("load_data-20261201-101010-abcdef.0", "waiting", "processing", "m1", kind="workflow")
+    counter.transition("pytest_session-a1b2c3.linux-0", "waiting", "processing", "m1", kind="test")
+    counter.transition("caelum-bi-r-collect-0", "waiting", "processing", "m1")  # legacy key, no annotation
+    counter.transition("inc-123", "waiting", "processing", "m1", kind="bogus")
+    assert {k: v for k, v in counter.running["m1"].items() if v} == {"workflow": 1, "test": 1, "bi": 1, "other": 1}
+
+
 def test_task_counter_follows_transitions() -> None:
     counter = tasks.TaskCounter()
     counter.transition("caelum-test-1", "waiting", "processing", "m1")

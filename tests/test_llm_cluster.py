@@ -118,7 +118,7 @@ def test_map_runs_as_dask_tasks_next_to_the_backends(llm_cluster: Setup) -> None
     assert (seen[0].done, seen[0].total) == (0, 12)
     assert [(e.done, e.total, e.failed) for e in seen[1:]] == [(i, 12, 0) for i in range(1, 13)]
     prefixes = s.client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
-    assert "caelum-llm" in prefixes
+    assert "llm_generate" in prefixes  # Dask's prefix is the step, the run id is in the token
 
 
 def test_map_reports_failures_per_item(llm_cluster: Setup) -> None:

@@ -10,6 +10,7 @@ import time
 
 import cloudpickle
 import pytest
+from dask.utils import key_split
 
 from caelum_dask import events
 from caelum_dask.errors import UnsatisfiableRequirement
@@ -37,7 +38,7 @@ def _scheduler_view(dask_scheduler) -> dict:
     return {str(ts.key): {"annotations": dict(ts.annotations or {}), "state": ts.state,
                           "workers": sorted(ts.worker_restrictions or []), "loose": ts.loose_restrictions,
                           "resources": dict(ts.resource_restrictions or {}), "retries": ts.retries}
-            for ts in dask_scheduler.tasks.values() if str(ts.key).startswith("caelum-wf-")}
+            for ts in dask_scheduler.tasks.values() if (ts.annotations or {}).get("caelum_kind") == "workflow"}
 
 
 @task(cache=False)
@@ -75,16 +76,16 @@ def test_gpu_tasks_run_only_on_the_gpu_tagged_worker(process_cluster, tmp_path) 
         view: dict = {}
         while time.monotonic() < deadline:
             view = client.run_on_scheduler(_scheduler_view)
-            if any(k.endswith("-gate") and v["state"] == "processing" for k, v in view.items()):
+            if any(key_split(k) == "gate" and v["state"] == "processing" for k, v in view.items()):
                 break
             time.sleep(0.05)
         (tmp_path / "door").write_text("open")
         runner.join(120)
-        gate_view = next(v for k, v in view.items() if k.endswith("-gate"))
+        gate_view = next(v for k, v in view.items() if key_split(k) == "gate")  # Dask's prefix is the step
         assert gate_view["annotations"]["priority"] == 3
         assert gate_view["annotations"]["retries"] == 2 and gate_view["retries"] == 2
         assert gate_view["workers"] == sorted(client.scheduler_info()["workers"]) and gate_view["loose"] is False
-        gpu_views = [v for k, v in view.items() if k.rsplit("-", 1)[-1] in {f"g{i}" for i in range(6)}]
+        gpu_views = [v for k, v in view.items() if key_split(k) in {f"g{i}" for i in range(6)}]
         assert len(gpu_views) == 6 and all(v["resources"] == {"GPU": 1.0} for v in gpu_views)
 
         result = box["result"]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from caelum_dask import keys
 from caelum_dask.analysis.batching import batch_by_size
 from caelum_dask.analysis.loader import PluginSource, load_plugin_module
 from caelum_dask.analysis.options import CodemodOptions, given
@@ -221,8 +222,9 @@ def _run_batches(client: Any, items: list[CodemodItem], ref: TransformRef, opts:
                             min_batches=8 * n_workers)
     if progress:
         progress(status(JOB, f"{len(items)} files in {len(batches)} batches on {n_workers} workers", run_id=run))
-    futures = [client.submit(codemod_batch, b, ref, int(opts.context_lines), pure=False,
-                             key=f"caelum-analyze-{run}-codemod-{i:05d}") for i, b in enumerate(batches)]
+    with keys.kind("analysis"):
+        futures = [client.submit(codemod_batch, b, ref, int(opts.context_lines), pure=False,
+                                 key=keys.task_key("codemod_batch", run, i)) for i, b in enumerate(batches)]
     done = 0
     for future in as_completed(futures):
         for filename, outcome, new, text in future.result():

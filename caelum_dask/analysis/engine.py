@@ -22,7 +22,7 @@ from typing import Any
 import networkx as nx
 import pandas as pd
 
-from caelum_dask import events
+from caelum_dask import events, keys
 from caelum_dask.analysis.batching import batch_by_size
 from caelum_dask.analysis.cache import ResultCache, file_key
 from caelum_dask.analysis.discovery import SourceFile, discover
@@ -224,9 +224,10 @@ def _submit(client: Any, work: _Work, batches: list[list[SourceFile]]) -> dict[A
     futures = {}
     for index, batch in enumerate(batches):
         items = [(f.rel, f.module, f.is_package, work.contents[f.rel]) for f in batch]
-        future = client.submit(analyze_batch, work.run_id, items, work.spec, limit,
-                               key=f"caelum-analyze-{work.run_id}-{index:05d}", pure=False,
-                               priority=len(batches) - index)
+        with keys.kind("analysis"):
+            future = client.submit(analyze_batch, work.run_id, items, work.spec, limit,
+                                   key=keys.task_key("analyze_batch", work.run_id, index), pure=False,
+                                   priority=len(batches) - index)
         futures[future] = batch
     return futures
 

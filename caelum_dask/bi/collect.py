@@ -2,7 +2,8 @@
 
 The data lives where the repositories and the recorded results are, so collection runs there
 (``workers=`` the machine's workers, ``allow_other_workers=False``) and only DataFrames travel.
-Keys are ``caelum-bi-<run>-collect-<n>`` so the dashboard shows them as BI work.
+Keys are ``bi_collect-<run>.<n>`` (Dask's prefix is the step), annotated ``caelum_kind: bi`` so the
+dashboard shows them as BI work.
 
 On one host every worker belongs to the same machine in the registry; ``per="worker"`` runs one
 collector per worker instead (each reads its own ``caelum.bi.roots``), which is how the tests
@@ -24,7 +25,7 @@ from typing import Any, Literal
 import pandas as pd
 from distributed import Client, Future
 
-from caelum_dask import config, events
+from caelum_dask import config, events, keys
 from caelum_dask.bi import gitlog, sampling, sources
 from caelum_dask.bi.dataset import Dataset
 from caelum_dask.bi.options import BIOptions
@@ -160,10 +161,11 @@ def submit_collectors(client: Client, roots: list[str] | None = None, since: int
     options = BIOptions.given(options)
     futures = []
     for n, target in enumerate(targets(client, per)):
-        futures.append(client.submit(
-            collect_here, target["machine"], roots, since, tuple(sources_wanted), run_id, options,
-            key=f"caelum-bi-{run_id}-collect-{n}", workers=target["workers"],
-            allow_other_workers=False, pure=False, retries=0))
+        with keys.kind("bi"):
+            futures.append(client.submit(
+                collect_here, target["machine"], roots, since, tuple(sources_wanted), run_id, options,
+                key=keys.task_key("bi_collect", run_id, n), workers=target["workers"],
+                allow_other_workers=False, pure=False, retries=0))
     return run_id, futures
 
 

@@ -1,7 +1,7 @@
 """Run a report: collectors on every machine, one aggregation task, exports on this machine.
 
-The flow is one Dask computation: pinned collector tasks (``caelum-bi-<run>-collect-<n>``)
-feed one aggregation task (``caelum-bi-<run>-aggregate``) that merges, deduplicates and
+The flow is one Dask computation: pinned collector tasks (``bi_collect-<run>.<n>``)
+feed one aggregation task (``bi_aggregate-<run>.0``) that merges, deduplicates and
 builds the report's tables on a worker — the collected rows move worker to worker, never via
 the client. Above ``caelum.bi.dask-threshold`` file-change rows, churn and activity are
 computed with dask.dataframe over the collectors' partitions instead (see ``large``).
@@ -20,7 +20,7 @@ import dask.config
 import pandas as pd
 from distributed import Client, Future, as_completed
 
-from caelum_dask import events
+from caelum_dask import events, keys
 from caelum_dask.bi import large
 from caelum_dask.bi.collect import submit_collectors
 from caelum_dask.bi.dataset import Dataset, parse_since
@@ -124,8 +124,9 @@ def _large_tables(client: Client, defn: ReportDefinition, futures: list[Future],
     threshold = options.dask_threshold
     if threshold is None:  # configured off
         return {}
-    sizes = client.gather([client.submit(_rows, f, key=f"caelum-bi-{run_id}-size-{n}")
-                           for n, f in enumerate(futures)])
+    with keys.kind("bi"):
+        sizes = client.gather([client.submit(_rows, f, key=keys.task_key("bi_size", run_id, n))
+                               for n, f in enumerate(futures)])
     if sum(sizes) <= int(threshold):
         return {}
     steps.say(f"{sum(sizes)} file changes: aggregating churn/activity with dask.dataframe")
@@ -175,8 +176,9 @@ def run_report(definition: str | Path | ReportDefinition, *, client: Client | No
     precomputed = _large_tables(client, defn, futures, run_id, options, steps)
     extra = getattr(defn.module, "tables", None)
     blob = cloudpickle.dumps(extra) if callable(extra) else None
-    pending = client.submit(aggregate, defn.tables, blob, options, precomputed,
-                            *futures, key=f"caelum-bi-{run_id}-aggregate", pure=False)
+    with keys.kind("bi"):
+        pending = client.submit(aggregate, defn.tables, blob, options, precomputed,
+                                *futures, key=keys.task_key("bi_aggregate", run_id), pure=False)
     steps.follow(futures)
     result = pending.result()
     steps.say(f"aggregated {len(result['tables'])} table(s)", done=1)

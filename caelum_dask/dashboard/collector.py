@@ -22,6 +22,7 @@ from caelum_dask.dashboard.data.tasks import TaskCounter
 from caelum_dask.dashboard.data.tests import TestRuns
 from caelum_dask.dashboard.data.utilisation import UtilisationHistory, machine_sample
 from caelum_dask.dashboard.data.workflows import WorkflowRuns
+from caelum_dask.keys import KIND
 from caelum_dask.registry import PLUGIN_NAME as REGISTRY_NAME
 
 PLUGIN_NAME = "caelum-dashboard"
@@ -76,12 +77,13 @@ class DashboardState(SchedulerPlugin):
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         if finish != "processing" and start != "processing":
             return
-        machine = None
+        machine = kind = None
         if finish == "processing" and self.scheduler is not None:
             ts = self.scheduler.tasks.get(key)
             if ts is not None and ts.processing_on is not None:
                 machine = self.machine_of(ts.processing_on.address)
-        self.tasks.transition(key, start, finish, machine)
+                kind = (ts.annotations or {}).get(KIND)
+        self.tasks.transition(key, start, finish, machine, kind)
 
     # -- helpers -----------------------------------------------------------------------------
     @property

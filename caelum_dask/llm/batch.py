@@ -1,7 +1,7 @@
 """``LLMPool.map``: a batch of LLM requests as Dask tasks next to the GPUs.
 
 Each item is one task (an LLM call takes seconds; Dask's ~1 ms per task is noise), keyed
-``caelum-llm-<run>-<index>`` and restricted (``workers=``, ``allow_other_workers=False``) to
+``llm_<kind>-<run>.<index>`` (annotated ``caelum_kind: llm``) and restricted (``workers=``, ``allow_other_workers=False``) to
 the workers of machines whose Ollama has the model; Dask's scheduler balances the items over
 them. Inside the task the worker calls *its own machine's* Ollama at its local URL (so a GPU
 box can keep Ollama bound to 127.0.0.1), preferring a server with the model loaded. A task
@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 from distributed import as_completed
 
-from caelum_dask import events
+from caelum_dask import events, keys
 from caelum_dask.errors import InvalidInput
 from caelum_dask.llm import discovery
 from caelum_dask.llm.backend import normalize_model, reachable_url
@@ -143,9 +143,11 @@ class _MapRun:
 
     def submit(self, index: int) -> Any:
         allowed = [w for w in self.workers if w not in self.failed_workers] or self.workers
-        key = f"caelum-llm-{self.run_id}-{index}" + (f"-retry{self.attempts[index]}" if self.attempts[index] else "")
-        future = self.client.submit(llm_task, self.kind, self.model, self.items[index], self.fields, self.run_id,
-                                    index, self.timeout, key=key, workers=allowed, allow_other_workers=False, pure=False)
+        part = f"{index}" + (f"r{self.attempts[index]}" if self.attempts[index] else "")
+        with keys.kind("llm"):
+            future = self.client.submit(llm_task, self.kind, self.model, self.items[index], self.fields, self.run_id,
+                                        index, self.timeout, key=keys.task_key(f"llm_{self.kind}", self.run_id, part),
+                                        workers=allowed, allow_other_workers=False, pure=False)
         self.index_of[future.key] = index
         return future
 

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from distributed import Client, Future, Queue
 
-from caelum_dask import events
+from caelum_dask import events, keys
 from caelum_dask.testing.dispatch import Dispatcher
 from caelum_dask.testing.session import CANNOT_START, run_session
 
@@ -224,8 +224,9 @@ class SuiteRun:
                 "snapshot": s.snapshot, "python": s.python, "args": s.args,
                 "workdir": s.workdir, "timeout": s.timeout, "collect_timeout": s.collect_timeout,
                 "env": s.env, "full": s.full_reports, "freeze": s.freeze_collected, "junit": s.junit, "platform": None if info.platform == "all" else info.platform}
-        info.future = self.client.submit(run_session, spec, key=f"caelum-test-{s.run_id}-session-{info.name}",
-                                         workers=[info.worker], allow_other_workers=True, pure=False, retries=0)
+        with keys.kind("test"):
+            info.future = self.client.submit(run_session, spec, key=keys.task_key("pytest_session", s.run_id, info.name),
+                                             workers=[info.worker], allow_other_workers=True, pure=False, retries=0)
 
     def _loop(self) -> None:
         checked = time.monotonic()

@@ -1,6 +1,8 @@
 """The compiler: a whole workflow DiGraph becomes ONE Dask graph, submitted in one call.
 
-Every node becomes one Dask task keyed ``caelum-wf-<run id>-<node>`` (unique per run: the
+Every node becomes one Dask task keyed ``<node>-<run id>.<n>`` (Dask's ``<name>-<token>``
+convention, :mod:`caelum_dask.keys`: the task prefix is the step; annotated ``caelum_kind:
+workflow``) (unique per run: the
 scheduler would otherwise hand back another run's result and ignore our annotations). Per-task
 placement (resources, workers) and priority travel as annotations of HighLevelGraph layers —
 one MaterializedLayer per distinct annotation set — which the scheduler applies key by key;
@@ -22,6 +24,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from caelum_dask import compat
+from caelum_dask.keys import KIND, task_key
 from caelum_dask.workflow.cache import code_hash
 from caelum_dask.workflow.model import MapRef, ParamRef, Ref, Workflow, options_of
 from caelum_dask.workflow.runtime import NodeRuntime, RunContext, load_cached, run_map, run_node
@@ -155,7 +158,7 @@ def _layered_graph(prefix: str, tasks: list[tuple[str, Task, dict[str, Any]]]) -
         group = tuple(sorted((k, repr(v)) for k, v in annotations.items()))
         layers.setdefault(group, {})[key] = task
         layer_annotations[group] = annotations
-    hlg_layers = {f"{prefix}-layer{i}": MaterializedLayer(dsk, annotations=layer_annotations[group] or None)
+    hlg_layers = {f"{prefix}-layer{i}": MaterializedLayer(dsk, annotations={**layer_annotations[group], KIND: "workflow"})
                   for i, (group, dsk) in enumerate(layers.items())}
     return HighLevelGraph(hlg_layers, {name: set() for name in hlg_layers})
 
@@ -171,7 +174,7 @@ def compile_workflow(wf: Workflow, params: dict[str, Any], bindings: dict[str, t
     prefix = f"{KEY_PREFIX}-{run_id}"
     ctx = RunContext(run_id=run_id, prefix=prefix, cache_url=cache_url, workflow=wf.name, reuse=reuse_items)
     compute, load = _plan(g, order, reusable or set())
-    dask_key = {n: f"{prefix}-{n}" for n in order if n in compute or n in load}
+    dask_key = {n: task_key(n, run_id, i) for i, n in enumerate(order) if n in compute or n in load}
     refs = {n: TaskRef(k) for n, k in dask_key.items()}
     tasks: list[tuple[str, Task, dict[str, Any]]] = []
     depended: set[str] = set()

@@ -24,6 +24,7 @@ from typing import Any
 from dask.base import tokenize
 
 from caelum_dask import compat, events
+from caelum_dask.keys import KIND, task_key
 from caelum_dask.machine import machine_id
 from caelum_dask.workflow.cache import ResultCache, combine
 
@@ -277,9 +278,9 @@ def run_map(rt: NodeRuntime, ctx: RunContext, /, *args: Any, **kwargs: Any) -> A
         item_rt = replace(rt, name=f"{rt.name}[{i}]", map_over=None, cache_key=None, check_cache=True)
         item_args = list(args)
         item_args[rt.map_over] = item
-        key = f"{ctx.prefix}-{item_rt.name}"
+        key = task_key(rt.name, ctx.run_id, f"item{i}")
         dsk[key] = Task(key, run_node, item_rt, ctx, *item_args, **kwargs)
-    layer = MaterializedLayer(dsk, annotations=rt.item_annotations or None)
+    layer = MaterializedLayer(dsk, annotations={**(rt.item_annotations or {}), KIND: "workflow"})
     graph = HighLevelGraph({f"{ctx.prefix}-{rt.name}-items": layer}, {f"{ctx.prefix}-{rt.name}-items": set()})
     keys = list(dsk)
     with worker_client() as client:

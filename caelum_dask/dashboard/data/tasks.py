@@ -1,8 +1,9 @@
 """Tasks page data: tasks per machine, over time, by kind.
 
-The kind of a task is read from its Dask key prefix (the cross-capability convention):
-``caelum-wf-`` workflow, ``caelum-analyze-`` analysis, ``caelum-test-`` test shard,
-``caelum-llm-`` LLM batch, ``caelum-bi-`` BI collector; anything else is ``other`` (plain
+The kind of a task is its ``caelum_kind`` annotation (set by every engine, see
+:mod:`caelum_dask.keys`: keys follow Dask's ``<step>-<token>`` convention, so the kind cannot
+be read from them); keys of the older ``caelum-wf-`` / ``caelum-analyze-`` / ``caelum-test-`` /
+``caelum-llm-`` / ``caelum-bi-`` form are still recognised; anything else is ``other`` (plain
 Dask work). :class:`TaskCounter` is fed by the scheduler plugin's transition hook.
 """
 
@@ -60,12 +61,16 @@ class TaskCounter:
     _where: dict[Any, tuple[str, str]] = field(default_factory=dict)  # key -> (machine, kind)
     history: deque[tuple[float, dict[str, dict[str, int]]]] = field(default_factory=deque)
 
-    def transition(self, key: Any, start: str, finish: str, machine: str | None) -> None:
-        """Account one scheduler transition; ``machine`` is where the task runs or ran."""
+    def transition(self, key: Any, start: str, finish: str, machine: str | None, kind: str | None = None) -> None:
+        """Account one scheduler transition; ``machine`` is where the task runs or ran.
+
+        ``kind`` is the task's ``caelum_kind`` annotation (:mod:`caelum_dask.keys`); without
+        one, the key's legacy ``caelum-<kind>-`` prefix decides, else ``other``.
+        """
         if finish == "processing":
             if machine is None:
                 return
-            kind = task_kind(key)
+            kind = kind if kind in KINDS else task_kind(key)
             self._leave(key)
             self._where[key] = (machine, kind)
             self.running.setdefault(machine, _zero())[kind] += 1
