@@ -21,17 +21,6 @@ def topic_handler(client: Any, topic: str) -> Callable[..., Any] | None:
     return getattr(client, "_event_handlers", {}).get(topic)
 
 
-def drop_topic_handler(client: Any, topic: str) -> None:
-    """Unsubscribe from ``topic`` and forget the handler.
-
-    Private: ``Client._event_handlers``. ``Client.unsubscribe_topic`` tells the scheduler but
-    keeps the handler in the client's table, so a later check for "is our handler installed"
-    would wrongly say yes and a later subscription would never be sent.
-    """
-    client.unsubscribe_topic(topic)
-    getattr(client, "_event_handlers", {}).pop(topic, None)
-
-
 def parse_task_input(value: Any) -> Any:
     """``dask._task_spec.parse_input``: turn nested containers of TaskRefs into task arguments.
 

@@ -74,6 +74,7 @@ class _Router:
     def __init__(self, previous: Callable[..., Any] | None) -> None:
         self.listeners: dict[str, Callable[[tuple[float, Any]], None]] = {}
         self.previous = previous  # a handler somebody else had installed: still called
+        self.subscribed = False  # whether the scheduler sends this client the topic now
 
     def __call__(self, event: tuple[float, Any]) -> Any:
         for listener in list(self.listeners.values()):
@@ -101,12 +102,18 @@ def listen(client: Any, topic: str, key: str, listener: Callable[[tuple[float, A
         current = compat.topic_handler(client, topic)
         router = current if isinstance(current, _Router) else _Router(current)
         router.listeners[key] = listener
-        if router is not current:
+        if router is not current or not router.subscribed:
             client.subscribe_topic(topic, router)
+            router.subscribed = True
 
 
 def unlisten(client: Any, topic: str, key: str) -> None:
-    """Stop calling the listener ``key``; the last one out unsubscribes (unless chained)."""
+    """Stop calling the listener ``key``; the last one out unsubscribes (unless chained).
+
+    The empty router stays installed as the topic's handler: events already on their way when
+    the scheduler hears "unsubscribe" are dropped quietly (with no handler, Dask logs an ERROR
+    "No event handler known for topic" for each), and the next :func:`listen` subscribes again.
+    """
     from caelum_dask import compat
 
     with _ROUTERS_LOCK:
@@ -114,5 +121,6 @@ def unlisten(client: Any, topic: str, key: str) -> None:
         if not isinstance(router, _Router):
             return
         router.listeners.pop(key, None)
-        if not router.listeners and router.previous is None:
-            compat.drop_topic_handler(client, topic)
+        if not router.listeners and router.previous is None and router.subscribed:
+            client.unsubscribe_topic(topic)
+            router.subscribed = False

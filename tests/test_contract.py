@@ -77,3 +77,26 @@ def test_results_become_plain_json() -> None:
     assert got == {"inner": {"where": "/a/b", "tags": ["a", "z"]}, "rows": [{"where": "/a/b", "tags": ["a", "z"]}]}
     assert json.loads(json.dumps(got)) == got
     assert jsonable({1: (Path("x"),)}) == {"1": ["x"]}
+
+
+def test_topic_router_listens_again_and_drops_late_events_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    from caelum_dask import events
+    from harness import wait_for
+
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster, Client(cluster) as client:
+        got: list[object] = []
+        events.listen(client, "caelum.test-topic", "a", lambda e: got.append(e[1]))
+        # the subscription travels on the batched stream, log_event on its own RPC: send until heard
+        wait_for(lambda: client.log_event("caelum.test-topic", {"n": 1}) or got, timeout=30, interval=0.2)
+        events.unlisten(client, "caelum.test-topic", "a")
+        with caplog.at_level(logging.ERROR, logger="distributed.client"):
+            client.log_event("caelum.test-topic", {"n": 2})  # may still reach this client: dropped
+            client.run_on_scheduler(lambda: None)  # a round trip after it
+        assert "No event handler known" not in caplog.text and {"n": 2} not in got
+        events.listen(client, "caelum.test-topic", "b", lambda e: got.append(e[1]))
+        wait_for(lambda: client.log_event("caelum.test-topic", {"n": 3}) or got[-1] == {"n": 3}, timeout=30,
+                 interval=0.2)
