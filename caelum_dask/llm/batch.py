@@ -21,16 +21,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-from distributed import as_completed
+from distributed import wait
 
 from caelum_dask import events, keys
-from caelum_dask.errors import InvalidInput
+from caelum_dask.errors import CaelumError, InvalidInput, SchedulerUnreachable
 from caelum_dask.llm import discovery
 from caelum_dask.llm.backend import normalize_model, reachable_url
 from caelum_dask.llm.results import MapItem
 from caelum_dask.llm.router import Router
 from caelum_dask.progress import ProgressCallback, ProgressEvent
 
+#: how long the map waits for a result before checking that its items still have workers
+STRANDED_CHECK_SECONDS = 2.0
 KINDS: dict[str, str] = {"generate": "/api/generate", "chat": "/api/chat", "embed": "/api/embed"}
 
 
@@ -140,9 +142,11 @@ class _MapRun:
         self.index_of: dict[str, int] = {}
         self.attempts = [0] * len(items)
         self.failed_workers: set[str] = set()
+        self.allowed: dict[int, list[str]] = {}
 
     def submit(self, index: int) -> Any:
         allowed = [w for w in self.workers if w not in self.failed_workers] or self.workers
+        self.allowed[index] = allowed
         part = f"{index}" + (f"r{self.attempts[index]}" if self.attempts[index] else "")
         with keys.kind("llm"):
             future = self.client.submit(llm_task, self.kind, self.model, self.items[index], self.fields, self.run_id,
@@ -157,6 +161,9 @@ class _MapRun:
         if future.status == "finished":
             self.results[index] = future.result()
             return index, None
+        if future.status == "cancelled":  # the client lost the scheduler: retrying would wait forever
+            raise SchedulerUnreachable(f"the scheduler lost LLM batch {self.run_id} (item {index} was cancelled); "
+                                "check the cluster and run the batch again")
         exc = future.exception()
         if isinstance(exc, LocalBackendFailed) and exc.worker:
             self.failed_workers.add(exc.worker)
@@ -166,6 +173,52 @@ class _MapRun:
         self.results[index] = MapItem(index=index, ok=False, error=str(exc) or type(exc).__name__,
                                       worker=getattr(exc, "worker", None))
         return index, None
+
+    def stranded(self, pending: set[Any]) -> list[Any]:
+        """Pending items none of whose allowed workers is in the cluster any more.
+
+        Items are pinned to the workers next to the model's Ollama (``allow_other_workers=False``);
+        when every one of them has died, Dask would keep the item waiting forever. They are
+        cancelled and submitted again to the workers that serve the model now (replacements on
+        the same machines, or other machines), or fail with a clear error when none does.
+        """
+        alive = set(self.client.scheduler_info()["workers"])
+        lost = [f for f in pending if not (set(self.allowed_for(self.index_of[f.key])) & alive)]
+        if not lost:
+            return []
+        self.client.cancel(lost)
+        try:
+            self.workers = _serving_workers(self.client, self.model)
+        except CaelumError as exc:
+            for future in lost:
+                index = self.index_of[future.key]
+                self.results[index] = MapItem(index=index, ok=False, error=f"its workers left the cluster: {exc}")
+            return []
+        return [self.submit(self.index_of[f.key]) for f in lost]
+
+    def allowed_for(self, index: int) -> list[str]:
+        return self.allowed.get(index, self.workers)
+
+
+def _first_finished(pending: set[Any]) -> set[Any]:
+    """The futures of ``pending`` that finished, waiting at most STRANDED_CHECK_SECONDS for one."""
+    try:
+        finished, _ = wait(pending, timeout=STRANDED_CHECK_SECONDS, return_when="FIRST_COMPLETED")
+    except TimeoutError:
+        return set()
+    return set(finished)
+
+
+def _count_unplaced(run: _MapRun, done: int, failed: int, total: int,
+                    progress: ProgressCallback | None) -> tuple[int, int]:
+    """Account items that failed without a task (no worker serves the model any more)."""
+    settled = sum(r is not None for r in run.results)
+    while done < settled:
+        done += 1
+        failed += 1
+        if progress is not None:
+            progress(ProgressEvent(job="llm", done=done, total=total, failed=failed, run_id=run.run_id))
+    return done, failed
 
 
 def run_map(client: Any, model: str, items: Sequence[Any], *, kind: str = "generate",
@@ -194,16 +247,23 @@ def run_map(client: Any, model: str, items: Sequence[Any], *, kind: str = "gener
     if progress is not None:
         progress(ProgressEvent(job="llm", done=0, total=total, run_id=run.run_id))
     done = failed = 0
-    pending = as_completed([run.submit(i) for i in range(total)])
-    for future in pending:
-        index, retry = run.settle(future)
-        if retry is not None:
-            pending.add(retry)
-            continue
-        done += 1
-        failed += 0 if run.results[index].ok else 1  # type: ignore[union-attr]
-        if progress is not None:
-            progress(ProgressEvent(job="llm", done=done, total=total, failed=failed, run_id=run.run_id))
+    pending = {run.submit(i) for i in range(total)}
+    while pending:
+        finished = _first_finished(pending)
+        pending -= finished
+        for future in finished:
+            index, retry = run.settle(future)
+            if retry is not None:
+                pending.add(retry)
+                continue
+            done += 1
+            failed += 0 if run.results[index].ok else 1  # type: ignore[union-attr]
+            if progress is not None:
+                progress(ProgressEvent(job="llm", done=done, total=total, failed=failed, run_id=run.run_id))
+        if not finished:  # nothing for a while: are some items waiting for workers that are gone?
+            replaced = run.stranded(pending)
+            pending = {f for f in pending if f.status != "cancelled"} | set(replaced)
+            done, failed = _count_unplaced(run, done, failed, total, progress)
     events.emit(events.LLM, "map-finished", sink=client, run_id=run.run_id, model=model, items=total,
                 failed=failed)
     return [r for r in run.results if r is not None]
