@@ -21,7 +21,7 @@ import contextlib
 import os
 import signal
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psutil
@@ -33,28 +33,22 @@ JOB_ENV = "CAELUM_JOBS"
 
 def marked(key: str, value: str) -> list[psutil.Process]:
     """Every readable process whose environment has ``key=value`` (this process excluded)."""
-    found = []
-    me = os.getpid()
-    for proc in psutil.process_iter():
-        if proc.pid == me:
-            continue
-        try:
-            if proc.environ().get(key) == value:
-                found.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return found
+    return _matching(key, lambda found: found == value)
 
 
 def marked_in(key: str, value: str) -> list[psutil.Process]:
     """Every readable process whose ``key`` (a ``:``-separated list) contains ``value``."""
+    return _matching(key, lambda found: value in found.split(":"))
+
+
+def _matching(key: str, wanted: Callable[[str], bool]) -> list[psutil.Process]:
     found = []
     me = os.getpid()
     for proc in psutil.process_iter():
         if proc.pid == me:
             continue
         try:
-            if value in proc.environ().get(key, "").split(":"):
+            if wanted(proc.environ().get(key, "")):
                 found.append(proc)
         except (psutil.Error, OSError):
             continue
