@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
+import cloudpickle
 import pytest
 from distributed import Client, Event
-from harness import wait_for
+from harness import run_caelum, wait_for
 
-from caelum_dask.learned import load, save
+from caelum_dask import events
+from caelum_dask.dashboard.data.workflows import WorkflowRuns, dag_source
+from caelum_dask.learned import load, load_figures, save
+from caelum_dask.workflow import Workflow, run, task
+from caelum_dask.workflow.estimates import critical_path
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
 
 
 def test_saved_file_round_trip_and_bad_files(tmp_path: Path) -> None:
     path = tmp_path / "learned" / "task-durations.json"
     assert load(path) == {}
-    save(path, {"load-data": 1.5, "zero": 0.0})
+    save(path, {"load-data": 1.5, "zero": 0.0}, {"llm-tokens-per-second:m:host": 42.0})
     assert load(path) == {"load-data": 1.5}
+    assert load_figures(path) == {"llm-tokens-per-second:m:host": 42.0}
     path.write_text("{not json")
     assert load(path) == {}
 
@@ -62,3 +72,74 @@ def test_restarted_scheduler_knows_a_prefix_before_running_it(process_cluster, t
         assert client.run_on_scheduler(_prefix_average, name="slowstep") == pytest.approx(learned, rel=0.01)
         gate.set()
         assert future.result(timeout=60) == 1
+
+
+@task
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@task
+def nap_after(previous: float, seconds: float) -> float:
+    time.sleep(seconds)
+    return previous + seconds
+
+
+def test_critical_path_is_the_longest_weighted_chain() -> None:
+    import networkx as nx
+
+    graph = nx.DiGraph([("a", "b"), ("b", "d"), ("a", "c"), ("c", "d")])
+    seconds = {"a": 1.0, "b": 5.0, "c": 2.0, "d": 1.0}
+    assert critical_path(graph, seconds) == 7.0
+    assert critical_path(graph, seconds, skip={"b"}) == 4.0  # a reused task costs nothing
+
+
+def _averages(dask_scheduler, names: list[str]) -> dict[str, float | None]:
+    return {n: _prefix_average(dask_scheduler, n) for n in names}
+
+
+def _unknown(dask_scheduler) -> float:
+    import dask.config
+    from dask.utils import parse_timedelta
+
+    return parse_timedelta(dask.config.get("distributed.scheduler.unknown-task-duration"))
+
+
+def test_a_workflow_shows_estimates_next_to_actuals(client: Client) -> None:
+    with Workflow("estimated") as wf:
+        nap_after.with_options(name="quick_step")(nap.with_options(name="slow_step")(0.3), 0.05)
+    first = run(wf, client=client, cache=False)
+    assert first.ok, first.errors
+    unknown = client.run_on_scheduler(_unknown)
+    learned = client.run_on_scheduler(_averages, names=["slow_step", "quick_step"])
+    assert all(v and v > 0 for v in learned.values()), learned
+
+    second = run(wf, client=client, cache=False)
+    assert second.ok, second.errors
+    shown = json.loads(run_caelum("runs", "show", second.run_id, "--json").stdout)
+    tasks = {t["task"]: t for t in shown["tasks"]}
+    # the first run met both steps blind; the second knows what the first measured
+    before = json.loads(run_caelum("runs", "show", first.run_id, "--json").stdout)
+    assert {t["task"]: t["estimated"] for t in before["tasks"]} == {"slow_step": unknown, "quick_step": unknown}
+    assert before["estimated"] == pytest.approx(2 * unknown)
+    for name in ("slow_step", "quick_step"):
+        assert tasks[name]["estimated"] == pytest.approx(learned[name], abs=1e-5)
+        assert tasks[name]["duration"] > 0
+    assert shown["estimated"] == pytest.approx(learned["slow_step"] + learned["quick_step"], abs=1e-5)
+    assert shown["duration"] > 0
+
+    text = run_caelum("runs", "show", second.run_id)
+    assert text.returncode == 0, text.stderr
+    assert f"time: estimated {shown['estimated']:.2f}s, actual {shown['duration']:.2f}s" in text.stdout
+    slow = next(line for line in text.stdout.splitlines() if line.strip().startswith("slow_step"))
+    assert f"estimate {learned['slow_step']:.2f}s actual {tasks['slow_step']['duration']:.2f}s" in slow
+
+    # the dashboard's workflow page: the node table's estimate next to the actual
+    runs = WorkflowRuns()
+    for _stamp, msg in client.get_events(events.WORKFLOWS):
+        runs.apply(msg)
+    nodes = dag_source(runs.get(second.run_id))["nodes"]
+    row = nodes["name"].index("slow_step")
+    assert nodes["estimate"][row] == f"{learned['slow_step']:.2f}"
+    assert float(nodes["actual"][row]) > 0

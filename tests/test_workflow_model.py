@@ -213,12 +213,12 @@ def test_run_store_migrates_version_1(tmp_path) -> None:
     db.commit()
     db.close()
     with RunStore(path) as store:
-        assert store.version == SCHEMA_VERSION == 3
+        assert store.version == SCHEMA_VERSION == 4
         assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         run = store.run("r1")
         assert run["workflow"] == "old" and run["parameters"] == {"n": 1} and run["computed"] == 0
         assert run["tasks"] == []
-        assert run["owner_pid"] is None and run["reason"] is None
+        assert run["owner_pid"] is None and run["reason"] is None and run["estimated"] is None
         # a run stored before owners were recorded has nobody to check: it is left as it was
         assert store.run("r0")["state"] == "running"
 

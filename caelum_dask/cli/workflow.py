@@ -94,6 +94,11 @@ def _when(stamp: float | None) -> str:
     return _dt.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _seconds(value: float | None) -> str:
+    """``1.23s``, or ``-`` when not known (no estimate recorded, or the task did not run)."""
+    return "-" if value is None else f"{value:.2f}s"
+
+
 @runs_group.command(name="list")
 @click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
 @json_option
@@ -123,7 +128,8 @@ def runs_list(limit: int, as_json: bool) -> None:
 @click.option("--tracebacks", is_flag=True, help="Print the traceback of every failed attempt.")
 @json_option
 def runs_show(run_id: str, tracebacks: bool, as_json: bool) -> None:
-    """One run: parameters, every task's state and machine, and its attempts' errors."""
+    """One run: parameters, every task's state and machine, its attempts' errors, and the
+    time the learned durations estimated (per task and for the run) next to the actual time."""
     from caelum_dask.workflow.store import RunStore
 
     with RunStore() as store:
@@ -140,9 +146,12 @@ def runs_show(run_id: str, tracebacks: bool, as_json: bool) -> None:
         click.echo(f"resumed from: {run['resumed_from']}")
     click.echo(f"tasks: {run['computed']} computed, {run['cached']} cached, {run['failed']} failed, "
                f"{run['skipped']} skipped")
+    if run.get("estimated") is not None:
+        click.echo(f"time: estimated {_seconds(run.get('estimated'))}, actual {_seconds(run.get('duration'))}")
     for t in run["tasks"]:
         extra = f"  {t['error']}" if t.get("error") else ""
-        click.echo(f"  {t['task']:<30} {t['state']:<9} attempts {t['attempts']}  {t.get('machine') or '-'}{extra}")
+        click.echo(f"  {t['task']:<30} {t['state']:<9} attempts {t['attempts']}  {t.get('machine') or '-'}"
+                   f"  estimate {_seconds(t.get('estimated'))} actual {_seconds(t.get('duration'))}{extra}")
     if tracebacks:
         for a in run["attempts"]:
             if a.get("traceback"):

@@ -40,6 +40,7 @@ from caelum_dask.dashboard.data import tasks as task_data
 from caelum_dask.dashboard.data import tests as test_data
 from caelum_dask.dashboard.data import workflows as wf_data
 from caelum_dask.dashboard.data.utilisation import METRIC_LABELS, METRICS
+from caelum_dask.events import SCALING
 
 # (url path below /caelum/, navbar label, one-line description)
 PAGES: tuple[tuple[str, str, str], ...] = (
@@ -175,9 +176,14 @@ class Machines:
             _number("memory_used_gb", "Used GiB"), _number("utilization", "Utilisation %", "0"),
             ("uuid", "UUID"),
         ], height=200, name="caelum-gpus-table")
+        # adaptive host groups: the controller's recent decisions (caelum.scaling events)
+        self.scaling_source = ColumnDataSource(machine_data.scaling_source([]))
+        self.scaling_table = _table(self.scaling_source, [
+            ("time", "Time (UTC)", 90), ("event", "Event", 110), ("workers", "Workers", 200),
+            ("hosts", "Hosts", 150), ("detail", "Detail", 500)], height=160, name="caelum-scaling-table")
         self.root = column(
             self.summary, self.table, Div(text="<h3>GPUs</h3>"), self.gpu_table,
-            sizing_mode="stretch_width",
+            Div(text="<h3>Scaling</h3>"), self.scaling_table, sizing_mode="stretch_width",
         )
         self.update()
 
@@ -191,6 +197,9 @@ class Machines:
         _set(self.gpu_source, machine_data.gpus_source(nodes))
         _fit(self.table, len(self.source.data["id"]))
         _fit(self.gpu_table, len(self.gpu_source.data["machine"]), 300)
+        scaling = [message for _, message in self.scheduler.get_events(SCALING)]
+        _set(self.scaling_source, machine_data.scaling_source(scaling))
+        _fit(self.scaling_table, len(self.scaling_source.data["event"]), 300)
 
 
 class Utilisation:
@@ -333,7 +342,8 @@ class Workflows(_RunPage):
         self.runs.selected.on_change("indices", self._on_select)
         self.title = Div(text="", sizing_mode="stretch_width", name="caelum-run-title")
         self.nodes = ColumnDataSource({k: [] for k in ("x", "y", "name", "label", "label_offset", "state",
-                                                       "colour", "size", "count", "detail", "machine")})
+                                                       "colour", "size", "count", "detail", "machine",
+                                                       "estimate", "actual")})
         self.edges = ColumnDataSource({"xs": [], "ys": []})
         self.dag = figure(height=520, sizing_mode="stretch_width", tools="pan,wheel_zoom,reset,save",
                           x_range=Range1d(-1.1, 1.1), y_range=Range1d(-1.1, 1.1))
@@ -358,6 +368,7 @@ class Workflows(_RunPage):
         self.node_table = _table(self.nodes, [
             ("name", "Task (group)", 200), _coloured("state", "State", "colour", 90), _number("count", "Tasks", "0"),
             ("detail", "States", 300), ("machine", "Machine", 150),
+            ("estimate", "estimate s", 90), ("actual", "actual s", 90),
         ], height=240, name="caelum-dag-table")
         self.root = column(self.summary, self.runs_table, self.title, self.legend, self.dag, self.node_table,
                            sizing_mode="stretch_width")

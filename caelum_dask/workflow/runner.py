@@ -30,6 +30,7 @@ from caelum_dask.progress import ProgressCallback, ProgressEvent
 from caelum_dask.results import Result
 from caelum_dask.workflow.cache import ResultCache, default_url
 from caelum_dask.workflow.compiler import CompiledRun, cache_keys, compile_workflow
+from caelum_dask.workflow.estimates import estimate_run
 from caelum_dask.workflow.model import Workflow
 from caelum_dask.workflow.runtime import Unfinished
 from caelum_dask.workflow.owner import Owner
@@ -301,16 +302,18 @@ def _run(wf: Workflow, client: Client, params: dict[str, Any], bindings: Any, st
     compiled = compile_workflow(wf, params, bindings, placement, run_id, cache_url, reusable, keys,
                                 reuse_items=use_cache or bool(previous))
 
+    estimates, estimated = estimate_run(client, wf.graph, compiled.reused)  # learned durations, before it runs
     store.start_run(run_id, wf.name, params, order, file=opts.file,
                     resumed_from=previous["id"] if previous else None, cache_keys=keys, cached=compiled.reused,
-                    owner=Owner.current(client))
+                    owner=Owner.current(client), estimates=estimates, estimated=estimated)
     q = _listen(client, run_id)
     tracker = _Tracker(run_id, len(order), store, {n: "cached" for n in compiled.reused}, progress,
                        float(opts.progress_interval or 0))
     futures: dict[str, Any] = {}
     try:  # from here on the run is in the store: whatever stops it records how
         events.emit(events.WORKFLOWS, "run-started", sink=client, run_id=run_id, workflow=wf.name,
-                    nodes=order, edges=[[a, b] for a, b in wf.graph.edges])
+                    nodes=order, edges=[[a, b] for a, b in wf.graph.edges], estimates=estimates,
+                    estimated=estimated)
         reused_msgs = [events.make_message("task-state", run_id=run_id, task=n, state="cached", worker=None,
                                            machine=None) for n in compiled.reused]
         if reused_msgs:

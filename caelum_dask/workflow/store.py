@@ -61,6 +61,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN reason TEXT;
     CREATE INDEX runs_state ON runs(state);
     """,
+    # 4: what the scheduler's learned durations predicted: per task and the run's critical path
+    """
+    ALTER TABLE runs ADD COLUMN estimated REAL;
+    ALTER TABLE tasks ADD COLUMN estimated REAL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -143,11 +148,14 @@ class RunStore:
     def start_run(self, run_id: str, workflow: str, parameters: dict[str, Any], tasks: Iterable[str],
                   file: str | None = None, resumed_from: str | None = None,
                   cache_keys: dict[str, str] | None = None, cached: Iterable[str] = (),
-                  owner: Owner | None = None) -> None:
+                  owner: Owner | None = None, estimates: dict[str, float] | None = None,
+                  estimated: float | None = None) -> None:
         """Record a new run with every task ``pending``, or ``cached`` for those reused.
 
         ``owner`` (default: this process, no scheduler) is who drives the run; readers use it
-        to find out a run whose owner died.
+        to find out a run whose owner died. ``estimates`` (seconds per task) and ``estimated``
+        (the run's critical path) are what the learned durations predicted, kept so the
+        actual times can be compared with them afterwards.
         """
         now = time.time()
         who = (owner or Owner.current()).columns()
@@ -155,17 +163,18 @@ class RunStore:
             self.db.execute("BEGIN IMMEDIATE")  # take the write lock now: no busy-snapshot upgrade failures
             self.db.execute(
                 "INSERT INTO runs (id, workflow, parameters, state, started, file, resumed_from, owner_host, "
-                "owner_pid, owner_started, scheduler, owner_client) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "owner_pid, owner_started, scheduler, owner_client, estimated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (run_id, workflow, json.dumps(parameters, default=repr, sort_keys=True), "running", now, file,
                  resumed_from, who["owner_host"], who["owner_pid"], who["owner_started"], who["scheduler"],
-                 who["owner_client"]),
+                 who["owner_client"], estimated),
             )
             keys = cache_keys or {}
             reused = set(cached)
+            guesses = estimates or {}
             self.db.executemany(
-                "INSERT INTO tasks (run_id, task, state, cache_key, started, finished) VALUES (?,?,?,?,?,?)",
+                "INSERT INTO tasks (run_id, task, state, cache_key, started, finished, estimated) VALUES (?,?,?,?,?,?,?)",
                 ((run_id, t, "cached" if t in reused else "pending", keys.get(t),
-                  now if t in reused else None, now if t in reused else None) for t in tasks))
+                  now if t in reused else None, now if t in reused else None, guesses.get(t)) for t in tasks))
 
     def record(self, run_id: str, messages: list[dict[str, Any]]) -> None:
         """Apply a batch of ``task-state`` messages (one transaction)."""
@@ -322,7 +331,9 @@ class RunStore:
         run = _run_dict(rows[0])
         rid = run["id"]
         run["tasks"] = [dict(r) for r in self.db.execute(
-            "SELECT task, state, cache_key, machine, worker, attempts, started, finished, error FROM tasks "
+            "SELECT task, state, cache_key, machine, worker, attempts, started, finished, error, estimated, "
+            "CASE WHEN state IN ('completed', 'failed') AND finished IS NOT NULL AND started IS NOT NULL "
+            "THEN ROUND(finished - started, 3) END AS duration FROM tasks "
             "WHERE run_id=? ORDER BY COALESCE(started, 1e18), task", (rid,))]
         run["attempts"] = [dict(r) for r in self.db.execute(
             "SELECT task, attempt, state, started, finished, machine, worker, error, traceback FROM attempts "

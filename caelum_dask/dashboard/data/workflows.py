@@ -55,6 +55,8 @@ class WorkflowRun:
     started: str = ""
     finished: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
+    estimates: dict[str, float] = field(default_factory=dict)  # learned seconds per task (run-started)
+    actuals: dict[str, float] = field(default_factory=dict)  # seconds each finished task took
     version: int = 0
     structure_version: int = 0  # bumped when nodes/edges change (layout must be redone)
     # task-group aggregation, built on first use and then kept up to date incrementally
@@ -126,9 +128,12 @@ class WorkflowRuns(RecentRuns[WorkflowRun]):
             run.workflow = str(msg.get("workflow") or run.workflow)
             run.started = _time_text(msg.get("time"))
             run.state = "running"
+            run.estimates = {str(k): float(v) for k, v in (msg.get("estimates") or {}).items()}
             run.set_structure(list(msg.get("nodes") or []), [tuple(e) for e in msg.get("edges") or []])
         elif event == "task-state" and msg.get("task") is not None:
             run = self._run(run_id)
+            if isinstance(msg.get("duration"), (int, float)):
+                run.actuals[str(msg["task"])] = float(msg["duration"])
             run.set_state(msg["task"], str(msg.get("state") or "pending"), msg.get("machine"))
         elif event == "run-finished":
             run = self._run(run_id)
@@ -361,8 +366,14 @@ def _node_size(count: int) -> float:
     return 14.0 if count == 1 else min(40.0, 14.0 + 3.0 * count ** 0.5)
 
 
+def _mean_text(values: dict[str, float], members: Iterable[str]) -> str:
+    """Mean seconds of the members that have a value, as table text ("" when none has)."""
+    known = [values[m] for m in members if m in values]
+    return f"{sum(known) / len(known):.2f}" if known else ""
+
+
 def _row(nodes: dict[str, list[Any]], xy: tuple[float, float], name: str, counts: Counter[str],
-         machine: str, size: float) -> None:
+         machine: str, size: float, times: tuple[str, str] = ("", "")) -> None:
     total = sum(counts.values())
     state = group_state(counts)
     nodes["x"].append(xy[0])
@@ -374,30 +385,39 @@ def _row(nodes: dict[str, list[Any]], xy: tuple[float, float], name: str, counts
     nodes["count"].append(total)
     nodes["detail"].append(state if total == 1 else ", ".join(f"{counts[s]} {s}" for s in STATES if counts.get(s)))
     nodes["machine"].append(machine)
+    nodes["estimate"].append(times[0])
+    nodes["actual"].append(times[1])
 
 
 def dag_source(run: WorkflowRun, aggregate_above: int = 300, expanded: Collection[str] = (),
                fanout_at: int = 0) -> dict[str, Any]:
     """``{"aggregated", "nodes", "edges"}``: ColumnDataSource data for the run's DAG.
 
-    ``nodes`` has x, y, name, state, colour, size, count, detail (hover text), machine and
-    label. With aggregation one row is one task group; otherwise a map fan-out of at least
+    ``nodes`` has x, y, name, state, colour, size, count, detail (hover text), machine,
+    estimate and actual (seconds per task as text: the learned estimate, the time taken; a
+    group's mean) and label. With aggregation one row is one task group; otherwise a map fan-out of at least
     ``fanout_at`` tasks (0: never) is one row named ``base[…]`` unless its name is in
     ``expanded``; a group's ``detail`` gives its state counts.
     """
     layout = _layout(run, aggregate_above, expanded, fanout_at)
     pos = layout["pos"]
     nodes: dict[str, list[Any]] = {
-        k: [] for k in ("x", "y", "name", "state", "colour", "size", "count", "detail", "machine")
+        k: [] for k in ("x", "y", "name", "state", "colour", "size", "count", "detail", "machine", "estimate",
+                        "actual")
     }
     if layout["aggregated"]:
+        in_group: dict[str, list[str]] = defaultdict(list)
+        for task, group in (run.group_of or {}).items():
+            in_group[group].append(task)
         for group, counts in run.group_counts.items():
-            _row(nodes, pos[group], group, counts, "", min(40.0, 10.0 + 4.0 * sum(counts.values()) ** 0.5))
+            times = (_mean_text(run.estimates, in_group[group]), _mean_text(run.actuals, in_group[group]))
+            _row(nodes, pos[group], group, counts, "", min(40.0, 10.0 + 4.0 * sum(counts.values()) ** 0.5), times)
     else:
         for shown, members in layout["members"].items():
             counts = Counter(run.states[m] for m in members)
             machine = run.machines.get(members[0], "") if len(members) == 1 else ""
-            _row(nodes, pos[shown], shown, counts, machine, _node_size(len(members)))
+            times = (_mean_text(run.estimates, members), _mean_text(run.actuals, members))
+            _row(nodes, pos[shown], shown, counts, machine, _node_size(len(members)), times)
     if "labels" not in layout or layout["labels_for"] != nodes["name"]:
         texts = {n: f"{n} ×{c}" for n, c in zip(nodes["name"], nodes["count"]) if c > 1}
         layout["labels"] = place_labels(nodes["name"], pos, dict(zip(nodes["name"], nodes["size"])), texts)
