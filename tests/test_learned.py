@@ -143,3 +143,24 @@ def test_a_workflow_shows_estimates_next_to_actuals(client: Client) -> None:
     row = nodes["name"].index("slow_step")
     assert nodes["estimate"][row] == f"{learned['slow_step']:.2f}"
     assert float(nodes["actual"][row]) > 0
+
+
+def test_analysis_learns_seconds_per_byte_and_sizes_batches_by_duration(client: Client, tmp_path: Path) -> None:
+    from caelum_dask.analysis import analyze
+    from caelum_dask.analysis.batching import FIGURE
+    from caelum_dask.analysis.options import AnalysisOptions
+    from caelum_dask.learned import known_figures
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"mod{i}.py").write_text(f"def f{i}(x):\n    if x:\n        return {i}\n    return -x\n")
+    # tiny fixed batches; once a figure is learned, a long target duration makes few batches
+    options = AnalysisOptions.from_config(batch_bytes=50, batch_seconds=1000, use_cache=False)
+    assert known_figures(client, FIGURE) == {}
+    first = analyze(src, options, client=client)
+    learned = known_figures(client, FIGURE)
+    assert len(learned) == 1 and next(iter(learned.values())) > 0
+    second = analyze(src, options, client=client)
+    assert first.stats["tasks"] == 40 > second.stats["tasks"] >= 1
+    assert second.summary["functions"] == first.summary["functions"] == 40

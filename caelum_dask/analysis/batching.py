@@ -1,11 +1,12 @@
 """Group files into tasks by size: Dask costs about a millisecond per task, so one task per
 file would cost more than analysing most files; a few batches per worker keep every core busy
-to the end."""
+to the end. Once the scheduler has learned how many seconds a byte of source takes for an
+analyzer set, batches are sized to a target duration instead (:func:`target_bytes`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -34,3 +35,42 @@ def batch_by_size(items: Sequence[T], sizes: Sequence[int], *, target_bytes: int
         weights.append(weight)
     order = sorted(range(len(batches)), key=lambda i: -weights[i])
     return [batches[i] for i in order]
+
+
+#: the learned figure (see :mod:`caelum_dask.learned`): compute seconds per byte of source
+FIGURE = "analysis-seconds-per-byte"
+
+
+def figure_for(builtins: Sequence[str], plugin_digests: Sequence[str] = ()) -> str:
+    """The figure's name for one analyzer set: how fast analysis goes depends on what runs."""
+    names = "+".join(sorted(builtins)) or "none"
+    plugins = "+".join(sorted(d[:12] for d in plugin_digests))
+    return f"{FIGURE}:{names}" + (f":{plugins}" if plugins else "")
+
+
+def learning(figure: str, nbytes: int) -> Any:
+    """Annotate the tasks submitted inside the block so the scheduler learns ``figure`` from
+    their compute time per byte (the batch's seconds are measured by Dask, nothing extra runs)."""
+    import dask
+
+    from caelum_dask.learned import LEARN
+
+    return dask.annotate(**{LEARN: {"figure": figure, "amount": max(1, int(nbytes))}})
+
+
+def target_bytes(client: Any, figure: str, batch_bytes: int, batch_seconds: float | None) -> int:
+    """Bytes per batch: ``batch_seconds`` worth at the learned seconds per byte of ``figure``,
+    or the fixed ``batch_bytes`` until something is learned (or when ``batch_seconds`` is 0).
+
+    Why: a fixed byte count is a guess that fits one analyzer set on one kind of machine; a
+    batch of a known duration keeps Dask's per-task overhead small and the batches short
+    enough to balance, whatever the analyzers cost.
+    """
+    if not batch_seconds or batch_seconds <= 0:
+        return int(batch_bytes)
+    from caelum_dask.learned import known_figures
+
+    per_byte = known_figures(client, figure).get(figure)
+    if not per_byte or per_byte <= 0:
+        return int(batch_bytes)
+    return max(1, int(float(batch_seconds) / per_byte))

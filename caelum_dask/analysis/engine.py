@@ -23,7 +23,7 @@ import networkx as nx
 import pandas as pd
 
 from caelum_dask import events, keys
-from caelum_dask.analysis.batching import batch_by_size
+from caelum_dask.analysis.batching import batch_by_size, figure_for, learning, target_bytes
 from caelum_dask.analysis.cache import ResultCache, file_key
 from caelum_dask.analysis.discovery import SourceFile, discover
 from caelum_dask.analysis.graph import graph_summary, import_graph, module_table
@@ -203,8 +203,10 @@ def _run_on_cluster(work: _Work, results: dict[str, dict[str, Any]], cache: Resu
 
     with client_scope(client, scheduler) as client:
         n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
+        target = target_bytes(client, _figure(work.spec), int(work.options.batch_bytes),
+                              work.options.batch_seconds)
         batches = batch_by_size(work.misses, [f.size for f in work.misses],
-                                target_bytes=int(work.options.batch_bytes), min_batches=8 * n_workers)
+                                target_bytes=target, min_batches=8 * n_workers)
         events.emit(events.ANALYSIS, "run-started", sink=client, run_id=work.run_id, files=tally.total,
                     tasks=len(batches))
         tally.say(f"{len(work.misses)} files in {len(batches)} batches on {n_workers} workers")
@@ -224,12 +226,17 @@ def _submit(client: Any, work: _Work, batches: list[list[SourceFile]]) -> dict[A
     futures = {}
     for index, batch in enumerate(batches):
         items = [(f.rel, f.module, f.is_package, work.contents[f.rel]) for f in batch]
-        with keys.kind("analysis"):
+        with keys.kind("analysis"), learning(_figure(work.spec), sum(f.size for f in batch)):
             future = client.submit(analyze_batch, work.run_id, items, work.spec, limit,
                                    key=keys.task_key("analyze_batch", work.run_id, index), pure=False,
                                    priority=len(batches) - index)
         futures[future] = batch
     return futures
+
+
+def _figure(spec: AnalyzerSpec) -> str:
+    """The learned seconds-per-byte figure of this analyzer set."""
+    return figure_for(spec.builtins, [p.digest for p in spec.plugins])
 
 
 def _batch_rows(future: Any, batch: list[SourceFile], keys: dict[str, str],

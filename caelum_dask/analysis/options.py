@@ -30,6 +30,7 @@ class AnalysisOptions(ConfiguredOptions):
 
     CONFIG: ClassVar[Mapping[str, str]] = {
         "batch_bytes": "analysis.batch-bytes",
+        "batch_seconds": "analysis.batch-seconds",
         "time_limit": "analysis.file-time-limit",
         "max_file_bytes": "analysis.max-file-bytes",
         "plugin_defaults": "analysis.plugin-options",
@@ -43,6 +44,7 @@ class AnalysisOptions(ConfiguredOptions):
     use_cache: bool = True
     cache_path: str | None = None  # None: the results cache under the caelum home
     batch_bytes: int | None = None  # target bytes of source per task
+    batch_seconds: float | None = None  # target seconds per task once seconds per byte are learned (0: bytes)
     time_limit: float | None = None  # seconds per file (0: no limit)
     max_file_bytes: int | None = None  # larger files are skipped unless include_all
     out: str | None = None  # folder for CSV/Parquet/summary.json/report.html; None: no export
