@@ -164,3 +164,31 @@ def test_analysis_learns_seconds_per_byte_and_sizes_batches_by_duration(client: 
     second = analyze(src, options, client=client)
     assert first.stats["tasks"] == 40 > second.stats["tasks"] >= 1
     assert second.summary["functions"] == first.summary["functions"] == 40
+
+
+def _save_now(dask_scheduler) -> None:
+    from caelum_dask.learned import PLUGIN_NAME
+
+    dask_scheduler.plugins[PLUGIN_NAME].save_now()
+
+
+def test_llm_tokens_per_second_per_model_and_machine(fakes, client: Client) -> None:
+    from caelum_dask.learned import durations_file, known_figures
+    from caelum_dask.llm import LLMPool
+    from caelum_dask.llm.backend import normalize_model
+    from caelum_dask.llm.speed import FIGURE, tokens_per_second
+
+    fake = fakes(models=["llama3.2"])
+    with LLMPool(backends=[fake.url]) as pool:
+        answer = pool.generate("llama3.2", "hi there")
+        pool.embed("llama3.2", "no tokens generated: not counted")
+        status = pool.status()
+        pool.speeds.send(client)  # a pool on a cluster sends them itself when it closes
+    model = normalize_model("llama3.2")
+    assert list(status["tokens_per_second"]) == [model]
+    [(machine, rate)] = status["tokens_per_second"][model].items()
+    assert machine and rate == pytest.approx(tokens_per_second(answer), rel=1e-3)
+    name = f"{FIGURE}:{model}:{machine}"
+    assert known_figures(client, FIGURE) == {name: pytest.approx(rate, rel=1e-3)}
+    client.run_on_scheduler(_save_now)
+    assert load_figures(durations_file())[name] == pytest.approx(rate, rel=1e-3)

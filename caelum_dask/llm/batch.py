@@ -266,4 +266,16 @@ def run_map(client: Any, model: str, items: Sequence[Any], *, kind: str = "gener
             done, failed = _count_unplaced(run, done, failed, total, progress)
     events.emit(events.LLM, "map-finished", sink=client, run_id=run.run_id, model=model, items=total,
                 failed=failed)
-    return [r for r in run.results if r is not None]
+    results = [r for r in run.results if r is not None]
+    _learn_speeds(client, model, results)
+    return results
+
+
+def _learn_speeds(client: Any, model: str, results: list[MapItem]) -> None:
+    """Each machine's tokens per second for ``model`` in this map, into the learned figures."""
+    from caelum_dask.llm.speed import TokenRates
+
+    rates = TokenRates()
+    for item in results:
+        rates.note(model, item.machine, item.response)
+    rates.send(client)

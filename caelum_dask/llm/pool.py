@@ -42,6 +42,7 @@ from caelum_dask.llm.errors import BackendError
 from caelum_dask.llm.options import LLMOptions
 from caelum_dask.llm.results import PoolStatus
 from caelum_dask.llm.router import Router, RouterSettings
+from caelum_dask.llm.speed import TokenRates
 from caelum_dask.llm.table import FIRST_TABLE_WAIT_S, BackendTable, EventLog
 from caelum_dask.llm.transport import Transport
 from caelum_dask.progress import ProgressCallback
@@ -95,6 +96,7 @@ class LLMPool:
         self._refresher: Any = None  # the refresh task's concurrent.futures.Future
         self._start_lock = threading.Lock()
         self._closed = False
+        self.speeds = TokenRates()  # tokens per second per model and machine, from the answers
 
     # -- settings, as attributes (read-only: they are the options) ------------------------------
     @property
@@ -164,6 +166,8 @@ class LLMPool:
             self._portal_scope.close()  # stops the portal and joins its thread
             self._portal = None
         self._events.flush()
+        with contextlib.suppress(Exception):  # the scheduler may be gone; the figures are a bonus
+            self.speeds.send(self.client)
         self._scope.close()
 
     async def aclose(self) -> None:
@@ -190,13 +194,18 @@ class LLMPool:
         await self._table.wait_ready()
 
     def status(self) -> dict[str, Any]:
-        """Backends (with in-flight counts, cooldowns) and a per-model summary; JSON-able."""
-        return PoolStatus.of(self.backends(), self.router, self.refresh_error).to_dict()
+        """Backends (with in-flight counts, cooldowns), a per-model summary and the tokens per
+        second seen per model and machine; JSON-able. (The speeds go to the scheduler's learned
+        figures when the pool closes: this may be called from an event loop, which a blocking
+        call to the scheduler would stall.)"""
+        return PoolStatus.of(self.backends(), self.router, self.refresh_error, self.speeds.by_model()).to_dict()
 
     # -- requests ----------------------------------------------------------------------------
     async def arequest(self, path: str, body: Message, *, session: str | None = None) -> tuple[Message, Backend]:
         """POST ``body`` to ``path`` on the best backend for ``body["model"]``; retry on failure."""
-        return await self._transport.request(path, body, session)
+        data, backend = await self._transport.request(path, body, session)
+        self.speeds.note(body.get("model"), backend.machine, data)
+        return data, backend
 
     def request(self, path: str, body: Message, *, session: str | None = None) -> tuple[Message, Backend]:
         """The sync twin of :meth:`arequest` (run on the pool's loop)."""

@@ -57,9 +57,12 @@ class PoolStatus(Result):
     models: dict[str, ModelPlaces]
     router: dict[str, Any]
     refresh_error: str | None
+    #: generated tokens per second seen per model and machine: ``{model: {machine: rate}}``
+    tokens_per_second: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, backends: list[Backend], router: Router, refresh_error: str | None) -> PoolStatus:
+    def of(cls, backends: list[Backend], router: Router, refresh_error: str | None,
+           tokens_per_second: dict[str, dict[str, float]] | None = None) -> PoolStatus:
         """The status of ``backends`` as ``router`` sees them now."""
         rows = []
         models: dict[str, ModelPlaces] = {}
@@ -72,7 +75,8 @@ class PoolStatus(Result):
                     places.loaded_on.append(b.url)
         stats: dict[str, Any] = dict(router.stats)
         stats["warm_hit_rate"] = round(stats["warm_hits"] / stats["requests"], 3) if stats["requests"] else None
-        return cls(backends=rows, models=models, router=stats, refresh_error=refresh_error)
+        return cls(backends=rows, models=models, router=stats, refresh_error=refresh_error,
+                   tokens_per_second=dict(tokens_per_second or {}))
 
 
 __all__ = ["BackendRow", "MapItem", "ModelPlaces", "PoolStatus"]
