@@ -21,7 +21,9 @@ ANALYSIS = "caelum.analysis"
 TESTS = "caelum.tests"
 LLM = "caelum.llm"
 BI = "caelum.bi"
-TOPICS: tuple[str, ...] = (MACHINES, WORKFLOWS, ANALYSIS, TESTS, LLM, BI)
+#: adaptive host groups: the scheduler-side controller's decisions (caelum_dask/deploy/adaptive.py)
+SCALING = "caelum.scaling"
+TOPICS: tuple[str, ...] = (MACHINES, WORKFLOWS, ANALYSIS, TESTS, LLM, BI, SCALING)
 
 
 def now_iso() -> str:

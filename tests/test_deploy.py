@@ -52,7 +52,7 @@ def run_dir(tmp_path: Path):
     ("change", "message"),
     [
         (lambda d: d["workers"][1].update(nthreads="two"), "workers[1].nthreads: expected an integer, got 'two'"),
-        (lambda d: d["workers"][0].update(nthread=2), "workers[0].nthread: unknown key (known keys: env, host"),
+        (lambda d: d["workers"][0].update(nthread=2), "workers[0].nthread: unknown key (known keys: adaptive, env, host"),
         (lambda d: d.pop("scheduler"), "scheduler: missing (required)"),
         (lambda d: d["workers"][0].pop("host"), "workers[0].host: missing (required)"),
         (lambda d: d["scheduler"].update(protocol="udp"), "scheduler.protocol: expected one of tcp, tls, ws, wss"),

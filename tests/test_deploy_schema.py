@@ -79,7 +79,7 @@ def test_every_problem_is_one_line_naming_its_key(tmp_path: Path) -> None:
         "c.yaml: workers[0].nthreads: must be at least 1, got 0",
         "c.yaml: workers[0].memory_limit: 'lots' is not a size (e.g. 8GiB, 4000MB, 0.5 for half the memory, or auto)",
         "c.yaml: workers[1].resources.GPU: expected a number, got 'one'",
-        "c.yaml: workers[1].colour: unknown key (known keys: env, host, listen, memory_limit, name, nthreads, "
+        "c.yaml: workers[1].colour: unknown key (known keys: adaptive, env, host, listen, memory_limit, name, nthreads, "
         "nworkers, python, resources, ssh, tls_dir, tls_name, worker_port)",
     ]
     # consistency problems are all reported too

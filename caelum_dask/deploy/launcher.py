@@ -16,6 +16,11 @@ and must leave the cluster running. So the command runs through
 The processes are the plain caelum commands — ``caelum scheduler`` and ``caelum worker``
 (``dask scheduler``/``dask worker`` with the caelum preloads) — with the cluster file's
 options, so a deployed cluster is exactly the cluster a user would start by hand.
+
+Adaptive host groups (``adaptive:`` on a worker entry): ``up`` starts their ``minimum`` slots
+with the fixed workers and then starts the scheduler-side controller
+(:mod:`caelum_dask.deploy.adaptive`), which uses :class:`DetachedWorker` and
+:func:`stop_process` itself; ``down`` stops the controller first, then every slot.
 """
 
 from __future__ import annotations
@@ -210,7 +215,7 @@ class Tally:
 async def up_async(spec: ClusterSpec, check_only: bool = False,
                    progress: ProgressCallback | None = None) -> UpResult:
     """Preflight, then start what is not running yet and wait until every worker joined."""
-    tally = Tally(progress, len(spec.processes()))
+    tally = Tally(progress, 1 + len(spec.initial_workers()))
     tally.note(f"preflight: {len(spec.processes())} processes on "
                f"{len({p.host for p in spec.processes()})} host(s)")
     checked: Preflight = await run_preflight(spec)
@@ -225,11 +230,11 @@ async def up_async(spec: ClusterSpec, check_only: bool = False,
     except BaseException:
         if started:
             tally.note(f"stopping the {len(started)} process(es) this run started")
-            await asyncio.gather(*(_stop(spec, d.proc_spec) for d in reversed(started)), return_exceptions=True)
+            await asyncio.gather(*(stop_process(spec, d.proc_spec) for d in reversed(started)), return_exceptions=True)
         raise
     expected = spec.expected_workers()
     tally.note(f"waiting for {len(expected)} worker(s) to join {spec.scheduler_address}")
-    await _wait_for_workers(spec, expected, result)
+    await _wait_for_workers(spec, expected, result, tally)
     return result
 
 
@@ -242,7 +247,7 @@ async def _start_all(spec: ClusterSpec, result: UpResult, started: list[_Detache
         tally.count(failed=True)
         raise
     _record(scheduler, result, started, tally)
-    workers = [DetachedWorker(spec, proc, timeout=spec.join_timeout) for proc in spec.workers]
+    workers = [DetachedWorker(spec, proc, timeout=spec.join_timeout) for proc in spec.initial_workers()]
     outcomes = await asyncio.gather(*(_start(w) for w in workers), return_exceptions=True)
     failures = []
     for worker, outcome in zip(workers, outcomes):
@@ -273,9 +278,14 @@ def _record(detached: _Detached, result: UpResult, started: list[_Detached], tal
         tally.count(f"{label}: started (pid {pid})")
 
 
-async def _wait_for_workers(spec: ClusterSpec, expected: list[str], result: UpResult) -> None:
-    """Poll the scheduler until every declared worker name is there (deadline: join_timeout)."""
+async def _wait_for_workers(spec: ClusterSpec, expected: list[str], result: UpResult, tally: Tally) -> None:
+    """Poll the scheduler until every declared worker name is there (deadline: join_timeout).
+
+    Then, for a file with adaptive groups, (re)start the controller on the scheduler.
+    """
     from distributed import Client
+
+    from caelum_dask.deploy.adaptive import start_controller
 
     async with Client(spec.scheduler_address, asynchronous=True, timeout="30s",
                       security=client_security(spec)) as client:
@@ -292,13 +302,17 @@ async def _wait_for_workers(spec: ClusterSpec, expected: list[str], result: UpRe
             await asyncio.sleep(0.2)
         result.workers = sorted(names)
         result.dashboard = client.dashboard_link
+        if await start_controller(client, spec):
+            tally.note(f"adaptive: controller started on the scheduler for "
+                       f"{', '.join(g.name for g in spec.adaptive_groups())}")
         try:
             result.machines = await client.scheduler.caelum_machines()
         except Exception:  # a scheduler without the caelum preload: no registry to show
             result.machines = []
 
 
-async def _stop(spec: ClusterSpec, proc: HostProcess, timeout: float = 30) -> dict[str, Any]:
+async def stop_process(spec: ClusterSpec, proc: HostProcess, timeout: float = 30) -> dict[str, Any]:
+    """Stop one host entry's (or adaptive slot's) process group over SSH; the helper's JSON answer."""
     connection = await ssh.connect(proc)
     try:
         command = ssh.command_line(proc, ssh.helper("stop", "--run-dir", spec.run_dir, "--name", proc.name,
@@ -313,28 +327,53 @@ async def _stop(spec: ClusterSpec, proc: HostProcess, timeout: float = 30) -> di
     return outcome
 
 
+async def _stop_controller(spec: ClusterSpec, tally: Tally) -> None:
+    """Stop the adaptive controller first, so it starts nothing while ``down`` stops processes."""
+    from distributed import Client
+
+    from caelum_dask.deploy.adaptive import stop_controller
+
+    try:
+        async with Client(spec.scheduler_address, asynchronous=True, timeout="10s",
+                          security=client_security(spec)) as client:
+            if await stop_controller(client):
+                tally.note("adaptive: controller stopped")
+    except (OSError, TimeoutError) as exc:  # no scheduler running: no controller either
+        tally.note(f"adaptive: no scheduler to stop a controller on ({str(exc)[:120] or type(exc).__name__})")
+
+
 async def down_async(spec: ClusterSpec, progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """Stop every process of the cluster file (workers first, then the scheduler)."""
+    """Stop every process of the cluster file (the adaptive controller, workers, then the scheduler).
+
+    An adaptive group's slots are all stopped; the report names the ``minimum`` slots always
+    (like a fixed entry) and the others only when one was running.
+    """
     states: dict[str, Any] = {}
     problems: list[str] = []
-    tally = Tally(progress, len(spec.processes()))
+    workers = [p for w in spec.workers for p in (w.slots() if w.adaptive else [w])]
+    tally = Tally(progress, len(workers) + 1)
+    if spec.adaptive_groups():
+        await _stop_controller(spec, tally)
+    always = {p.name for p in spec.initial_workers()} | {spec.scheduler.name}
 
     async def stop_one(proc: HostProcess) -> None:
         try:
-            outcome = await _stop(spec, proc)
+            outcome = await stop_process(spec, proc)
         except (ssh.SSHFailure, LaunchFailed) as exc:
             problems.append(f"{proc.label}: {exc}")
             states[proc.name] = "unknown"
             tally.count(failed=True)
             return
-        states[proc.name] = outcome["state"]
+        if proc.name in always or outcome["state"] != "not-running":
+            states[proc.name] = outcome["state"]
         tally.count(f"{proc.label}: {outcome['state']}" + (f" (pid {outcome['pid']})" if "pid" in outcome else ""))
 
-    await asyncio.gather(*(stop_one(w) for w in spec.workers))
+    await asyncio.gather(*(stop_one(w) for w in workers))
     await stop_one(spec.scheduler)
     if problems:
         raise LaunchFailed(f"could not stop everything: {'; '.join(problems)}")
-    return {"scheduler": spec.scheduler_address, "processes": states}
+    order = [p.name for p in (*workers, spec.scheduler)]
+    return {"scheduler": spec.scheduler_address, "processes": {n: states[n] for n in order if n in states}}
 
 
 def up(spec: ClusterSpec, check_only: bool = False, progress: ProgressCallback | None = None) -> UpResult:

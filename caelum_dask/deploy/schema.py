@@ -25,6 +25,12 @@ Keys (docs/deploy.md has the full reference)::
     scheduler: {host: 10.0.0.5, port: 8786, protocol: tcp, dashboard_address: ":8787"}
     workers:
       - {host: 10.0.0.6, nworkers: 2, nthreads: 4, resources: {GPU: 1}}
+      - {host: 10.0.0.7, nthreads: 2, adaptive: {minimum: 0, maximum: 4, idle_after: 60s}}
+
+An ``adaptive`` worker entry is a host group that grows and shrinks with the queued work
+(:mod:`caelum_dask.deploy.adaptive`): ``caelum up`` starts its ``minimum`` worker processes,
+each one named ``<name>-<slot>``, and a controller on the scheduler starts more up to
+``maximum`` and retires those idle for ``idle_after`` seconds.
 """
 
 from __future__ import annotations
@@ -32,13 +38,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError,
-                      WithJsonSchema)
+from pydantic import (AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints,
+                      ValidationError, WithJsonSchema, model_validator)
 from pydantic_core import PydanticCustomError
 
 from caelum_dask.errors import InvalidInput
@@ -82,6 +88,22 @@ def _worker_port(value: Any) -> Any:
     return value
 
 
+def _seconds(value: Any) -> Any:
+    """A duration: seconds as a number, or a Dask duration string (``2s``, ``500ms``, ``5m``)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise PydanticCustomError("duration_type", "expected seconds or a duration like 30s, got {got}",
+                                  {"got": repr(value)})
+    if isinstance(value, str):
+        from dask.utils import parse_timedelta
+
+        try:
+            return float(parse_timedelta(value))
+        except (ValueError, KeyError, TypeError):
+            raise PydanticCustomError("duration", "{got} is not a duration (e.g. 30s, 500ms, 5m, or seconds)",
+                                      {"got": repr(value)}) from None
+    return float(value)
+
+
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Key = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
@@ -94,6 +116,7 @@ Resources = Annotated[dict[Key, Annotated[float, Field(ge=0)]], Field(json_schem
 MemoryLimit = Annotated[str | int, BeforeValidator(_memory_limit), WithJsonSchema({"type": ["string", "integer"]})]
 WorkerPort = Annotated[int | str, BeforeValidator(_worker_port), WithJsonSchema({"anyOf": [
     {"type": "integer", "minimum": 1, "maximum": 65535}, {"type": "string", "pattern": PORT_RANGE_PATTERN}]})]
+Seconds = Annotated[float, BeforeValidator(_seconds), WithJsonSchema({"type": ["number", "string"]})]
 
 
 class _Model(BaseModel):
@@ -128,6 +151,33 @@ class SSHOptions(_Model):
         return SSHOptions.model_validate({**base.model_dump(exclude_unset=True), **self.model_dump(exclude_unset=True)})
 
 
+class AdaptiveOptions(_Model):
+    """How an adaptive host group grows and shrinks (``workers[i].adaptive``).
+
+    The decisions are Dask's own (``distributed.deploy.adaptive_core.AdaptiveCore`` fed by the
+    scheduler's ``adaptive_target`` and ``workers_to_close``); these keys only bound them and
+    say how long a worker must have been idle before it may be retired. ``interval`` and
+    ``target_duration`` left unset take Dask's ``distributed.adaptive.*`` settings of the
+    machine running ``caelum up``.
+    """
+
+    minimum: int = Field(0, ge=0, description="worker processes always running (started by `caelum up`)")
+    maximum: int = Field(ge=1, description="most worker processes this host runs for the group")
+    idle_after: Seconds = Field(60.0, gt=0, validation_alias=AliasChoices("idle_after", "idle-after"),
+                                description="seconds a worker must have been idle before it is retired")
+    interval: Seconds | None = Field(None, gt=0, description="seconds between two scaling decisions "
+                                     "(default: Dask's distributed.adaptive.interval)")
+    target_duration: Seconds | None = Field(None, gt=0, description="how long queued work should take; "
+                                            "less starts more workers (default: distributed.adaptive.target-duration)")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AdaptiveOptions:
+        if self.minimum > self.maximum:
+            raise PydanticCustomError("adaptive_bounds", "minimum ({minimum}) is above maximum ({maximum})",
+                                      {"minimum": self.minimum, "maximum": self.maximum})
+        return self
+
+
 class HostEntry(_Model):
     """What every host entry (the scheduler and each worker) may carry; unset keys inherit."""
 
@@ -158,6 +208,8 @@ class WorkerEntry(HostEntry):
     resources: Resources = Field(
         default_factory=dict, description="resource overrides, e.g. {GPU: 1} (default: detected)")
     worker_port: WorkerPort | None = Field(None, description="fixed worker port or \"low:high\" range")
+    adaptive: AdaptiveOptions | None = Field(None, description="grow and shrink this host group with the "
+                                             "queued work (one worker process per slot)")
 
 
 class ClusterFile(_Model):
@@ -191,7 +243,7 @@ class ClusterFile(_Model):
         workers = [self.host_process("worker", entry.name or f"{entry.host}-{index}", entry,
                                      nworkers=entry.nworkers, nthreads=entry.nthreads,
                                      memory_limit=entry.memory_limit, resources=dict(entry.resources),
-                                     worker_port=entry.worker_port)
+                                     worker_port=entry.worker_port, adaptive=entry.adaptive)
                    for index, entry in enumerate(self.workers)]
         return ClusterSpec(name=self.name, run_dir=self.run_dir or f"~/.caelum/deploy/{self.name}",
                            scheduler=scheduler, workers=workers, tls_dir=self.tls_dir, tls_name=self.tls_name,
@@ -226,16 +278,36 @@ class HostProcess:
     memory_limit: str | int | None = None
     resources: dict[str, float] = field(default_factory=dict)
     worker_port: int | str | None = None
+    adaptive: AdaptiveOptions | None = None  # an adaptive host group: one worker process per slot
 
     @property
     def label(self) -> str:
         return f"{self.role} {self.name} on {self.host}"
 
     def worker_names(self) -> list[str]:
-        """Names the Dask workers of this entry register with (dask suffixes -i for nworkers > 1)."""
+        """Names the Dask workers of this entry register with when ``caelum up`` has started it.
+
+        Dask suffixes ``-i`` for nworkers > 1; an adaptive group starts its ``minimum`` slots.
+        """
+        if self.adaptive is not None:
+            return [slot.name for slot in self.slots(self.adaptive.minimum)]
         if self.nworkers == 1:
             return [self.name]
         return [f"{self.name}-{i}" for i in range(self.nworkers)]
+
+    def slot(self, index: int) -> HostProcess:
+        """Slot ``index`` of an adaptive group: one worker process named ``<name>-<index>``.
+
+        Each slot has its own pid file and log (its name), so the controller can start and stop
+        one worker at a time, and ``caelum down`` finds every slot the controller started.
+        """
+        return replace(self, name=f"{self.name}-{index}", nworkers=1, adaptive=None)
+
+    def slots(self, count: int | None = None) -> list[HostProcess]:
+        """The first ``count`` slots (default: all ``maximum``) of an adaptive group."""
+        if self.adaptive is None:
+            return []
+        return [self.slot(i) for i in range(self.adaptive.maximum if count is None else count)]
 
     def dashboard_port(self) -> int:
         tail = (self.dashboard_address or "").rsplit(":", 1)[-1]
@@ -271,6 +343,14 @@ class ClusterSpec:
 
     def expected_workers(self) -> list[str]:
         return [n for w in self.workers for n in w.worker_names()]
+
+    def initial_workers(self) -> list[HostProcess]:
+        """What ``caelum up`` starts: every fixed worker entry and each adaptive group's minimum slots."""
+        return [p for w in self.workers for p in (w.slots(w.adaptive.minimum) if w.adaptive else [w])]
+
+    def adaptive_groups(self) -> list[HostProcess]:
+        """The worker entries with ``adaptive:`` (what the scheduler-side controller manages)."""
+        return [w for w in self.workers if w.adaptive is not None]
 
 
 def json_schema() -> dict[str, Any]:
@@ -356,14 +436,28 @@ def consistency_problems(spec: ClusterSpec) -> list[str]:
             owner = "the scheduler" if worker.name == "scheduler" else f"workers[{seen[worker.name]}]"
             problems.append(f"workers[{index}].name: {worker.name!r} is already used by {owner}; names must be unique")
         seen.setdefault(worker.name, index)
+        if worker.adaptive is not None and worker.nworkers != 1:
+            problems.append(f"workers[{index}].nworkers: an adaptive entry runs one worker process per slot; "
+                            "set adaptive.maximum instead")
+        if worker.adaptive is not None and worker.adaptive.maximum > 1 and isinstance(worker.worker_port, int):
+            problems.append(f"workers[{index}].worker_port: the {worker.adaptive.maximum} slots of an adaptive "
+                            "entry cannot share one port; give a \"low:high\" range")
         if (worker.tls_dir is None) != (scheduler.tls_dir is None):
             problems.append(f"workers[{index}].tls_dir: TLS must be on for every host or none "
                             "(set tls_dir at the top level)")
+    problems += _slot_clashes(spec)
     if scheduler.tls_dir is None and scheduler.protocol in ("tls", "wss"):
         problems.append(f"scheduler.protocol: {scheduler.protocol} needs tls_dir (a `caelum certs` folder)")
     if scheduler.tls_dir is not None and scheduler.protocol == "ws":
         problems.append("scheduler.protocol: with tls_dir use tls or wss, not ws")
     return problems
+
+
+def _slot_clashes(spec: ClusterSpec) -> list[str]:
+    """An adaptive slot's name (``<name>-<i>``) that another entry's worker already uses."""
+    fixed = {n: i for i, w in enumerate(spec.workers) if w.adaptive is None for n in w.worker_names()}
+    return [f"workers[{index}].name: its adaptive slot {slot.name!r} is already used by workers[{fixed[slot.name]}]"
+            for index, worker in enumerate(spec.workers) for slot in worker.slots() if slot.name in fixed]
 
 
 def _refuse(source: str, problems: list[str]) -> InvalidInput:
@@ -423,6 +517,6 @@ def load(path: str | os.PathLike[str]) -> ClusterSpec:
     return validate(data, source=str(file))
 
 
-__all__ = ["ASYNCSSH_DEFAULT", "ClusterFile", "ClusterSpec", "HostEntry", "HostProcess", "SSHOptions",
+__all__ = ["ASYNCSSH_DEFAULT", "AdaptiveOptions", "ClusterFile", "ClusterSpec", "HostEntry", "HostProcess", "SSHOptions",
            "SchedulerEntry", "WorkerEntry", "consistency_problems", "describe", "json_schema", "key_path", "load",
            "validate"]

@@ -148,3 +148,27 @@ def summary_text(nodes: list[dict[str, Any]]) -> str:
     states = ", ".join(f"{counts[s]} {s}" for s in ("busy", "online", "offline") if s in counts)
     noun = "machine" if len(nodes) == 1 else "machines"
     return f"{len(nodes)} {noun}: {states}; {gpus} GPU{'s' if gpus != 1 else ''}"
+
+
+#: scaling events shown on the machines page (the newest first)
+SCALING_ROWS = 20
+
+
+def scaling_source(messages: list[dict[str, Any]], rows: int = SCALING_ROWS) -> dict[str, list[Any]]:
+    """The adaptive controller's recent decisions (``caelum.scaling`` events), newest first.
+
+    One row per event: when, what (scale-up, started, scale-down, retired, …), the workers and
+    hosts it names, and the rest of the message as ``key=value`` text, so a new field shows up
+    without a change here.
+    """
+    columns: dict[str, list[Any]] = {name: [] for name in ("time", "event", "workers", "hosts", "detail")}
+    for message in list(messages)[-rows:][::-1]:
+        workers = message.get("workers") or ([message["worker"]] if message.get("worker") else [])
+        hosts = message.get("hosts") or ([message["host"]] if message.get("host") else [])
+        rest = {k: v for k, v in message.items() if k not in ("time", "event", "workers", "worker", "hosts", "host")}
+        columns["time"].append(str(message.get("time", ""))[11:23])
+        columns["event"].append(str(message.get("event", "")))
+        columns["workers"].append(", ".join(map(str, workers)))
+        columns["hosts"].append(", ".join(sorted(set(map(str, hosts)))))
+        columns["detail"].append(" ".join(f"{k}={v}" for k, v in sorted(rest.items())))
+    return columns
