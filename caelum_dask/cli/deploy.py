@@ -20,9 +20,11 @@ def up(cluster_file: str, check: bool, as_json: bool) -> None:
     nothing starts. Then `caelum scheduler` and `caelum worker` are started detached on their
     hosts (they keep running after this command exits) and the command waits until every
     declared worker has joined. Running it again leaves hosts whose processes already run
-    alone. --json prints {"scheduler", "dashboard", "started", "already_running", "workers",
-    "machines", "preflight"}; when the preflight fails, {"ok": false, "problems": [...]}
-    (and a non-zero exit).
+    alone. Worker entries with `adaptive:` start their minimum workers here; a controller
+    on the scheduler then starts more over SSH when work queues and retires idle ones
+    (docs/deploy.md, "Adaptive host groups"). --json prints {"scheduler", "dashboard",
+    "started", "already_running", "workers", "machines", "preflight"}; when the preflight
+    fails, {"ok": false, "problems": [...]} (and a non-zero exit).
     """
     from caelum_dask.cli.cluster import _describe_machine
     from caelum_dask.deploy import PreflightFailed, load, up as deploy_up
@@ -60,6 +62,9 @@ def up(cluster_file: str, check: bool, as_json: bool) -> None:
 @json_option
 def down(cluster_file: str, as_json: bool) -> None:
     """Stop every process `caelum up CLUSTER_FILE` started (workers first, then the scheduler).
+
+    With adaptive host groups the scheduler's adaptive controller is stopped first, then every
+    worker it may have started.
 
     Each process group is sent SIGTERM, then SIGKILL after a grace period, and its pid file is
     removed; processes that are not running are skipped. --json prints
