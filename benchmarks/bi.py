@@ -1,13 +1,18 @@
-"""BI benchmark: cluster aggregation vs single-process pandas, and git collection speed.
+"""BI benchmark: our aggregation vs single-process pandas, and git collection speed.
 
 Run:  PYTHONPATH=. python benchmarks/bi.py [--rows 1000000] [--commits 3000]
 
 1. ``--rows`` synthetic commit-file rows from 4 sources (4 collector partitions generated ON
    the workers, 10 % of the rows duplicated across two sources as a clone would be): the same
    file-change aggregation (``caelum_dask.bi.large``: dedup, churn per file, weekly activity)
-   through the cluster (dask.dataframe partitions = the collectors' results) vs plain pandas
-   on the concatenated data in a fresh process. Prints wall time, the ratio and peak RSS
-   (``ru_maxrss``) of the pandas process and of each worker.
+   three ways, timed from "the collectors' results are on the workers" to "the tables are on
+   the client":
+   - plain pandas on the concatenated rows in a fresh process (the baseline);
+   - ours: ``large.aggregate``, the engine picked by bytes against the workers' memory
+     (``caelum.bi.dask-above-fraction``) — what a report does with that much data;
+   - the cluster map-reduce forced (``fraction=0``), whatever the size.
+   Prints wall times, ratios to pandas, the results' equality, and the peak RSS of each process
+   (client, workers, the pandas process) sampled with psutil every 5 ms while it aggregates.
 2. A repository with ``--commits`` generated commits (git fast-import) is read by the collector
    (one ``git log --numstat -z``): rows/s, and the share of time spent in git itself.
 """
@@ -15,11 +20,14 @@ Run:  PYTHONPATH=. python benchmarks/bi.py [--rows 1000000] [--commits 3000]
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import subprocess
 import tempfile
+import threading
 import time
-import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,50 +61,103 @@ def make_source(index: int, rows: int, overlap: float = 0.1) -> pd.DataFrame:
     return frame
 
 
-def _peak_rss_mib() -> float:
-    import resource
+class PeakRSS:
+    """Peak resident memory of some processes while a block runs (psutil, sampled every 5 ms).
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ``ru_maxrss`` is a lifetime peak (it would include building the data); this is the peak
+    during the aggregation only, and ``before`` is each process's RSS when the block started.
+    """
+
+    def __init__(self, pids: dict[str, int], every: float = 0.005) -> None:
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.before = {name: p.memory_info().rss for name, p in self.procs.items()}
+        self.peak = dict(self.before)
+        self.every, self._stop = every, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            for name, proc in self.procs.items():
+                with contextlib.suppress(psutil.Error):
+                    self.peak[name] = max(self.peak[name], proc.memory_info().rss)
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def line(self) -> str:
+        return ", ".join(f"{name} {self.peak[name] / 2**20:.0f} (+{(self.peak[name] - self.before[name]) / 2**20:.0f})"
+                         for name in self.procs) + " MiB"
 
 
-def _pandas_baseline(per: int) -> tuple[float, float, dict[str, pd.DataFrame]]:
-    """In a fresh process: build the 4 sources, aggregate, report time and peak RSS."""
-    local = pd.concat([make_source(i, per) for i in range(4)], ignore_index=True)
+_LOCAL: dict[str, pd.DataFrame] = {}
+
+
+def _build(per: int) -> int:
+    """In the pandas process: the 4 sources concatenated, as a user would load them."""
+    _LOCAL["files"] = pd.concat([make_source(i, per) for i in range(4)], ignore_index=True)
+    return os.getpid()
+
+
+def _pandas_baseline() -> tuple[float, dict[str, pd.DataFrame]]:
     start = time.perf_counter()
-    result = large.aggregate_in_pandas(local)
-    return time.perf_counter() - start, _peak_rss_mib(), result
+    result = large.aggregate_in_pandas(_LOCAL["files"])
+    return time.perf_counter() - start, result
 
 
-def bench_aggregation(rows: int) -> None:
+def _timed(client: Any, futures: list[Any], pids: dict[str, int], fraction: float | None,
+           repeats: int) -> tuple[float, PeakRSS, dict[str, pd.DataFrame], large.Plan]:
+    """The best of ``repeats`` runs of ``large.aggregate`` (peak RSS over all of them)."""
+    best = float("inf")
+    with PeakRSS(pids) as peaks:
+        for n in range(repeats):
+            start = time.perf_counter()
+            got, plan = large.aggregate(client, futures, fraction, run_id=f"bench{fraction}.{n}")
+            best = min(best, time.perf_counter() - start)
+    return best, peaks, got, plan
+
+
+def bench_aggregation(rows: int, repeats: int) -> None:
     import multiprocessing
 
     from distributed import wait
 
     from caelum_dask import connect
+    from caelum_dask.bi.options import BIOptions
 
     per = rows // 4
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        pandas_s, pandas_peak, expected = pool.apply(_pandas_baseline, (per,))
+        pid = pool.apply(_build, (per,))
+        pandas_s = float("inf")
+        with PeakRSS({"pandas": pid}) as pandas_peak:
+            for _ in range(repeats):
+                took, expected = pool.apply(_pandas_baseline)
+                pandas_s = min(pandas_s, took)
+    fraction = BIOptions.from_config().dask_above_fraction
     with connect() as client:
         workers = list(client.scheduler_info()["workers"])
         futures = [client.submit(lambda i, n: {"files": make_source(i, n)}, i, per, workers=[workers[i % len(workers)]],
                                  key=f"caelum-bi-bench-source-{i}") for i in range(4)]
         wait(futures)
-        meta = make_source(0, 4).iloc[:0]
-        before = client.run(_peak_rss_mib)
-        start = time.perf_counter()
-        got = large.aggregate_on_cluster(client, large.files_from_futures(futures, meta=meta))
-        cluster_s = time.perf_counter() - start
-        peaks = client.run(_peak_rss_mib)
-        client_peak = _peak_rss_mib()
+        pids = {"client": os.getpid(), **{f"worker{n}": p for n, p in enumerate(client.run(os.getpid).values())}}
+        ours_s, ours_peak, ours, plan = _timed(client, futures, pids, fraction, repeats)
+        forced_s, forced_peak, forced, _ = _timed(client, futures, pids, 0.0, repeats)
     for name in expected:
-        pd.testing.assert_frame_equal(expected[name], got[name], check_dtype=False)
+        pd.testing.assert_frame_equal(expected[name], ours[name])
+        pd.testing.assert_frame_equal(expected[name], forced[name])
     print(f"aggregation of {rows} file-change rows from 4 sources ({len(expected['churn'])} files, "
-          f"{int(expected['activity']['file_changes'].sum())} rows after dedup):")
-    print(f"  pandas single process : {pandas_s:7.2f} s   peak RSS {pandas_peak:6.0f} MiB (data + aggregation)")
-    print(f"  cluster dask.dataframe: {cluster_s:7.2f} s   peak RSS per worker "
-          f"{', '.join(f'{peaks[w]:.0f} (was {before[w]:.0f})' for w in peaks)} MiB; client {client_peak:.0f} MiB")
-    print(f"  ratio cluster/pandas  : {cluster_s / pandas_s:.2f}x time, results identical")
+          f"{int(expected['activity']['file_changes'].sum())} rows after dedup); best of {repeats}, "
+          f"load average {os.getloadavg()[0]:.1f}:")
+    print(f"  plan: {plan.describe()}")
+    print(f"  pandas single process    : {pandas_s:6.2f} s   peak RSS {pandas_peak.line()}")
+    print(f"  ours ({plan.engine:6s})           : {ours_s:6.2f} s   {ours_s / pandas_s:.2f}x   peak RSS {ours_peak.line()}")
+    print(f"  cluster map-reduce forced: {forced_s:6.2f} s   {forced_s / pandas_s:.2f}x   peak RSS {forced_peak.line()}")
+    print("  results identical (tables and dtypes)")
 
 
 def make_history(repo: Path, commits: int) -> None:
@@ -143,9 +204,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--commits", type=int, default=3000)
+    parser.add_argument("--repeats", type=int, default=3, help="aggregation runs per engine (best time shown)")
     args = parser.parse_args()
     bench_collection(args.commits)
-    bench_aggregation(args.rows)
+    bench_aggregation(args.rows, args.repeats)
 
 
 if __name__ == "__main__":

@@ -264,10 +264,10 @@ def test_failing_user_tables_is_one_clear_error(cluster: tuple[Any, str], tmp_pa
 
 
 def test_large_path_uses_dask_dataframe(cluster: tuple[Any, str], world: dict[str, Path]) -> None:
-    with dask.config.set({"caelum.bi.dask-threshold": 0}):
+    with dask.config.set({"caelum.bi.dask-above-fraction": 0}):
         result = run_report(REPO / "bi" / "weekly_team.py", client=cluster[0], since="all", per="worker")
     churn, activity = result.tables["churn"], result.tables["activity"]
-    assert "file_changes" in activity.columns  # the dask.dataframe schema (docs/bi.md)
+    assert "file_changes" in activity.columns  # the map-reduce schema (docs/bi.md)
     total = sum(sum(numstat_sums(world[r])) for r in ("alpha", "beta"))
     assert int(churn["churn"].sum()) == total
     assert int(activity["file_changes"].sum()) == int(churn["revisions"].sum())

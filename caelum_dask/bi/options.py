@@ -31,7 +31,7 @@ class BIOptions(ConfiguredOptions):
         "git_threads": "bi.git-threads",
         "deploy_tags": "bi.deploy-tags",
         "fix_pattern": "bi.fix-pattern",
-        "dask_threshold": "bi.dask-threshold",
+        "dask_above_fraction": "bi.dask-above-fraction",
         "ownership_depth": "bi.ownership-depth",
     }
 
@@ -40,7 +40,8 @@ class BIOptions(ConfiguredOptions):
     git_threads: int | None = None  # repositories read at once on one machine
     deploy_tags: str | None = None  # tags matching this regular expression are deployments
     fix_pattern: str | None = None  # commit subjects matching this (case-insensitive) are fixes
-    dask_threshold: int | None = None  # above this many file changes: dask.dataframe aggregation
+    # above this share of the smallest worker's memory (bytes collected): map-reduce on the cluster
+    dask_above_fraction: float | None = None
     ownership_depth: int | None = None  # directory depth of ownership / bus factor
 
     @classmethod

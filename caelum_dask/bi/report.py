@@ -3,8 +3,9 @@
 The flow is one Dask computation: pinned collector tasks (``bi_collect-<run>.<n>``)
 feed one aggregation task (``bi_aggregate-<run>.0``) that merges, deduplicates and
 builds the report's tables on a worker — the collected rows move worker to worker, never via
-the client. Above ``caelum.bi.dask-threshold`` file-change rows, churn and activity are
-computed with dask.dataframe over the collectors' partitions instead (see ``large``).
+the client. When the collected tables weigh more than ``caelum.bi.dask-above-fraction`` of the
+smallest worker's memory, churn and activity are computed as a map-reduce over the collectors'
+partitions instead, where the rows are (see ``large``).
 """
 
 from __future__ import annotations
@@ -90,10 +91,6 @@ def _extra_tables(extra: Callable[..., Any], data: Dataset, built: dict[str, pd.
         raise InvalidInput(f"the report definition's tables() failed: {type(exc).__name__}: {exc}") from None
 
 
-def _rows(part: dict[str, pd.DataFrame]) -> int:
-    return len(part["files"])
-
-
 class _Steps:
     """A report's progress as ``ProgressEvent(job="bi")``: one step per collector, the
     aggregation, and the export when there is one."""
@@ -117,20 +114,20 @@ class _Steps:
 
 def _large_tables(client: Client, defn: ReportDefinition, futures: list[Future], run_id: str,
                   options: BIOptions, steps: _Steps) -> dict[str, pd.DataFrame]:
-    """Churn/activity with dask.dataframe when the collected file changes pass the threshold."""
+    """Churn/activity as a map-reduce over the collectors' partitions when the collected tables
+    weigh more than ``caelum.bi.dask-above-fraction`` of the smallest worker's memory.
+
+    Below that the aggregation task (one process) builds them in pandas with the other tables:
+    the data fits, and one task is cheaper than scheduling partial tasks (``large.plan``).
+    """
     wanted = [t for t in ("churn", "activity") if t in defn.tables]
-    if not wanted:
+    if not wanted or options.dask_above_fraction is None:  # not asked for / configured off
         return {}
-    threshold = options.dask_threshold
-    if threshold is None:  # configured off
+    chosen = large.plan(client, futures, options.dask_above_fraction, run_id)
+    if chosen.engine != "dask":
         return {}
-    with keys.kind("bi"):
-        sizes = client.gather([client.submit(_rows, f, key=keys.task_key("bi_size", run_id, n))
-                               for n, f in enumerate(futures)])
-    if sum(sizes) <= int(threshold):
-        return {}
-    steps.say(f"{sum(sizes)} file changes: aggregating churn/activity with dask.dataframe")
-    big = large.aggregate_on_cluster(client, large.files_from_futures(futures))
+    steps.say(f"{chosen.describe()}: aggregating churn/activity over the cluster")
+    big = large.map_reduce(client, futures, run_id)
     return {t: big[t] for t in wanted}
 
 
