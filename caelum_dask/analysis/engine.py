@@ -12,28 +12,32 @@ the cache hits and the batches.
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import networkx as nx
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from caelum_dask import events, keys
+from caelum_dask.analysis import snapshot
 from caelum_dask.analysis.batching import batch_by_size, figure_for, learning, target_bytes
 from caelum_dask.analysis.cache import ResultCache, file_key
 from caelum_dask.analysis.discovery import SourceFile, discover
-from caelum_dask.analysis.graph import graph_summary, import_graph, module_table
 from caelum_dask.analysis.loader import AnalyzerSpec, make_spec
 from caelum_dask.analysis.options import AnalysisOptions, given
 from caelum_dask.analysis.tasks import analyze_batch
 from caelum_dask.progress import ProgressCallback, ProgressEvent, status
 from caelum_dask.results import Result
 
+if TYPE_CHECKING:
+    import networkx as nx
+    import pandas as pd
+
 JOB = "analyze"
+#: error stages whose rows are not cached (the next run tries the file again)
+NOT_CACHED = ("timeout", "task")
 
 COLUMNS = {
     "files": ["path", "module", "bytes", "sha256", "cached", "status"],
@@ -50,7 +54,12 @@ COLUMNS = {
 class AnalysisResult(Result):
     """Everything one run produced. ``tables`` holds files, functions, imports, findings,
     errors, skipped, modules and any table a plugin declared; ``outputs`` the files written
-    when the run was given an ``out`` folder."""
+    when the run was given an ``out`` folder.
+
+    A result reused from an unchanged tree's previous run (:meth:`deferred`) loads ``tables``
+    and ``graph`` on first access: the summary is all ``caelum analyze`` prints, and loading
+    them means importing pandas and networkx.
+    """
 
     run_id: str
     root: str
@@ -60,8 +69,23 @@ class AnalysisResult(Result):
     stats: dict[str, int] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
 
-    def __getattr__(self, name: str) -> pd.DataFrame:
-        tables = self.__dict__.get("tables", {})
+    @classmethod
+    def deferred(cls, run_id: str, root: str, summary: dict[str, Any], stats: dict[str, int],
+                 load: Callable[[], tuple[dict[str, pd.DataFrame], nx.DiGraph]]) -> AnalysisResult:
+        """A result whose ``tables`` and ``graph`` come from ``load()`` when first used."""
+        result = cls.__new__(cls)
+        result.__dict__.update(run_id=run_id, root=root, summary=summary, stats=stats, outputs={}, _load=load)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        state = self.__dict__
+        if "_load" in state and name in ("tables", "graph"):
+            state["tables"], state["graph"] = state["_load"]()
+            del state["_load"]
+            return state[name]
+        if name.startswith("_") or name in ("tables", "graph"):
+            raise AttributeError(name)
+        tables = self.tables if "_load" in state or "tables" in state else {}
         if name in tables:
             return tables[name]
         raise AttributeError(name)
@@ -104,6 +128,19 @@ class _Tally:
                                         run_id=self.run_id, detail=dict(self.detail)))
 
 
+@dataclass(frozen=True)
+class _Input:
+    """What a run found: the files, the skipped ones, their bytes and cache keys, the digest."""
+
+    root: str
+    files: list[SourceFile]
+    skipped: list[dict[str, str]]
+    contents: dict[str, bytes]
+    keys: dict[str, str]
+    scope: str
+    digest: str
+
+
 def analyze(
     path: str | Path,
     options: AnalysisOptions | Mapping[str, Mapping[str, Any]] | None = None,
@@ -130,6 +167,8 @@ def analyze(
     (``plugin_options``). ``client`` is used as given; otherwise one is opened with
     :func:`caelum_dask.connect` (``scheduler`` address or the configured/embedded one) only if
     some file missed the cache. With ``out`` the tables are exported there (``outputs``).
+    When nothing changed since the tree's last run (same files, bytes, analyzers), that run's
+    summary and tables are reused and an export it left in ``out`` is kept.
     """
     opts = _options(options, analyzers=analyzers, plugins=plugins, include_all=include_all,
                     use_cache=use_cache, cache_path=cache_path, batch_bytes=batch_bytes,
@@ -140,33 +179,104 @@ def analyze(
     spec = make_spec(opts.analyzers, tuple(opts.plugins), opts.merged_plugin_options())
     fingerprint = spec.fingerprint()
     contents = {f.rel: Path(f.abspath).read_bytes() for f in files}
-    keys = {f.rel: file_key(f.rel, contents[f.rel], fingerprint) for f in files}
-
+    file_keys = {f.rel: file_key(f.rel, contents[f.rel], fingerprint) for f in files}
+    found = _Input(str(path), files, skipped, contents, file_keys,
+                   snapshot.scope_of(path, fingerprint, bool(opts.include_all)),
+                   snapshot.tree_digest(fingerprint, files, file_keys, skipped))
     cache = ResultCache(opts.cache_path) if opts.use_cache else None
-    hits = cache.get_many(keys.values()) if cache else {}
-    results: dict[str, dict[str, Any]] = {f.rel: hits[keys[f.rel]] for f in files if keys[f.rel] in hits}
-    from_cache = set(results)
-    misses = [f for f in files if f.rel not in results]
-    stats = {"files": len(files), "cached": len(results), "analysed": len(misses), "tasks": 0}
-    tally = _Tally(run_id, len(files), progress, detail={"cached": len(results)})
-    tally.say(f"{len(files)} files ({len(skipped)} skipped): {len(results)} from the cache, "
-              f"{len(misses)} to analyse")
-    tally.add(results)
-
+    run = None
     try:
-        if misses:
-            work = _Work(run_id, misses, contents, keys, spec, opts)
-            stats["tasks"] = _run_on_cluster(work, results, cache, client, scheduler, tally)
+        stored = cache.get_run(found.scope, found.digest) if cache else None
+        if stored is not None and cache is not None:
+            result, run = _reuse(run_id, found, stored, cache.path, progress), None
+        else:
+            result, run = _compute(run_id, found, spec, opts, cache, client, scheduler, progress)
+        result.summary["seconds"] = round(time.perf_counter() - started, 3)
+        if opts.out:
+            result.outputs = _export(result, opts.out, found, cache)
     finally:
         if cache:
+            cache.flush(run)  # this run's rows, tables and export: one transaction
             cache.close()
-    result = _assemble(run_id, str(path), files, skipped, contents, results, stats, from_cache)
-    result.summary["seconds"] = round(time.perf_counter() - started, 3)
-    if opts.out:
-        from caelum_dask.analysis.report import export
-
-        result.outputs = export(result, opts.out)
     return result
+
+
+def _reuse(run_id: str, found: _Input, stored: tuple[dict[str, Any], bytes], cache_path: Path,
+           progress: ProgressCallback | None) -> AnalysisResult:
+    """This run as the tree's previous one (nothing changed): its summary now, its tables on use."""
+    n = len(found.files)
+    stats = {"files": n, "cached": n, "analysed": 0, "tasks": 0}
+    summary = snapshot.reused_summary(stored[0], run_id=run_id, root=found.root, files=n)
+    tally = _Tally(run_id, n, progress, detail={"cached": n})
+    tally.say(f"{n} files ({len(found.skipped)} skipped): {n} from the cache, 0 to analyse")
+    tally.done, tally.failed = n, int(summary.get("errors", 0))
+    tally.emit()
+    _finished(run_id, n, tally.failed, n)
+
+    def load() -> tuple[dict[str, pd.DataFrame], nx.DiGraph]:
+        try:
+            tables, graph = snapshot.unpack(stored[1])
+        except Exception:  # stored by other library versions: assemble again from the rows
+            rows = ResultCache(cache_path)
+            try:
+                hits = rows.get_many(found.keys.values())
+            finally:
+                rows.close()
+            results = {f.rel: hits[found.keys[f.rel]] for f in found.files}
+            tables, graph = _tables(found.files, found.skipped, found.contents, results, set(results))
+        tables["files"] = tables["files"].assign(cached=True)
+        return tables, graph
+
+    return AnalysisResult.deferred(run_id, found.root, summary, stats, load)
+
+
+def _compute(run_id: str, found: _Input, spec: AnalyzerSpec, opts: AnalysisOptions, cache: ResultCache | None,
+             client: Any, scheduler: str | None, progress: ProgressCallback | None,
+             ) -> tuple[AnalysisResult, tuple[str, str, dict[str, Any], bytes] | None]:
+    """The cache hits, the misses analysed on the cluster (their rows staged in the cache), the
+    tables assembled; and what to store for the next run when every file's rows are cacheable."""
+    hits = cache.get_many(found.keys.values()) if cache else {}
+    results = {f.rel: hits[found.keys[f.rel]] for f in found.files if found.keys[f.rel] in hits}
+    from_cache = set(results)
+    misses = [f for f in found.files if f.rel not in results]
+    stats = {"files": len(found.files), "cached": len(results), "analysed": len(misses), "tasks": 0}
+    tally = _Tally(run_id, len(found.files), progress, detail={"cached": len(results)})
+    tally.say(f"{len(found.files)} files ({len(found.skipped)} skipped): {len(results)} from the cache, "
+              f"{len(misses)} to analyse")
+    tally.add(results)
+    if misses:
+        work = _Work(run_id, misses, found.contents, found.keys, spec, opts)
+        stats["tasks"] = _run_on_cluster(work, results, cache, client, scheduler, tally)
+    tables, graph = _tables(found.files, found.skipped, found.contents, results, from_cache)
+    result = AnalysisResult(run_id, found.root, tables, graph, {}, stats)
+    result.summary = summarize(result)
+    _finished(run_id, stats["files"], int(result.summary["errors"]), stats["cached"])
+    complete = not any(e["stage"] in NOT_CACHED for data in results.values() for e in data["errors"])
+    run = (found.scope, found.digest, result.summary, snapshot.pack(tables, graph)) if cache and complete else None
+    return result, run
+
+
+def _finished(run_id: str, files: int, errors: int, cached: int) -> None:
+    """The run-finished event, to the client or worker around, if any (without distributed
+    imported there is none: a run with every file cached never imports it)."""
+    if "distributed" in sys.modules:
+        events.emit(events.ANALYSIS, "run-finished", run_id=run_id, files=files, errors=errors, cached=cached)
+
+
+def _export(result: AnalysisResult, out: str, found: _Input, cache: ResultCache | None) -> dict[str, str]:
+    """Export the tables to ``out``, or keep what an earlier export of this very input left there."""
+    warm = result.stats.get("analysed", 0) == 0 and result.stats.get("cached", 0) == len(found.files)
+    folder = snapshot.folder_key(out)
+    if cache and warm:
+        kept = snapshot.reuse_export(cache.get_export(folder), found.digest, found.root, out, result.summary)
+        if kept is not None:
+            return kept
+    from caelum_dask.analysis.report import export
+
+    outputs = export(result, out)
+    if cache:
+        cache.stage_export(folder, snapshot.export_record(found.digest, found.root, warm, outputs))
+    return outputs
 
 
 def _options(options: AnalysisOptions | Mapping[str, Mapping[str, Any]] | None, **keywords: Any) -> AnalysisOptions:
@@ -247,8 +357,8 @@ def _batch_rows(future: Any, batch: list[SourceFile], keys: dict[str, str],
     except Exception as exc:  # the task itself failed (e.g. killed too often)
         return [(f.rel, _failed(f"task failed: {type(exc).__name__}: {exc}")) for f in batch]
     if cache:
-        cache.put_many((keys[rel], data) for rel, data in rows
-                       if not any(e["stage"] == "timeout" for e in data["errors"]))
+        cache.stage((keys[rel], data) for rel, data in rows
+                    if not any(e["stage"] in NOT_CACHED for e in data["errors"]))
     return rows
 
 
@@ -257,6 +367,8 @@ def _failed(message: str) -> dict[str, Any]:
 
 
 def _frame(rows: list[dict[str, Any]], name: str) -> pd.DataFrame:
+    import pandas as pd
+
     columns = COLUMNS.get(name, ["path", "module"])
     frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
     ordered = [c for c in columns if c in frame.columns] + [c for c in frame.columns if c not in columns]
@@ -265,9 +377,11 @@ def _frame(rows: list[dict[str, Any]], name: str) -> pd.DataFrame:
     return frame.sort_values(sort, kind="stable", ignore_index=True) if len(frame) and sort else frame
 
 
-def _assemble(run_id: str, root: str, files: list[SourceFile], skipped: list[dict[str, str]],
-              contents: dict[str, bytes], results: dict[str, dict[str, Any]], stats: dict[str, int],
-              from_cache: set[str]) -> AnalysisResult:
+def _tables(files: list[SourceFile], skipped: list[dict[str, str]], contents: dict[str, bytes],
+            results: dict[str, dict[str, Any]], from_cache: set[str]) -> tuple[dict[str, pd.DataFrame], nx.DiGraph]:
+    """The run's DataFrames and import graph from every file's rows."""
+    from caelum_dask.analysis.graph import import_graph, module_table
+
     rows: dict[str, list[dict[str, Any]]] = {"files": [], "errors": []}
     for f in files:
         data = results[f.rel]
@@ -283,15 +397,13 @@ def _assemble(run_id: str, root: str, files: list[SourceFile], skipped: list[dic
     tables["skipped"] = _frame(skipped, "skipped")
     graph, tables["imports"] = import_graph(tables["files"], tables["imports"])
     tables["modules"] = module_table(graph)
-    result = AnalysisResult(run_id, root, tables, graph, {}, stats)
-    result.summary = summarize(result)
-    events.emit(events.ANALYSIS, "run-finished", run_id=run_id, files=stats["files"],
-                errors=int(result.summary["errors"]), cached=stats["cached"])
-    return result
+    return tables, graph
 
 
 def summarize(result: AnalysisResult) -> dict[str, Any]:
     """A small JSON-able summary (what ``--json`` prints and the workflow step returns)."""
+    from caelum_dask.analysis.graph import graph_summary
+
     t = result.tables
     files, functions, findings = t["files"], t["functions"], t["findings"]
     worst = functions.sort_values(["complexity", "path"], ascending=[False, True]).head(10) if len(functions) else functions

@@ -13,10 +13,13 @@ import io
 import time
 import tokenize
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from caelum_dask.analysis.limits import AnalysisTimeout, call_with_limit
-from caelum_dask.analysis.plugin import Analyzer, CSTAnalyzer
+from caelum_dask.analysis.plugin import Analyzer
+
+if TYPE_CHECKING:
+    from caelum_dask.analysis.cst import CSTAnalyzer
 
 ORDER = {"source": 0, "ast": 1, "cst": 2, "none": 3}
 

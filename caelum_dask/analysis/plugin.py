@@ -31,12 +31,10 @@ from __future__ import annotations
 import ast
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import libcst
-from libcst.metadata import PositionProvider
-
 from caelum_dask.errors import InvalidInput
 
 if TYPE_CHECKING:
+    from caelum_dask.analysis.cst import CSTAnalyzer
     from caelum_dask.analysis.pipeline import FileContext
 
 CORE_TABLES = ("files", "functions", "imports", "findings")
@@ -95,32 +93,22 @@ class SourceAnalyzer(Analyzer):
         raise NotImplementedError
 
 
-class CSTAnalyzer(Analyzer, libcst.BatchableCSTVisitor):
-    """A libcst visitor analyzer; all CST analyzers of a file share one traversal."""
-
-    parser: ClassVar[str] = "cst"
-
-    def __init__(self, ctx: "FileContext") -> None:
-        Analyzer.__init__(self, ctx)
-        libcst.BatchableCSTVisitor.__init__(self)
-
-    def _position(self, node: Any) -> tuple[int | None, int | None]:
-        if PositionProvider in self.get_inherited_dependencies():
-            pos = self.get_metadata(PositionProvider, node, None)
-            if pos is not None:
-                return pos.start.line, pos.start.column
-        return None, None
-
-    def finish(self) -> None:
-        """Called after the traversal (e.g. to emit totals)."""
-
-
 def analyzer_classes(namespace: dict[str, Any]) -> list[type[Analyzer]]:
     """The analyzers a plugin module defines (classes with a ``name`` of their own)."""
     found = []
     for value in namespace.values():
         if (isinstance(value, type) and issubclass(value, Analyzer)
-                and value not in (Analyzer, ASTAnalyzer, CSTAnalyzer, SourceAnalyzer)
+                and value not in (Analyzer, ASTAnalyzer, SourceAnalyzer)
                 and value.__dict__.get("name")):
             found.append(value)
     return found
+
+
+def __getattr__(name: str) -> Any:
+    """``CSTAnalyzer`` on first use: it subclasses libcst's visitor, and importing libcst costs
+    more than a whole unchanged re-run of ``caelum analyze`` (which never needs it)."""
+    if name == "CSTAnalyzer":
+        from caelum_dask.analysis.cst import CSTAnalyzer
+
+        return CSTAnalyzer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +12,8 @@ from bokeh.layouts import column
 from bokeh.models import ColumnDataSource, Div, HoverTool
 from bokeh.plotting import figure, from_networkx
 from bokeh.resources import INLINE
+
+from caelum_dask.analysis.snapshot import atomic_write, write_summary
 
 if TYPE_CHECKING:
     from caelum_dask.analysis.engine import AnalysisResult
@@ -29,26 +29,13 @@ def export(result: "AnalysisResult", out: str | Path) -> dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
     for name, frame in result.tables.items():
-        _atomic(folder / f"{name}.csv", lambda tmp, f=frame: f.to_csv(tmp, index=False))
-        _atomic(folder / f"{name}.parquet", lambda tmp, f=frame: _parquet_safe(f).to_parquet(tmp, index=False))
+        atomic_write(folder / f"{name}.csv", lambda tmp, f=frame: f.to_csv(tmp, index=False))
+        atomic_write(folder / f"{name}.parquet", lambda tmp, f=frame: _parquet_safe(f).to_parquet(tmp, index=False))
         written[name] = str(folder / f"{name}.parquet")
-    summary = json.dumps(result.summary, indent=2, default=str) + "\n"
-    _atomic(folder / "summary.json", lambda tmp: tmp.write_text(summary))
-    _atomic(folder / "report.html", lambda tmp: tmp.write_text(html, encoding="utf-8"))
-    written["summary"] = str(folder / "summary.json")
+    atomic_write(folder / "report.html", lambda tmp: tmp.write_text(html, encoding="utf-8"))
+    written["summary"] = write_summary(folder, result.summary)
     written["report"] = str(folder / "report.html")
     return written
-
-
-def _atomic(target: Path, write: Any) -> None:
-    """Write through a temporary file renamed over ``target``: a failed or interrupted export
-    leaves the previous file (or none), never a half-written one."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:
