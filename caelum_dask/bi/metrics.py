@@ -50,7 +50,15 @@ def canonical_paths(files: pd.DataFrame) -> pd.Series:
             seen.add(path)
         return path
 
-    return pd.Series([resolve(r, p) for r, p in zip(files["repo_id"], files["path"])], index=files.index)
+    # Only a path some rename started from can change: resolve those rows alone (iterating all
+    # rows in Python took 2.6 s of 2.7 s for churn over 900 000 rows with one rename).
+    moved = files["path"].isin(pd.unique(pd.Series([old for _repo, old in latest], dtype=files["path"].dtype)))
+    paths = files["path"] if files["path"].dtype != object else files["path"].astype("str")
+    if moved.any():
+        rows = files.loc[moved]
+        paths = paths.copy()
+        paths.loc[moved] = [resolve(r, p) for r, p in zip(rows["repo_id"], rows["path"])]
+    return paths
 
 
 def _files(ds: Dataset) -> pd.DataFrame:
