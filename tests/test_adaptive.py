@@ -177,3 +177,21 @@ def test_adaptive_scale_up_and_down_over_ssh(sshd: SSHServer, tmp_path: Path, ru
     first_counted = next(i for i, e in enumerate(notes) if e.counted)
     assert any(e.message == "adaptive: controller stopped" for e in notes[:first_counted]), [e.message for e in notes]
     assert processes_under(run_dir) == [] and not list(run_dir.glob("*.pid"))
+
+
+def test_machines_page_shows_the_scaling_events() -> None:
+    """The dashboard's Machines page reads caelum.scaling from the scheduler's event log."""
+    from distributed import LocalCluster
+
+    from caelum_dask import events
+    from caelum_dask.dashboard.pages import build
+
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None, scheduler_port=0) as cluster:
+        page = build("machines", cluster.scheduler, "", {})
+        assert page.scaling_source.data["event"] == []
+        events.emit(SCALING, "scale-up", sink=cluster.scheduler, target=2, workers=["burst-1"], hosts=["h"])
+        events.emit(SCALING, "started", sink=cluster.scheduler, worker="burst-1", host="h", seconds=3.2)
+        page.update()
+        assert page.scaling_source.data["event"] == ["started", "scale-up"]
+        assert page.scaling_source.data["workers"] == ["burst-1", "burst-1"]
+        assert page.scaling_source.data["detail"] == ["seconds=3.2", "target=2"]
