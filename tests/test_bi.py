@@ -273,6 +273,30 @@ def test_large_path_uses_dask_dataframe(cluster: tuple[Any, str], world: dict[st
     assert int(activity["file_changes"].sum()) == int(churn["revisions"].sum())
 
 
+def test_engine_is_picked_by_bytes_and_both_give_the_same_tables(cluster: tuple[Any, str]) -> None:
+    from caelum_dask.bi import large
+    from caelum_dask.bi.collect import submit_collectors
+
+    client = cluster[0]
+    run_id, futures = submit_collectors(client, since=None, per="worker", sources_wanted=("git",))
+    parts = client.gather(futures)
+    # the clone on B repeats alpha's rows: the dedup keeps each commit once
+    expected = large.aggregate_in_pandas(pd.concat([p["files"] for p in parts], ignore_index=True))
+    small, small_plan = large.aggregate(client, futures, 0.1, run_id)  # a few KB: one pandas task
+    big, big_plan = large.aggregate(client, futures, 0.0, run_id)  # any byte is above 0: map-reduce
+    assert (small_plan.engine, big_plan.engine) == ("pandas", "dask")
+    assert small_plan.rows == sum(len(p["files"]) for p in parts) and 0 < small_plan.bytes < small_plan.worker_memory
+    assert large.plan(client, futures, None, run_id).engine == "pandas"  # null: never the map-reduce
+    for name, frame in expected.items():
+        pd.testing.assert_frame_equal(small[name], frame)
+        pd.testing.assert_frame_equal(big[name], frame)
+    assert int(expected["churn"]["revisions"].sum()) == int(expected["activity"]["file_changes"].sum()) > 0
+    # a report under the fraction builds churn in pandas with the full schema (renames followed)
+    with dask.config.set({"caelum.bi.dask-above-fraction": 0.1}):
+        result = run_report(REPO / "bi" / "weekly_team.py", client=client, since="all", per="worker")
+    assert "authors" in result.tables["churn"].columns and "file_changes" not in result.tables["activity"].columns
+
+
 # -- CLI, example, step, per-machine mode -----------------------------------------------------------
 @pytest.mark.slow
 def test_cli_report_json(cluster: tuple[Any, str], tmp_path: Path) -> None:
