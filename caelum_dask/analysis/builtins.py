@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 from typing import Any
 
+from caelum_dask.analysis.astwalk import block_children, walk_statements
 from caelum_dask.analysis.complexity import blocks, cc_rank
 from caelum_dask.analysis.halstead import halstead
 from caelum_dask.analysis.maintainability import mi_from, mi_rank
@@ -111,7 +112,7 @@ def _walk_defs(tree: ast.AST) -> Any:
     stack: list[ast.AST] = [tree]
     while stack:
         node = stack.pop()
-        for child in ast.iter_child_nodes(node):
+        for child in block_children(node):
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 yield child, isinstance(node, ast.ClassDef)
             stack.append(child)
@@ -141,7 +142,7 @@ class ImportsAnalyzer(ASTAnalyzer):
     def analyze(self, tree: ast.Module) -> None:
         module = self.ctx.module
         package = module if self.ctx.is_package else module.rpartition(".")[0]
-        for node in ast.walk(tree):
+        for node in walk_statements(tree):
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     self.row("imports", target=alias.name, names="", level=0, lineno=node.lineno)

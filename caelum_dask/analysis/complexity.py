@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import ast
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from caelum_dask.analysis.astwalk import fields_of
+
+_AST = ast.AST
 
 
 def cc_rank(cc: int) -> str:
@@ -43,8 +48,36 @@ class Block:
         return f"{self.classname}.{self.name}" if self.classname and self.kind == "method" else self.name
 
 
-class ComplexityVisitor(ast.NodeVisitor):
-    """Counts decision points; functions and classes get their own nested visitor."""
+def _match_count(node: ast.Match) -> int:
+    wildcard = any(getattr(case.pattern, "pattern", False) is None for case in node.cases)
+    return max(0, len(node.cases) - wildcard)
+
+
+def _loop_count(node: ast.For | ast.While | ast.AsyncFor) -> int:
+    return bool(node.orelse) + 1
+
+
+#: decision points a node adds (radon's ComplexityVisitor.generic_visit), by exact node type
+DECISIONS: dict[type, Callable[[Any], int]] = {
+    ast.Try: lambda node: len(node.handlers) + bool(node.orelse),  # as radon: TryStar is not counted
+    ast.BoolOp: lambda node: len(node.values) - 1,
+    ast.If: lambda node: 1,
+    ast.IfExp: lambda node: 1,
+    ast.Match: _match_count,
+    ast.For: _loop_count,
+    ast.While: _loop_count,
+    ast.AsyncFor: _loop_count,
+    ast.comprehension: lambda node: len(node.ifs) + 1,
+}
+
+
+class ComplexityVisitor:
+    """Counts decision points; functions and classes get their own nested visitor.
+
+    Not an ``ast.NodeVisitor``: :meth:`visit` dispatches on the exact node type and walks the
+    children itself (:mod:`caelum_dask.analysis.astwalk`), in the same order, with the same
+    results as radon's visitor — at about half its cost per node.
+    """
 
     def __init__(self, to_method: bool = False, classname: str | None = None, off: bool = True) -> None:
         self.off = off
@@ -67,30 +100,35 @@ class ComplexityVisitor(ast.NodeVisitor):
     def total_complexity(self) -> int:
         return self.complexity + self.functions_complexity + self.classes_complexity + (not self.off)
 
-    def generic_visit(self, node: ast.AST) -> None:
+    def visit(self, node: ast.AST) -> None:
+        """Count ``node`` and everything under it (functions and classes as radon: on their own)."""
+        kind = type(node)
+        if kind is ast.Assert:  # counted, children not visited (as radon)
+            self.complexity += 1
+            return
+        if kind is ast.FunctionDef or kind is ast.AsyncFunctionDef:
+            self.visit_FunctionDef(node)  # type: ignore[arg-type]
+            return
+        if kind is ast.ClassDef:
+            self.visit_ClassDef(node)  # type: ignore[arg-type]
+            return
         lineno = getattr(node, "lineno", None)
         if lineno is not None and lineno > self.max_line:
             self.max_line = lineno
-        if isinstance(node, ast.Try):  # as radon: TryStar is not counted
-            self.complexity += len(node.handlers) + bool(node.orelse)
-        elif isinstance(node, ast.BoolOp):
-            self.complexity += len(node.values) - 1
-        elif isinstance(node, (ast.If, ast.IfExp)):
-            self.complexity += 1
-        elif isinstance(node, ast.Match):
-            wildcard = any(getattr(case.pattern, "pattern", False) is None for case in node.cases)
-            self.complexity += max(0, len(node.cases) - wildcard)
-        elif isinstance(node, (ast.For, ast.While, ast.AsyncFor)):
-            self.complexity += bool(node.orelse) + 1
-        elif isinstance(node, ast.comprehension):
-            self.complexity += len(node.ifs) + 1
-        super().generic_visit(node)
+        count = DECISIONS.get(kind)
+        if count is not None:
+            self.complexity += count(node)
+        for name in fields_of(kind):
+            value = getattr(node, name, None)
+            if type(value) is list:
+                for item in value:
+                    if isinstance(item, _AST):
+                        self.visit(item)
+            elif isinstance(value, _AST):
+                self.visit(value)
 
     def visit_Assert(self, node: ast.Assert) -> None:
         self.complexity += 1
-
-    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:
-        self.visit_FunctionDef(node)  # type: ignore[arg-type]
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
         closures: list[Block] = []

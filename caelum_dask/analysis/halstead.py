@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import ast
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from caelum_dask.analysis.astwalk import fields_of
+
+_AST = ast.AST
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,26 @@ class HalsteadReport:
 _VALUE_ATTR = {ast.Name: "id", ast.Attribute: "attr", ast.Constant: "value"}
 
 
-class HalsteadVisitor(ast.NodeVisitor):
+def _op(node: Any) -> str:
+    return type(node.op).__name__
+
+
+#: per counted node type: (operators, operands, distinct operators, the operand nodes), as
+#: radon's HalsteadVisitor's visit_BinOp/UnaryOp/BoolOp/AugAssign/Compare count them
+COUNTED: dict[type, Callable[[Any], tuple[int, int, Any, Any]]] = {
+    ast.BinOp: lambda n: (1, 2, (_op(n),), (n.left, n.right)),
+    ast.UnaryOp: lambda n: (1, 1, (_op(n),), (n.operand,)),
+    ast.BoolOp: lambda n: (1, len(n.values), (_op(n),), n.values),
+    ast.AugAssign: lambda n: (1, 2, (_op(n),), (n.target, n.value)),
+    ast.Compare: lambda n: (len(n.ops), len(n.comparators) + 1, [type(o).__name__ for o in n.ops],
+                            n.comparators + [n.left]),
+}
+
+
+class HalsteadVisitor:
+    """radon's Halstead counting; :meth:`visit` dispatches on the exact node type and walks the
+    children itself (same order, same counts as radon's ``ast.NodeVisitor``, less overhead)."""
+
     def __init__(self, context: str | None = None) -> None:
         self.operators_seen: set[Any] = set()
         self.operands_seen: set[Any] = set()
@@ -45,31 +69,29 @@ class HalsteadVisitor(ast.NodeVisitor):
         self.context = context
         self.function_visitors: list[HalsteadVisitor] = []
 
-    def _add(self, n_ops: int, n_operands: int, ops: Any, operands: Any, node: ast.AST) -> None:
-        self.operators += n_ops
-        self.operands += n_operands
-        self.operators_seen.update(ops)
-        for operand in operands:
-            attr = _VALUE_ATTR.get(type(operand))
-            value = getattr(operand, attr) if attr else operand
-            self.operands_seen.add((self.context, value))
-        self.generic_visit(node)
-
-    def visit_BinOp(self, node: ast.BinOp) -> None:
-        self._add(1, 2, (type(node.op).__name__,), (node.left, node.right), node)
-
-    def visit_UnaryOp(self, node: ast.UnaryOp) -> None:
-        self._add(1, 1, (type(node.op).__name__,), (node.operand,), node)
-
-    def visit_BoolOp(self, node: ast.BoolOp) -> None:
-        self._add(1, len(node.values), (type(node.op).__name__,), node.values, node)
-
-    def visit_AugAssign(self, node: ast.AugAssign) -> None:
-        self._add(1, 2, (type(node.op).__name__,), (node.target, node.value), node)
-
-    def visit_Compare(self, node: ast.Compare) -> None:
-        self._add(len(node.ops), len(node.comparators) + 1, [type(o).__name__ for o in node.ops],
-                  node.comparators + [node.left], node)
+    def visit(self, node: ast.AST) -> None:
+        """Count ``node`` and everything under it (a function's body on its own, as radon)."""
+        kind = type(node)
+        if kind is ast.FunctionDef or kind is ast.AsyncFunctionDef:
+            self.visit_FunctionDef(node)  # type: ignore[arg-type]
+            return
+        counted = COUNTED.get(kind)
+        if counted is not None:
+            n_ops, n_operands, ops, operands = counted(node)
+            self.operators += n_ops
+            self.operands += n_operands
+            self.operators_seen.update(ops)
+            for operand in operands:
+                attr = _VALUE_ATTR.get(type(operand))
+                self.operands_seen.add((self.context, getattr(operand, attr) if attr else operand))
+        for name in fields_of(kind):
+            value = getattr(node, name, None)
+            if type(value) is list:
+                for item in value:
+                    if isinstance(item, _AST):
+                        self.visit(item)
+            elif isinstance(value, _AST):
+                self.visit(value)
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
         func = HalsteadVisitor(context=node.name)
@@ -82,8 +104,6 @@ class HalsteadVisitor(ast.NodeVisitor):
                 target.operators_seen.update(visitor.operators_seen)
                 target.operands_seen.update(visitor.operands_seen)
         self.function_visitors.append(func)
-
-    visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
 
     def report(self) -> HalsteadReport:
         h1, h2 = len(self.operators_seen), len(self.operands_seen)
