@@ -24,13 +24,15 @@ import dask
 
 #: the annotation naming the capability of a task: workflow, analysis, test, llm, bi
 KIND = "caelum_kind"
-_MAPPED = re.compile(r"^(?P<base>.+)\[\d+\]$")
+#: a map item (``name[3]``) or a repeated step (``name-2``, as ``Workflow`` names a second use)
+_NUMBERED = re.compile(r"^(?P<base>.+?)(\[\d+\]|-\d+)$")
 _NOT_WORD = re.compile(r"[^A-Za-z0-9_]+")
 
 
 def step_name(name: str) -> str:
-    """The prefix for a step called ``name``: a map item's base name, as one Dask word."""
-    match = _MAPPED.match(name)
+    """The prefix for a step called ``name``: the base name of a map item or a repeated step
+    (one duration profile per function), as one Dask word."""
+    match = _NUMBERED.match(name)
     base = match["base"] if match else name
     word = _NOT_WORD.sub("_", base).strip("_") or "step"
     return word if word[0].isalpha() else f"step_{word}"

@@ -100,3 +100,15 @@ def test_topic_router_listens_again_and_drops_late_events_quietly(caplog: pytest
         events.listen(client, "caelum.test-topic", "b", lambda e: got.append(e[1]))
         wait_for(lambda: client.log_event("caelum.test-topic", {"n": 3}) or got[-1] == {"n": 3}, timeout=30,
                  interval=0.2)
+
+
+def test_keys_put_the_step_in_dasks_prefix_and_the_run_in_the_token() -> None:
+    from dask.utils import key_split
+
+    from caelum_dask.keys import step_name, task_key
+
+    assert [step_name(n) for n in ("analyse[3]", "inc-2", "load-data", "2fast", "ünï")] == \
+        ["analyse", "inc", "load_data", "step_2fast", "n"]
+    for run in ("20261201-101010-abcdef", "abcdefabcdef", "r1"):
+        assert key_split(task_key("analyse[3]", run, 3)) == "analyse"
+    assert task_key("x", "r", 1) != task_key("x", "r", 2) != task_key("x", "s", 1)

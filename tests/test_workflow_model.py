@@ -7,6 +7,7 @@ import threading
 
 import networkx as nx
 import pytest
+from dask.utils import key_split
 
 from caelum_dask.errors import UnsatisfiableRequirement
 from caelum_dask.workflow import REQUIRED, MapRef, Ref, Workflow, WorkflowInvalid, task, validate
@@ -175,13 +176,16 @@ def test_compile_one_graph_unique_prefixed_keys_and_annotations(tmp_path) -> Non
     placement = {"inc-2": {"resources": {"GPU": 1.0}}}
     c1 = compile_workflow(wf, values, bindings, placement, "run1", str(tmp_path))
     c2 = compile_workflow(wf, values, bindings, placement, "run2", str(tmp_path))
-    assert c1.keys == {"inc": "caelum-wf-run1-inc", "inc-2": "caelum-wf-run1-inc-2", "total": "caelum-wf-run1-total"}
+    # Dask's <name>-<token> convention: the prefix is the step (both uses of inc share it), the
+    # run id is in the token, so two runs never share a key
+    assert {n: key_split(k) for n, k in c1.keys.items()} == {"inc": "inc", "inc-2": "inc", "total": "total"}
+    assert all("-run1." in k for k in c1.keys.values()) and len(set(c1.keys.values())) == 3
     assert not set(c1.keys.values()) & set(c2.keys.values())
     annotations = {k: layer.annotations for layer in c1.graph.layers.values() for k in layer}
-    assert annotations["caelum-wf-run1-inc"] == {"priority": 7}
-    assert annotations["caelum-wf-run1-inc-2"] == {"resources": {"GPU": 1.0}}
-    assert annotations["caelum-wf-run1-total"] is None
-    assert c1.targets == ["caelum-wf-run1-total"]
+    assert annotations[c1.keys["inc"]] == {"priority": 7, "caelum_kind": "workflow"}
+    assert annotations[c1.keys["inc-2"]] == {"resources": {"GPU": 1.0}, "caelum_kind": "workflow"}
+    assert annotations[c1.keys["total"]] == {"caelum_kind": "workflow"}
+    assert c1.targets == [c1.keys["total"]]
     # cached nodes needed by nobody are not submitted at all; needed ones are loaded
     c3 = compile_workflow(wf, values, bindings, {}, "run3", str(tmp_path), reusable={"inc", "inc-2"})
     assert c3.computed == ["total"] and c3.loaded == ["inc", "inc-2"]
