@@ -20,7 +20,7 @@ from distributed import Client, LocalCluster
 from caelum_dask.analysis import analyze
 from caelum_dask.analysis.cache import ResultCache
 from caelum_dask.analysis.discovery import discover
-from caelum_dask.analysis.engine import _tables
+from caelum_dask.analysis.engine import _Rows, _tables
 from caelum_dask.analysis.loader import make_spec
 from caelum_dask.analysis.tasks import analyze_batch
 
@@ -89,8 +89,9 @@ def test_warm_run_contacts_no_cluster_and_matches_cold_and_single_process(thread
     files, skipped = discover(root)
     spec = make_spec()
     items = [(f.rel, f.module, f.is_package, Path(f.abspath).read_bytes()) for f in files]
-    rows = dict(analyze_batch("local", items, spec, None))
-    local, graph = _tables(files, skipped, {rel: data for rel, _, _, data in items}, rows, set())
+    rows = _Rows(files, {rel: data for rel, _, _, data in items})
+    rows.add(reversed(analyze_batch("local", items, spec, None)), cached=False)  # any arrival order
+    local, graph = _tables(files, skipped, rows)
     _same_tables(local, cold.tables)
     assert sorted(graph.edges) == sorted(cold.graph.edges)
 

@@ -15,7 +15,7 @@ import hashlib
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -222,8 +222,9 @@ def _reuse(run_id: str, found: _Input, stored: tuple[dict[str, Any], bytes], cac
                 hits = rows.get_many(found.keys.values())
             finally:
                 rows.close()
-            results = {f.rel: hits[found.keys[f.rel]] for f in found.files}
-            tables, graph = _tables(found.files, found.skipped, found.contents, results, set(results))
+            rows = _Rows(found.files, found.contents)
+            rows.add(((f.rel, hits[found.keys[f.rel]]) for f in found.files), cached=True)
+            tables, graph = _tables(found.files, found.skipped, rows)
         tables["files"] = tables["files"].assign(cached=True)
         return tables, graph
 
@@ -237,23 +238,23 @@ def _compute(run_id: str, found: _Input, spec: AnalyzerSpec, opts: AnalysisOptio
     tables assembled; and what to store for the next run when every file's rows are cacheable."""
     hits = cache.get_many(found.keys.values()) if cache else {}
     results = {f.rel: hits[found.keys[f.rel]] for f in found.files if found.keys[f.rel] in hits}
-    from_cache = set(results)
     misses = [f for f in found.files if f.rel not in results]
     stats = {"files": len(found.files), "cached": len(results), "analysed": len(misses), "tasks": 0}
     tally = _Tally(run_id, len(found.files), progress, detail={"cached": len(results)})
     tally.say(f"{len(found.files)} files ({len(found.skipped)} skipped): {len(results)} from the cache, "
               f"{len(misses)} to analyse")
     tally.add(results)
+    rows = _Rows(found.files, found.contents)
+    rows.add(results.items(), cached=True)
     if misses:
         work = _Work(run_id, misses, found.contents, found.keys, spec, opts)
-        stats["tasks"] = _run_on_cluster(work, results, cache, client, scheduler, tally)
-    tables, graph = _tables(found.files, found.skipped, found.contents, results, from_cache)
+        stats["tasks"] = _run_on_cluster(work, rows, cache, client, scheduler, tally)
+    tables, graph = _tables(found.files, found.skipped, rows)
     result = AnalysisResult(run_id, found.root, tables, graph, {}, stats)
     result.summary = summarize(result)
     _finished(run_id, stats["files"], int(result.summary["errors"]), stats["cached"])
-    complete = not any(e["stage"] in NOT_CACHED for data in results.values() for e in data["errors"])
-    run = (found.scope, found.digest, result.summary, snapshot.pack(tables, graph)) if cache and complete else None
-    return result, run
+    keep = cache is not None and rows.complete
+    return result, (found.scope, found.digest, result.summary, snapshot.pack(tables, graph)) if keep else None
 
 
 def _finished(run_id: str, files: int, errors: int, cached: int) -> None:
@@ -304,9 +305,10 @@ class _Work:
     options: AnalysisOptions
 
 
-def _run_on_cluster(work: _Work, results: dict[str, dict[str, Any]], cache: ResultCache | None,
+def _run_on_cluster(work: _Work, results: _Rows, cache: ResultCache | None,
                     client: Any, scheduler: str | None, tally: _Tally) -> int:
-    """Submit the batches, fold each one's rows in as it finishes; returns the number of tasks."""
+    """Submit the batches, fold each one's rows in as it finishes (while the others still run);
+    returns the number of tasks."""
     from distributed import as_completed
 
     from caelum_dask.cluster import client_scope
@@ -324,7 +326,7 @@ def _run_on_cluster(work: _Work, results: dict[str, dict[str, Any]], cache: Resu
         tally.detail.update(batches=len(batches), batches_done=0)
         for future in as_completed(list(futures)):
             rows = _batch_rows(future, futures.pop(future), work.keys, cache)
-            results.update(rows)
+            results.add(rows, cached=False)
             tally.detail["batches_done"] += 1
             tally.add(rows)
         return len(batches)
@@ -377,21 +379,44 @@ def _frame(rows: list[dict[str, Any]], name: str) -> pd.DataFrame:
     return frame.sort_values(sort, kind="stable", ignore_index=True) if len(frame) and sort else frame
 
 
-def _tables(files: list[SourceFile], skipped: list[dict[str, str]], contents: dict[str, bytes],
-            results: dict[str, dict[str, Any]], from_cache: set[str]) -> tuple[dict[str, pd.DataFrame], nx.DiGraph]:
+class _Rows:
+    """Every file's table rows with its path, module (and file facts) merged in, built as the
+    batches arrive so that only the DataFrames are left to make after the last one."""
+
+    def __init__(self, files: list[SourceFile], contents: dict[str, bytes]) -> None:
+        self.files = {f.rel: f for f in files}
+        self.contents = contents
+        self.by_file: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        self.complete = True  # every file's rows can be cached (none timed out, no task failed)
+
+    def add(self, pairs: Iterable[tuple[str, dict[str, Any]]], *, cached: bool) -> None:
+        for rel, data in pairs:
+            f = self.files[rel]
+            base = {"path": rel, "module": f.module}
+            file_row = {**base, "bytes": f.size, "sha256": hashlib.sha256(self.contents[rel]).hexdigest(),
+                        "cached": cached, **data["file"]}
+            tables: dict[str, list[dict[str, Any]]] = {"files": [file_row]}
+            for table, table_rows in data["tables"].items():
+                tables[table] = [{**base, **r} for r in table_rows]
+            tables["errors"] = [{"path": rel, **e} for e in data["errors"]]
+            self.complete = self.complete and not any(e["stage"] in NOT_CACHED for e in data["errors"])
+            self.by_file[rel] = tables
+
+    def tables(self, order: list[SourceFile]) -> dict[str, list[dict[str, Any]]]:
+        """All rows per table, files in ``order`` (tables in the order they first appear)."""
+        rows: dict[str, list[dict[str, Any]]] = {"files": [], "errors": []}
+        for f in order:
+            for table, table_rows in self.by_file[f.rel].items():
+                rows.setdefault(table, []).extend(table_rows)
+        return rows
+
+
+def _tables(files: list[SourceFile], skipped: list[dict[str, str]],
+            rows: _Rows) -> tuple[dict[str, pd.DataFrame], nx.DiGraph]:
     """The run's DataFrames and import graph from every file's rows."""
     from caelum_dask.analysis.graph import import_graph, module_table
 
-    rows: dict[str, list[dict[str, Any]]] = {"files": [], "errors": []}
-    for f in files:
-        data = results[f.rel]
-        base = {"path": f.rel, "module": f.module}
-        rows["files"].append({**base, "bytes": f.size, "sha256": hashlib.sha256(contents[f.rel]).hexdigest(),
-                              "cached": f.rel in from_cache, **data["file"]})
-        for table, table_rows in data["tables"].items():
-            rows.setdefault(table, []).extend({**base, **r} for r in table_rows)
-        rows["errors"].extend({"path": f.rel, **e} for e in data["errors"])
-    tables = {name: _frame(r, name) for name, r in rows.items()}
+    tables = {name: _frame(r, name) for name, r in rows.tables(files).items()}
     for name in ("functions", "imports", "findings"):
         tables.setdefault(name, _frame([], name))
     tables["skipped"] = _frame(skipped, "skipped")
