@@ -539,11 +539,15 @@ class Soak:
     # -- the whole run -------------------------------------------------------------------
     def run(self) -> SoakResult:
         with self.memory, dask.config.set({"caelum.home": str(self.work / "home"), "caelum.scheduler-address": None}):
-            self.cluster.start_ollamas()
-            self.cluster.start_scheduler()
-            for _ in range(WORKERS):
-                self.cluster.add_worker()
-            self.cluster.wait_workers(WORKERS)
+            try:
+                self.cluster.start_ollamas()
+                self.cluster.start_scheduler()
+                for _ in range(WORKERS):
+                    self.cluster.add_worker()
+                self.cluster.wait_workers(WORKERS)
+            except BaseException:  # interrupted while starting: nothing may outlive the benchmark
+                self.cluster.stop()
+                raise
             self.say(f"cluster up at {self.cluster.address}: {WORKERS} workers, 2 fake Ollamas")
             started = time.monotonic()
             self.deadline = started + self.result.minutes * 60
@@ -634,7 +638,10 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON line only")
     args = parser.parse_args()
     say = (lambda _line: None) if args.json else (lambda line: print(f"  {line}", file=sys.stderr, flush=True))
-    result = soak(args.minutes, args.kill_every, say)
+    from caelum_dask.proctree import job_scope
+
+    with job_scope():  # SIGTERM (a `timeout` around the benchmark) still stops every process it started
+        result = soak(args.minutes, args.kill_every, say)
     data = {**result.to_dict(), "resumed": result.resumed}
     print(json.dumps(data) if args.json else table(result) + "\n" + json.dumps(data))
     ok = result.lost == 0 and result.resumed and not result.leftovers and (
