@@ -206,3 +206,22 @@ def test_warm_cli_imports_neither_pandas_nor_distributed(thread_client: Client, 
     summary = json.loads(proc.stdout)
     assert (summary["cached"], summary["analysed"], summary["tasks"]) == (5, 0, 0)
     assert _run_fields(summary) == _run_fields(cold.to_dict())
+
+
+def test_stored_tables_that_no_longer_load_are_assembled_again(thread_client: Client, tmp_path: Path) -> None:
+    import pickle
+
+    root = _tree(tmp_path / "src")
+    cache = tmp_path / "cache.sqlite"
+    cold = analyze(root, client=thread_client, cache_path=cache)
+    with sqlite3.connect(str(cache)) as db:  # as if written by another pandas: unpickling fails
+        db.execute("UPDATE runs SET tables = ?", (b"not a pickle",))
+    warm = analyze(root, scheduler=_closed_address(), cache_path=cache)
+    assert warm.stats["tasks"] == 0
+    _same_tables(warm.tables, cold.tables)
+    assert warm.files["cached"].all()
+
+    # A deferred result pickles with its tables.
+    again = pickle.loads(pickle.dumps(analyze(root, scheduler=_closed_address(), cache_path=cache)))
+    _same_tables(again.tables, cold.tables)
+    assert again.summary["cached"] == 5

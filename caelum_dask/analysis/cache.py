@@ -92,11 +92,16 @@ class ResultCache:
                                  (scope, digest, json.dumps(summary, default=str), tables))
         self._pending, self._exports = [], []
 
-    def get_run(self, scope: str, digest: str) -> tuple[dict[str, Any], bytes] | None:
-        """The summary and pickled tables of the last run of ``scope``, if its input was ``digest``."""
-        row = self._db.execute("SELECT summary, tables FROM runs WHERE scope = ? AND digest = ?",
-                               (scope, digest)).fetchone()
-        return (json.loads(row[0]), bytes(row[1])) if row else None
+    def get_run(self, scope: str, digest: str) -> dict[str, Any] | None:
+        """The summary of the last run of ``scope``, if its input was ``digest``."""
+        row = self._db.execute("SELECT summary FROM runs WHERE scope = ? AND digest = ?", (scope, digest)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def get_run_tables(self, scope: str, digest: str) -> bytes | None:
+        """The pickled tables of that run (read only when someone uses them: megabytes for a
+        large tree), or None if another run of the tree has replaced it since."""
+        row = self._db.execute("SELECT tables FROM runs WHERE scope = ? AND digest = ?", (scope, digest)).fetchone()
+        return bytes(row[0]) if row else None
 
     def get_export(self, folder: str) -> dict[str, Any] | None:
         """What was last exported to ``folder`` (see :func:`caelum_dask.analysis.snapshot.export_record`)."""

@@ -77,6 +77,12 @@ class AnalysisResult(Result):
         result.__dict__.update(run_id=run_id, root=root, summary=summary, stats=stats, outputs={}, _load=load)
         return result
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled with its tables (a deferred loader does not travel)."""
+        if "_load" in self.__dict__:
+            self.__getattr__("tables")
+        return dict(self.__dict__)
+
     def __getattr__(self, name: str) -> Any:
         state = self.__dict__
         if "_load" in state and name in ("tables", "graph"):
@@ -201,34 +207,39 @@ def analyze(
     return result
 
 
-def _reuse(run_id: str, found: _Input, stored: tuple[dict[str, Any], bytes], cache_path: Path,
+def _reuse(run_id: str, found: _Input, stored: dict[str, Any], cache_path: Path,
            progress: ProgressCallback | None) -> AnalysisResult:
     """This run as the tree's previous one (nothing changed): its summary now, its tables on use."""
     n = len(found.files)
     stats = {"files": n, "cached": n, "analysed": 0, "tasks": 0}
-    summary = snapshot.reused_summary(stored[0], run_id=run_id, root=found.root, files=n)
+    summary = snapshot.reused_summary(stored, run_id=run_id, root=found.root, files=n)
     tally = _Tally(run_id, n, progress, detail={"cached": n})
     tally.say(f"{n} files ({len(found.skipped)} skipped): {n} from the cache, 0 to analyse")
     tally.done, tally.failed = n, int(summary.get("errors", 0))
     tally.emit()
     _finished(run_id, n, tally.failed, n)
+    return AnalysisResult.deferred(run_id, found.root, summary, stats, lambda: _stored_tables(found, cache_path))
 
-    def load() -> tuple[dict[str, pd.DataFrame], nx.DiGraph]:
+
+def _stored_tables(found: _Input, cache_path: Path) -> tuple[dict[str, pd.DataFrame], nx.DiGraph]:
+    """The stored run's tables (``cached`` now true for every file), or, if they are gone or no
+    longer load (another pandas), the same tables assembled again from the cached rows."""
+    cache = ResultCache(cache_path)
+    try:
+        blob = cache.get_run_tables(found.scope, found.digest)
         try:
-            tables, graph = snapshot.unpack(stored[1])
-        except Exception:  # stored by other library versions: assemble again from the rows
-            rows = ResultCache(cache_path)
-            try:
-                hits = rows.get_many(found.keys.values())
-            finally:
-                rows.close()
+            tables, graph = snapshot.unpack(blob) if blob is not None else (None, None)
+        except Exception:  # stored by other library versions
+            tables = None
+        if tables is None:
+            hits = cache.get_many(found.keys.values())
             rows = _Rows(found.files, found.contents)
             rows.add(((f.rel, hits[found.keys[f.rel]]) for f in found.files), cached=True)
             tables, graph = _tables(found.files, found.skipped, rows)
-        tables["files"] = tables["files"].assign(cached=True)
-        return tables, graph
-
-    return AnalysisResult.deferred(run_id, found.root, summary, stats, load)
+    finally:
+        cache.close()
+    tables["files"] = tables["files"].assign(cached=True)
+    return tables, graph
 
 
 def _compute(run_id: str, found: _Input, spec: AnalyzerSpec, opts: AnalysisOptions, cache: ResultCache | None,
