@@ -50,8 +50,11 @@ def test_short_soak_loses_no_work_and_leaves_nothing_behind() -> None:
     resumed = next(r for r in result.resumes if r["resumed_from"] == result.interrupted_run)
     assert resumed["cached"] >= 1, "the resumed run reuses what the interrupted one completed"
 
-    assert (result.processes_after, result.fds_after) == (result.processes_before, result.fds_before)
-    assert after == before, "every process the soak started is stopped and every descriptor closed"
+    # nothing started is left and no descriptor leaked (in the whole suite's process, other
+    # modules' fixtures may close descriptors meanwhile, so fewer is fine; the benchmark run on
+    # its own requires equality)
+    assert result.processes_after == result.processes_before and result.fds_after <= result.fds_before
+    assert after[0] == before[0] and after[1] <= before[1], "every process stopped, no descriptor leaked"
     assert result.leftovers == []
     assert {"scheduler", "scheduler#2"} <= set(result.memory_mib)
     workers = [row for label, row in result.memory_mib.items() if label.startswith("w")]
