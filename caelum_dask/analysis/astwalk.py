@@ -4,8 +4,8 @@ Why: the radon metrics visit every node of every file, once per analyzer; ``ast.
 costs a method lookup, two generator layers (``iter_fields``, ``iter_child_nodes``) and a
 ``try`` per field of every node, which made our cc pass slower than radon's own. These walk
 the same children in the same order, reading each node type's fields once (``_fields`` is the
-documented list of a node class's child fields) and skipping ``ctx`` (``Load``/``Store``/
-``Del`` markers no metric counts).
+documented list of a node class's child fields) and skipping the marker nodes no metric
+counts (``Load``/``Store``/``Del``, the operators).
 """
 
 from __future__ import annotations
@@ -16,18 +16,24 @@ from collections.abc import Iterator
 
 _AST = ast.AST
 _FIELDS: dict[type, tuple[str, ...]] = {}
+#: fields holding only marker nodes without position or children: the expression context
+#: (Load/Store/Del) and the operator of BinOp/UnaryOp/BoolOp/AugAssign/Compare (read by the
+#: Halstead counting from the node itself, never visited for anything)
+_MARKERS = frozenset({"ctx", "op", "ops"})
+#: node types that never hold another node (a name, a literal): a visitor can count them inline
+LEAVES = frozenset({ast.Name, ast.Constant})
 
 
 def fields_of(kind: type) -> tuple[str, ...]:
     """The fields of a node type that can hold child nodes, in ``_fields`` order."""
     names = _FIELDS.get(kind)
     if names is None:
-        names = _FIELDS[kind] = tuple(n for n in getattr(kind, "_fields", ()) if n != "ctx")
+        names = _FIELDS[kind] = tuple(n for n in getattr(kind, "_fields", ()) if n not in _MARKERS)
     return names
 
 
 def child_nodes(node: ast.AST) -> list[ast.AST]:
-    """The direct children of ``node``, as ``ast.iter_child_nodes`` yields them (less ``ctx``)."""
+    """The direct children of ``node``, as ``ast.iter_child_nodes`` yields them (less markers)."""
     found: list[ast.AST] = []
     for name in fields_of(type(node)):
         value = getattr(node, name, None)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from caelum_dask.analysis.astwalk import fields_of
+from caelum_dask.analysis.astwalk import LEAVES, fields_of
 
 _AST = ast.AST
 
@@ -120,15 +120,12 @@ class ComplexityVisitor:
             self.complexity += count(node)
         for name in fields_of(kind):
             value = getattr(node, name, None)
-            if type(value) is list:
-                for item in value:
-                    if isinstance(item, _AST):
-                        self.visit(item)
-            elif isinstance(value, _AST):
-                self.visit(value)
-
-    def visit_Assert(self, node: ast.Assert) -> None:
-        self.complexity += 1
+            for item in value if type(value) is list else (value,):
+                if type(item) in LEAVES:  # a name or literal: only its line counts
+                    if item.lineno > self.max_line:
+                        self.max_line = item.lineno
+                elif isinstance(item, _AST):
+                    self.visit(item)
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
         closures: list[Block] = []

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from caelum_dask.analysis.astwalk import fields_of
+from caelum_dask.analysis.astwalk import LEAVES, fields_of
 
 _AST = ast.AST
 
@@ -86,12 +86,9 @@ class HalsteadVisitor:
                 self.operands_seen.add((self.context, getattr(operand, attr) if attr else operand))
         for name in fields_of(kind):
             value = getattr(node, name, None)
-            if type(value) is list:
-                for item in value:
-                    if isinstance(item, _AST):
-                        self.visit(item)
-            elif isinstance(value, _AST):
-                self.visit(value)
+            for item in value if type(value) is list else (value,):
+                if type(item) not in LEAVES and isinstance(item, _AST):  # names and literals count nothing
+                    self.visit(item)
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
         func = HalsteadVisitor(context=node.name)
