@@ -252,14 +252,16 @@ def _compute(run_id: str, found: _Input, spec: AnalyzerSpec, opts: AnalysisOptio
     misses = [f for f in found.files if f.rel not in results]
     stats = {"files": len(found.files), "cached": len(results), "analysed": len(misses), "tasks": 0}
     tally = _Tally(run_id, len(found.files), progress, detail={"cached": len(results)})
-    tally.say(f"{len(found.files)} files ({len(found.skipped)} skipped): {len(results)} from the cache, "
-              f"{len(misses)} to analyse")
+    found_line = (f"{len(found.files)} files ({len(found.skipped)} skipped): {len(results)} from the cache, "
+                  f"{len(misses)} to analyse")
+    if not misses:  # with work to do, said once the cluster answers (a bad address is one line)
+        tally.say(found_line)
     tally.add(results)
     rows = _Rows(found.files, found.contents)
     rows.add(results.items(), cached=True)
     if misses:
         work = _Work(run_id, misses, found.contents, found.keys, spec, opts)
-        stats["tasks"] = _run_on_cluster(work, rows, cache, client, scheduler, tally)
+        stats["tasks"] = _run_on_cluster(work, rows, cache, client, scheduler, tally, found_line)
     tables, graph = _tables(found.files, found.skipped, rows)
     result = AnalysisResult(run_id, found.root, tables, graph, {}, stats)
     result.summary = summarize(result)
@@ -317,7 +319,7 @@ class _Work:
 
 
 def _run_on_cluster(work: _Work, results: _Rows, cache: ResultCache | None,
-                    client: Any, scheduler: str | None, tally: _Tally) -> int:
+                    client: Any, scheduler: str | None, tally: _Tally, found_line: str) -> int:
     """Submit the batches, fold each one's rows in as it finishes (while the others still run);
     returns the number of tasks."""
     from distributed import as_completed
@@ -325,6 +327,7 @@ def _run_on_cluster(work: _Work, results: _Rows, cache: ResultCache | None,
     from caelum_dask.cluster import client_scope
 
     with client_scope(client, scheduler) as client:
+        tally.say(found_line)
         n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
         target = target_bytes(client, _figure(work.spec), int(work.options.batch_bytes),
                               work.options.batch_seconds)

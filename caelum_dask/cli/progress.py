@@ -123,9 +123,9 @@ class ProgressDisplay:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.close()
+        self.close(final=exc_type is None)  # a failed command's one error line stands alone
 
-    def close(self) -> None:
+    def close(self, final: bool = True) -> None:
         """Take the bar down and print the final line (only if there was anything to count)."""
         with self._lock:
             if self._closed:
@@ -134,7 +134,7 @@ class ProgressDisplay:
             if self._bar is not None:
                 self._bar.stop()
                 self._bar = None
-            if self.state is not None and _countable(self.state):
+            if final and self.state is not None and _countable(self.state):
                 self._write(final_text(self.state, self.noun, self.clock() - self._started))
 
     # -- what commands call --------------------------------------------------------------
