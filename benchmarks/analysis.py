@@ -92,14 +92,15 @@ def timed_run(client: Client, path: Path, cache: Path, batch_bytes: int | None,
     return elapsed, {**result.stats, "worker_cpu": _worker_cpu(client) - cpu}
 
 
-def single_process(path: Path, analyzers: list[str] | None) -> float:
-    """The per-file pipeline over every file in this process: what one worker would do, no Dask."""
+def single_process(path: Path, analyzers: list[str] | None) -> tuple[float, float]:
+    """The per-file pipeline over every file in this process: what one worker would do, no Dask.
+    Wall seconds and CPU seconds (the latter hardly moved by the neighbours' load)."""
     files, _ = discover(path, include_all=True)
     spec = make_spec(analyzers)
     items = [(f.rel, f.module, f.is_package, Path(f.abspath).read_bytes()) for f in files]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     analyze_batch("bench", items, spec, 120.0)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def radon_cc_command(path: Path) -> float:
@@ -183,9 +184,10 @@ def main() -> int:
         (warm_dir / "w.py").write_text("def f(x):\n    return x and 1\n")
         print(f"files: {len(files)}  lines: {lines}  python {sys.version.split()[0]}  {load()}", flush=True)
         t: dict[str, float] = {}
-        t["single"] = single_process(work / "src", None)
-        print(f"single-process pipeline, all built-ins: {t['single']:.2f} s  ({load()})", flush=True)
-        t["single_cc"] = single_process(work / "src", ["cc"])
+        t["single"], t["single_cpu"] = single_process(work / "src", None)
+        print(f"single-process pipeline, all built-ins: {t['single']:.2f} s, {t['single_cpu']:.2f} CPU-s  "
+              f"({load()})", flush=True)
+        t["single_cc"], _ = single_process(work / "src", ["cc"])
         print(f"single-process pipeline, cc only: {t['single_cc']:.2f} s  ({load()})", flush=True)
         t["radon_cc"] = radon_cc_command(work / "src")
         print(f"radon cc (command, serial): {t['radon_cc']:.2f} s  ({load()})", flush=True)
@@ -196,6 +198,7 @@ def main() -> int:
                     analyze(warm_dir, client=client, cache_path=work / f"warm{n}.sqlite")
                     t[f"cold{n}"], stats = timed_run(client, work / "src", work / f"cache{n}.sqlite",
                                                      args.batch_bytes)
+                    t[f"cold{n}_cpu"] = stats["worker_cpu"]
                     print(f"cold, {n} worker(s): {t[f'cold{n}']:.2f} s  ({stats['tasks']} tasks, "
                           f"{stats['worker_cpu']:.2f} worker CPU-s, {load()})", flush=True)
                     if n != 2:
@@ -217,6 +220,8 @@ def main() -> int:
         print("---")
         print(f"cold 2 workers vs the box's ideal (single-process / {TWO_PROCESS_SPEEDUP}): "
               f"{ideal / t['cold2'] * 100:.0f} %  (ideal {ideal:.2f} s; goal >= 85 %)")
+        print(f"worker CPU-s of the cold 2-worker run / single-process CPU-s: "
+              f"{t['cold2_cpu'] / t['single_cpu']:.2f}  (the cost of distributing, load-independent)")
         print(f"warm vs cold (2 workers): {t['cold2'] / t['warm']:.1f}x faster  (goal >= 25x)")
         print(f"--analyzer cc on 2 workers / radon cc: {t['cc2'] / t['radon_cc']:.2f}x  (goal <= 0.6x)")
         print(f"single-process cc pipeline / radon cc: {t['single_cc'] / t['radon_cc']:.2f}x")
