@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -61,28 +62,47 @@ def make_source(index: int, rows: int, overlap: float = 0.1) -> pd.DataFrame:
     return frame
 
 
-class PeakRSS:
-    """Peak resident memory of some processes while a block runs (psutil, sampled every 5 ms).
+class Watch:
+    """Peak resident memory and CPU seconds of some processes while blocks run.
 
-    ``ru_maxrss`` is a lifetime peak (it would include building the data); this is the peak
-    during the aggregation only, and ``before`` is each process's RSS when the block started.
+    RSS is sampled with psutil every 5 ms inside :meth:`counting` blocks: ``ru_maxrss`` is a lifetime peak (it would include
+    building the data), this is the peak during the aggregation only; ``before`` is each
+    process's RSS when watching started. CPU seconds (user + system, all processes together)
+    are less disturbed than wall time by other work on a shared box.
     """
 
     def __init__(self, pids: dict[str, int], every: float = 0.005) -> None:
         self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
         self.before = {name: p.memory_info().rss for name, p in self.procs.items()}
         self.peak = dict(self.before)
-        self.every, self._stop = every, threading.Event()
+        self.cpu = 0.0
+        self.every, self._stop, self._active = every, threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self._stop.is_set():
+            if not self._active.wait(self.every):
+                continue
             for name, proc in self.procs.items():
                 with contextlib.suppress(psutil.Error):
                     self.peak[name] = max(self.peak[name], proc.memory_info().rss)
             self._stop.wait(self.every)
 
-    def __enter__(self) -> PeakRSS:
+    def _cpu_now(self) -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in self.procs.values())
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[None]:
+        """Sample RSS and add the processes' CPU seconds while inside the block."""
+        start = self._cpu_now()
+        self._active.set()
+        try:
+            yield
+        finally:
+            self._active.clear()
+            self.cpu += self._cpu_now() - start
+
+    def __enter__(self) -> Watch:
         self._thread.start()
         return self
 
@@ -110,19 +130,36 @@ def _pandas_baseline() -> tuple[float, dict[str, pd.DataFrame]]:
     return time.perf_counter() - start, result
 
 
-def _timed(client: Any, futures: list[Any], pids: dict[str, int], fraction: float | None,
-           repeats: int) -> tuple[float, PeakRSS, dict[str, pd.DataFrame], large.Plan]:
-    """The best of ``repeats`` runs of ``large.aggregate`` (peak RSS over all of them)."""
-    best = float("inf")
-    with PeakRSS(pids) as peaks:
-        for n in range(repeats):
-            start = time.perf_counter()
-            got, plan = large.aggregate(client, futures, fraction, run_id=f"bench{fraction}.{n}")
-            best = min(best, time.perf_counter() - start)
-    return best, peaks, got, plan
+class Contender:
+    """One way of aggregating: best wall time, CPU seconds per run, peak RSS, last result."""
+
+    def __init__(self, name: str, run: Callable[[], tuple[float, dict[str, pd.DataFrame]]],
+                 pids: dict[str, int]) -> None:
+        self.name, self.run, self.watch = name, run, Watch(pids)
+        self.best, self.runs, self.result = float("inf"), 0, {}
+
+    def once(self) -> None:
+        with self.watch.counting():
+            took, self.result = self.run()
+        self.best, self.runs = min(self.best, took), self.runs + 1
+
+    def line(self, baseline: Contender) -> str:
+        return (f"  {self.name:26s}: {self.best:6.2f} s  {self.best / baseline.best:5.2f}x   "
+                f"cpu {self.watch.cpu / self.runs:5.2f} s/run   peak RSS {self.watch.line()}")
+
+
+def _cluster_run(client: Any, futures: list[Any], fraction: float | None,
+                 plans: list[large.Plan]) -> Callable[[], tuple[float, dict[str, pd.DataFrame]]]:
+    def run() -> tuple[float, dict[str, pd.DataFrame]]:
+        start = time.perf_counter()
+        got, plan = large.aggregate(client, futures, fraction, run_id=f"bench{fraction}.{len(plans)}")
+        plans.append(plan)
+        return time.perf_counter() - start, got
+    return run
 
 
 def bench_aggregation(rows: int, repeats: int) -> None:
+    """Rounds of (pandas, ours, map-reduce forced), so each ratio compares the same moments."""
     import multiprocessing
 
     from distributed import wait
@@ -131,32 +168,33 @@ def bench_aggregation(rows: int, repeats: int) -> None:
     from caelum_dask.bi.options import BIOptions
 
     per = rows // 4
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        pid = pool.apply(_build, (per,))
-        pandas_s = float("inf")
-        with PeakRSS({"pandas": pid}) as pandas_peak:
-            for _ in range(repeats):
-                took, expected = pool.apply(_pandas_baseline)
-                pandas_s = min(pandas_s, took)
     fraction = BIOptions.from_config().dask_above_fraction
-    with connect() as client:
+    plans: list[large.Plan] = []
+    with multiprocessing.get_context("spawn").Pool(1) as pool, connect() as client:
+        pandas_pid = pool.apply(_build, (per,))
         workers = list(client.scheduler_info()["workers"])
         futures = [client.submit(lambda i, n: {"files": make_source(i, n)}, i, per, workers=[workers[i % len(workers)]],
                                  key=f"caelum-bi-bench-source-{i}") for i in range(4)]
         wait(futures)
         pids = {"client": os.getpid(), **{f"worker{n}": p for n, p in enumerate(client.run(os.getpid).values())}}
-        ours_s, ours_peak, ours, plan = _timed(client, futures, pids, fraction, repeats)
-        forced_s, forced_peak, forced, _ = _timed(client, futures, pids, 0.0, repeats)
-    for name in expected:
-        pd.testing.assert_frame_equal(expected[name], ours[name])
-        pd.testing.assert_frame_equal(expected[name], forced[name])
+        baseline = Contender("pandas single process", lambda: pool.apply(_pandas_baseline), {"pandas": pandas_pid})
+        ours = Contender("ours (engine by bytes)", _cluster_run(client, futures, fraction, plans), pids)
+        forced = Contender("cluster map-reduce forced", _cluster_run(client, futures, 0.0, []), pids)
+        contenders = [baseline, ours, forced]
+        with baseline.watch, ours.watch, forced.watch:
+            for _ in range(repeats):
+                for contender in contenders:
+                    contender.once()
+    for name in baseline.result:
+        pd.testing.assert_frame_equal(baseline.result[name], ours.result[name])
+        pd.testing.assert_frame_equal(baseline.result[name], forced.result[name])
+    expected = baseline.result
     print(f"aggregation of {rows} file-change rows from 4 sources ({len(expected['churn'])} files, "
-          f"{int(expected['activity']['file_changes'].sum())} rows after dedup); best of {repeats}, "
+          f"{int(expected['activity']['file_changes'].sum())} rows after dedup); best of {repeats} rounds, "
           f"load average {os.getloadavg()[0]:.1f}:")
-    print(f"  plan: {plan.describe()}")
-    print(f"  pandas single process    : {pandas_s:6.2f} s   peak RSS {pandas_peak.line()}")
-    print(f"  ours ({plan.engine:6s})           : {ours_s:6.2f} s   {ours_s / pandas_s:.2f}x   peak RSS {ours_peak.line()}")
-    print(f"  cluster map-reduce forced: {forced_s:6.2f} s   {forced_s / pandas_s:.2f}x   peak RSS {forced_peak.line()}")
+    print(f"  ours chose: {plans[-1].describe()}")
+    for contender in contenders:
+        print(contender.line(baseline))
     print("  results identical (tables and dtypes)")
 
 
