@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from caelum_dask.analysis.engine import AnalysisResult
 
 GRAPH_NODES = 150
+_atomic = atomic_write  # the write-through-a-temporary-file helper, by its former name here (tests use it)
 
 
 def export(result: "AnalysisResult", out: str | Path) -> dict[str, str]:
