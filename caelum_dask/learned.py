@@ -194,11 +194,32 @@ class LearnedDurations(SchedulerPlugin):
 
 
 # -- the client side -------------------------------------------------------------------------
+_HAS_PLUGIN: dict[tuple[str, str], bool] = {}
+
+
+def _has_plugin(client: Any) -> bool:
+    """Whether the client's scheduler runs the learning plugin (asked once per client).
+
+    Calling a handler the scheduler does not have makes it log a traceback for every call; a
+    plain ``LocalCluster`` or ``dask scheduler`` without the caelum preload has none.
+    """
+    key = (str(getattr(client, "id", "")), str(getattr(client.scheduler, "address", "")))
+    if key not in _HAS_PLUGIN:
+        try:
+            _HAS_PLUGIN[key] = bool(client.run_on_scheduler(
+                lambda dask_scheduler: FIGURES_HANDLER in dask_scheduler.handlers))
+        except Exception:  # noqa: BLE001 - unreachable: nothing learned
+            return False
+    return _HAS_PLUGIN[key]
+
+
 def _ask(client: Any, handler: str, **kwargs: Any) -> Any:
     """Call one of the plugin's handlers; ``None`` when the scheduler has no learning plugin."""
+    if not _has_plugin(client):
+        return None
     try:
         return client.sync(getattr(client.scheduler, handler), **kwargs)
-    except Exception:  # noqa: BLE001 - no plugin (plain Dask, learning off) means "nothing learned"
+    except Exception:  # noqa: BLE001 - learning off or the scheduler gone: "nothing learned"
         return None
 
 

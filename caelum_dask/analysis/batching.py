@@ -58,6 +58,10 @@ def learning(figure: str, nbytes: int) -> Any:
     return dask.annotate(**{LEARN: {"figure": figure, "amount": max(1, int(nbytes))}})
 
 
+#: how far (either way) a learned batch size may move from ``analysis.batch-bytes``
+LEARNED_RANGE = 4
+
+
 def target_bytes(client: Any, figure: str, batch_bytes: int, batch_seconds: float | None) -> int:
     """Bytes per batch: ``batch_seconds`` worth at the learned seconds per byte of ``figure``,
     or the fixed ``batch_bytes`` until something is learned (or when ``batch_seconds`` is 0).
@@ -73,4 +77,7 @@ def target_bytes(client: Any, figure: str, batch_bytes: int, batch_seconds: floa
     per_byte = known_figures(client, figure).get(figure)
     if not per_byte or per_byte <= 0:
         return int(batch_bytes)
-    return max(1, int(float(batch_seconds) / per_byte))
+    # A figure learned from a few small batches carries their fixed per-task cost and would
+    # make every later batch tiny (hundreds of extra tasks); stay within a factor of the default.
+    learned = int(float(batch_seconds) / per_byte)
+    return min(max(learned, int(batch_bytes) // LEARNED_RANGE), int(batch_bytes) * LEARNED_RANGE)
