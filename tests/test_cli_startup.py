@@ -50,7 +50,8 @@ def test_help_and_usage_errors_import_nothing_heavy() -> None:
     assert "No such command 'no-such-command'" in result.stderr
 
 
-@pytest.mark.parametrize("command", ["test", "run", "runs", "llm", "mcp", "analyze", "codemod", "bi", "up", "down"])
+@pytest.mark.parametrize("command", ["test", "run", "runs", "llm", "mcp", "analyze", "codemod", "bi", "up", "down",
+                                     "status", "scheduler", "worker", "events"])
 def test_command_help_imports_nothing_heavy(command: str) -> None:
     result, modules = _imports_after(command, "--help")
     assert "Usage: caelum" in result.stdout, result.stderr

@@ -17,7 +17,6 @@ import click
 
 from caelum_dask import events
 from caelum_dask.cli._options import json_option, open_client, print_json, scheduler_option, tls_option
-from caelum_dask.cluster import check_address, resolve_address, status_report
 from caelum_dask.errors import InvalidInput, SchedulerUnreachable
 from caelum_dask.slots import SLOTS_ENV
 
@@ -123,6 +122,8 @@ def worker(
 
     lending = options_from_cli(policy=policy, owner_cpu=owner_cpu, active_after=active_after, away_after=away_after,
                                grace=grace, sample_interval=sample_interval, owner_match=owner_match)
+
+    from caelum_dask.cluster import check_address, resolve_address
 
     target = resolve_address(address)
     if target is None:
@@ -314,6 +315,8 @@ def status(scheduler: str | None, tls: str | None, tls_name: str | None, as_json
     "machines": [MachineNode…]} (README); caelum_dashboard is the caelum pages' index.
     """
     with open_client(scheduler, quiet=as_json, tls=tls, tls_name=tls_name) as client:
+        from caelum_dask.cluster import status_report
+
         report = status_report(client, scheduler)
     nodes = report["machines"]
     if as_json:
