@@ -24,7 +24,7 @@ from harness import ProcessCluster
 from caelum_dask.cluster import connect
 
 #: fixture modules (tests/ is on sys.path: pytest inserts this rootdir-less conftest's folder)
-pytest_plugins = ["deploy_fixtures", "llm_fixtures", "testshard_fixtures"]
+pytest_plugins = ["cluster_fixtures", "deploy_fixtures", "llm_fixtures", "testshard_fixtures"]
 
 
 @pytest.fixture(autouse=True)

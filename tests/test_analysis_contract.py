@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import dask.config
@@ -48,14 +47,6 @@ def _caelum(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
            "PYTHONPATH": os.pathsep.join([str(REPO), str(CODEMODS)])}
     return subprocess.run([sys.executable, "-m", "caelum_dask", *args], capture_output=True, text=True,
                           timeout=180, env=env, cwd=cwd)
-
-
-@pytest.fixture(scope="module")
-def thread_client() -> Iterator[Client]:
-    """A one-worker in-process cluster (cheap: the engine's code paths are the same)."""
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
-        yield client
 
 
 def _tree(root: Path) -> Path:

@@ -10,12 +10,11 @@ import sqlite3
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from caelum_dask.analysis import analyze
 from caelum_dask.analysis.cache import ResultCache
@@ -26,14 +25,6 @@ from caelum_dask.analysis.tasks import analyze_batch
 
 REPO = Path(__file__).resolve().parent.parent
 HEAVY = ("pandas", "distributed", "networkx", "libcst", "bokeh")
-
-
-@pytest.fixture(scope="module")
-def thread_client() -> Iterator[Client]:
-    """A one-worker in-process cluster (the engine's code paths are the same as on processes)."""
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
-        yield client
 
 
 def _tree(root: Path) -> Path:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ import dask.config
 import pytest
 from distributed import Client
 
-from caelum_dask import connect
 from caelum_dask.mcp_server.runs import ActiveRun
 from caelum_dask.progress import ProgressEvent
 from caelum_dask.results import Result
@@ -29,17 +27,6 @@ RUN_JSON_KEYS = {"run_id", "workflow", "state", "params", "computed", "cached", 
                  "per_machine", "errors", "resumed_from", "tasks", "results"}
 #: the published MCP ``counts`` of a run (run_workflow with wait=false, workflow_status live_counts)
 MCP_COUNT_KEYS = {"run_id", "total", "computed", "cached", "failed", "skipped", "running", "done"}
-
-
-@pytest.fixture(scope="module")
-def wf_client() -> Iterator[Client]:
-    with dask.config.set({"caelum.embedded.n-workers": 2}):
-        client = connect()
-    try:
-        client.wait_for_workers(2)
-        yield client
-    finally:
-        client.close()
 
 
 @task

@@ -6,7 +6,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import cloudpickle
@@ -18,17 +17,6 @@ from caelum_dask import connect, events
 from caelum_dask.workflow import RunStore, Workflow, run, task
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
-
-
-@pytest.fixture(scope="module")
-def wf_client() -> Iterator[Client]:
-    with dask.config.set({"caelum.embedded.n-workers": 2}):
-        client = connect()
-    try:
-        client.wait_for_workers(2)
-        yield client
-    finally:
-        client.close()
 
 
 @task
