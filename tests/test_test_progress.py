@@ -12,11 +12,11 @@ import pytest
 from mcp import Client
 
 from caelum_dask.cli.progress import ProgressDisplay, ProgressState, format_seconds, progress_text
-from caelum_dask.cli.test import ProgressListener
 from caelum_dask.dashboard.data import tests as testdata
 from caelum_dask.mcp_server import build_server
 from caelum_dask.mcp_server.handle import ClusterHandle
 from caelum_dask.mcp_server.tools_testing import ProgressNotifier
+from caelum_dask.progress import status
 from caelum_dask.testing.engine import TestProgress
 from harness import run_caelum
 from testshard_fixtures import make_project
@@ -49,12 +49,11 @@ def _progress(done: int, total: int, failed: int = 0) -> TestProgress:
 
 def _drive(display: ProgressDisplay, clock: FakeClock, total: int, step: float) -> None:
     """Feed a whole run the way the engine does: a progress event per step, tests finishing."""
-    listener = ProgressListener(display)
-    listener.progress(TestProgress(done=0, total=0, failed=0, running=0, sessions=0, elapsed=0.0, eta=None))
-    display.status("[all] collected 40 tests on host-a")
+    display(TestProgress(done=0, total=0, failed=0, running=0, sessions=0, elapsed=0.0, eta=None).event("r"))
+    display(status("test", "[all] collected 40 tests on host-a"))
     for done in range(total + 1):
         clock.now += step
-        listener.progress(_progress(done, total, failed=min(done // 10, 3)))
+        display(_progress(done, total, failed=min(done // 10, 3)).event("r"))
 
 
 # ------------------------------------------------------------------ the CLI's progress display
@@ -84,10 +83,9 @@ def test_nothing_to_count_means_no_progress_lines() -> None:
     stream, clock = io.StringIO(), FakeClock()
     with ProgressDisplay("caelum test", noun="tests", stream=stream, interval=5.0, clock=clock) as display:
         display.status("snapshot abc: 3 files")
-        listener = ProgressListener(display)
         for _ in range(4):  # still collecting: the engine reports total 0
             clock.now += 10
-            listener.progress(TestProgress(0, 0, 0, 0, 2, 0.0, None))
+            display(TestProgress(0, 0, 0, 0, 2, 0.0, None).event("r"))
     assert stream.getvalue() == "caelum test: snapshot abc: 3 files\n"
 
 

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -71,8 +71,8 @@ def progress_text(state: ProgressState, noun: str) -> str:
 
 
 def final_text(state: ProgressState, noun: str, elapsed: float) -> str:
-    """The last line: ``20/20 tests, 1 failed in 3s`` (no ETA: there is nothing left)."""
-    return f"{counts_text(state, noun)} in {format_seconds(elapsed)}"
+    """The last line: ``20/20 tests, 1 failed in 3s`` (no ETA and nothing running: it is over)."""
+    return f"{counts_text(replace(state, running=0), noun)} in {format_seconds(elapsed)}"
 
 
 def _countable(state: ProgressState) -> bool:

@@ -4,39 +4,12 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
 
 import click
 
 from caelum_dask.cli._options import json_option, open_client, print_json, scheduler_option
 from caelum_dask.cli.progress import ProgressDisplay
 from caelum_dask.errors import InvalidInput
-
-if TYPE_CHECKING:
-    from caelum_dask.testing.engine import TestProgress
-
-
-class ProgressListener:
-    """The run's listener for the CLI: its progress events move the one progress bar.
-
-    Per-test results are not printed as they come (the summary at the end has them); the bar's
-    done/total, failures so far and ETA are what a person watching needs.
-    """
-
-    def __init__(self, display: ProgressDisplay) -> None:
-        self.display = display
-
-    def collected(self, platform: str, collection: dict[str, Any]) -> None:
-        pass  # the runner already says "collected N tests on HOST" through the status lines
-
-    def result(self, platform: str, result: dict[str, Any], final: bool) -> None:
-        pass
-
-    def progress(self, progress: TestProgress) -> None:
-        """A :class:`~caelum_dask.testing.engine.TestProgress`; total 0 means not collected yet."""
-        total = progress.total or None
-        self.display.update(progress.done, total, failed=progress.failed,
-                            eta=progress.eta if total is not None else None)
 
 
 def _env_pairs(values: tuple[str, ...]) -> dict[str, str]:
@@ -112,8 +85,7 @@ def test(path: str, shards: str | None, dist: str | None, platforms: str | None,
     try:
         with open_client(scheduler, quiet=as_json) as client:
             with ProgressDisplay("caelum test", noun="tests", live=not as_json) as display:
-                summary = run_tests(path, options, client=client, progress=display.status,
-                                    listener=ProgressListener(display))
+                summary = run_tests(path, options, client=client, progress=display)
             if as_json:
                 print_json(summary)
             else:

@@ -11,6 +11,7 @@ from mcp.server.mcpserver import Context, MCPServer
 
 from caelum_dask.mcp_server.handle import ClusterHandle
 from caelum_dask.mcp_server.progress import progress_reporter
+from caelum_dask.progress import ProgressEvent
 
 if TYPE_CHECKING:
     from caelum_dask.testing.engine import TestProgress
@@ -50,6 +51,12 @@ class ProgressNotifier:
         """A status line ("snapshot …", "collected …") at the current counts."""
         with self._lock:
             self.report(self.done, self.total, message)
+
+    def event(self, event: ProgressEvent) -> None:
+        """The run's ProgressEvent: status lines are sent as they come; the counts go through
+        :meth:`progress` (throttled), which the listener side already hears."""
+        if event.message is not None:
+            self.status(event.message)
 
     # -- the run's listener ----------------------------------------------------------
     def collected(self, platform: str, collection: dict[str, Any]) -> None:
@@ -99,7 +106,7 @@ def register(server: MCPServer, handle: ClusterHandle) -> None:
         notifier = ProgressNotifier(progress_reporter(ctx))
         options = TestOptions.from_config(shards=shards, dist=dist, retry_failed=retry_failed,
                                           pytest_args=list(pytest_args or []))
-        summary = run(path, options, client=handle.client(), progress=notifier.status, listener=notifier)
+        summary = run(path, options, client=handle.client(), progress=notifier.event, listener=notifier)
         tests = [t for platform in summary["platforms"] for t in platform["tests"]]
         return {
             "run_id": summary["run_id"],

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from distributed import Client, Future, Queue
 
 from caelum_dask import events, keys
+from caelum_dask.progress import ProgressEvent
 from caelum_dask.testing.dispatch import Dispatcher
 from caelum_dask.testing.session import CANNOT_START, run_session
 
@@ -52,6 +53,12 @@ class TestProgress:
     sessions: int
     elapsed: float
     eta: float | None
+
+    def event(self, run_id: str | None = None) -> ProgressEvent:
+        """The run's :class:`~caelum_dask.progress.ProgressEvent` (total 0: still collecting)."""
+        total = self.total or None
+        return ProgressEvent(job="test", done=self.done, total=total, failed=self.failed, running=self.running,
+                             eta=self.eta if total else None, run_id=run_id, detail={"sessions": self.sessions})
 
     def to_dict(self) -> dict[str, Any]:
         return {"done": self.done, "total": self.total, "failed": self.failed, "running": self.running,

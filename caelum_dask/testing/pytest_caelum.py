@@ -26,9 +26,12 @@ import os
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from caelum_dask.progress import ProgressEvent
 
 #: the user property the worker-side session plugin adds to every test (caelum's own)
 _SESSION_PROPERTY = "caelum_nodeid"
@@ -213,7 +216,7 @@ class CaelumController:
             retry_failed=0, junit=None, pytest_args=list(self.args), record_durations=True,
             workdir=self.workdir, full_reports=True)
         try:
-            summary = run_tests(self.root, options, client=self.client, progress=self.progress, listener=self)
+            summary = run_tests(self.root, options, client=self.client, progress=self.on_event, listener=self)
         except CaelumError as exc:
             raise pytest.UsageError(f"--caelum: {exc}") from None
         self.run_id = summary["run_id"]
@@ -272,9 +275,13 @@ class CaelumController:
             hook.pytest_runtest_logreport(report=report)
         hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
 
-    def progress(self, message: Any) -> None:
-        """The run's own progress lines (``-v``); the engine's progress counts are not shown."""
-        if isinstance(message, str) and not message.startswith("[") and self.config.option.verbose > 0:
+    def progress(self, progress: Any) -> None:
+        """The listener's counts: not shown (pytest's own report shows each test as it comes)."""
+
+    def on_event(self, event: ProgressEvent) -> None:
+        """The run's status lines (``-v``)."""
+        message = event.message
+        if message and not message.startswith("[") and self.config.option.verbose > 0:
             self.line(f"caelum: {message}")
 
     # -- helpers --------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from caelum_dask import events as ev
 from caelum_dask.cluster import client_scope
 from caelum_dask.errors import InvalidInput, UnsatisfiableRequirement
 from caelum_dask.options import ConfiguredOptions
+from caelum_dask.progress import ProgressCallback, reporter
 from caelum_dask.testing import durations as durations_mod
 from caelum_dask.testing import merge
 from caelum_dask.testing.collect import maxfail_of, shard_options
@@ -140,8 +141,13 @@ def _zip_longest(groups: list[list[str]]) -> list[list[str]]:
 
 def run_tests(path: str | os.PathLike[str], options: TestOptions | None = None, *,
               client: Client | None = None, scheduler: str | None = None,
-              progress: Progress | None = None, listener: Any = None) -> dict[str, Any]:
+              progress: ProgressCallback | None = None, listener: Any = None) -> dict[str, Any]:
     """Run the pytest suite at ``path`` on the cluster; returns the JSON-able run summary.
+
+    ``progress`` gets :class:`~caelum_dask.progress.ProgressEvent` (``job="test"``): status
+    lines (snapshot, collection, sessions) and the counts (done/total, failed, running, ETA)
+    as reports stream in. ``listener`` (:class:`~caelum_dask.testing.engine.Listener`) hears each
+    test's result as it arrives (``pytest --caelum`` replays them).
 
     ``client`` (or ``scheduler``, or the usual connect() resolution) picks the cluster.
     The summary's ``exit_code`` has pytest's meaning: 0 all passed, 1 tests failed, 2
@@ -161,9 +167,8 @@ def run_tests(path: str | os.PathLike[str], options: TestOptions | None = None, 
             raise InvalidInput(f"--junit {options.junit}: cannot create {junit_dir} ({exc.strerror})") from None
         if not os.access(junit_dir, os.W_OK):
             raise InvalidInput(f"--junit {options.junit}: {junit_dir} is not writable")
-    say = progress or (lambda _msg: None)
     with client_scope(client, scheduler) as active:
-        summary = _run(root, options, active, say, listener)
+        summary = _run(root, options, active, progress, listener)
         if client is None:  # ours to close: let the sessions finish exiting first
             settle(active, summary["run_id"])
         return summary
@@ -185,11 +190,13 @@ class _Quiet:
 class _Events:
     """Wraps the caller's listener: progress also goes to the dashboard as Dask events."""
 
-    def __init__(self, inner: Any, client: Client, run_id: str, say: Progress) -> None:
+    def __init__(self, inner: Any, client: Client, run_id: str, say: Progress,
+                 events: ProgressCallback | None = None) -> None:
         self.inner = inner or _Quiet()
         self.client = client
         self.run_id = run_id
         self.say = say
+        self.events = events
         self.last = 0.0
 
     def collected(self, platform: str, collection: dict[str, Any]) -> None:
@@ -204,10 +211,14 @@ class _Events:
         if now - self.last >= 1.0 or progress.done >= progress.total:
             self.last = now
             ev.emit(ev.TESTS, "progress", sink=self.client, run_id=self.run_id, **progress.to_dict())
+        if self.events is not None:
+            self.events(progress.event(self.run_id))
         self.inner.progress(progress)
 
 
-def _run(root: Path, options: TestOptions, client: Client, say: Progress, listener: Any) -> dict[str, Any]:
+def _run(root: Path, options: TestOptions, client: Client, progress: ProgressCallback | None,
+         listener: Any) -> dict[str, Any]:
+    say = reporter("test", progress)
     run_id = new_run_id()
     started = time.time()
     snap = build_snapshot(root)
@@ -220,7 +231,7 @@ def _run(root: Path, options: TestOptions, client: Client, say: Progress, listen
     try:
         slots = {p or "all": _session_slots(p, workers, options.shards) for p in platforms}
         settings = _settings(root, options, run_id, {"digest": snap.digest, "dataset": dataset})
-        events = _Events(listener, client, run_id, say)
+        events = _Events(listener, client, run_id, say, progress)
         ev.emit(ev.TESTS, "run-started", sink=client, run_id=run_id, shards=sum(len(v) for v in slots.values()),
                 tests=None, platforms=list(slots), project=str(root), dist=options.dist)
         say(f"run {run_id}: {sum(len(v) for v in slots.values())} pytest sessions (dist={options.dist}) "
