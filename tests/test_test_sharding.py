@@ -581,3 +581,19 @@ def _env_of(proc: psutil.Process) -> dict[str, str]:
         return proc.environ()
     except psutil.Error:
         return {}
+
+
+def test_a_workflow_step_running_tests_reports_their_progress(shard_cluster, tmp_path: Path) -> None:
+    """The workflow's own progress says how far the step's test run is (sub-job progress)."""
+    from caelum_dask.progress import ProgressEvent
+    from caelum_dask.testing.steps import test_step
+    from caelum_dask.workflow import Workflow, run, task
+
+    project = make_project(tmp_path / "sub", {f"tests/test_{i}.py": f"def test_{i}():\n    pass\n" for i in range(3)})
+    with Workflow("with-tests") as wf:
+        task(test_step, name="suite", cache=False)(str(project), shards=1)
+    seen: list[ProgressEvent] = []
+    result = run(wf, client=shard_cluster, progress=seen.append)
+    assert result.ok and result["suite"]["counts"]["passed"] == 3
+    lines = [e.message for e in seen if e.message and e.message.startswith("suite: ")]
+    assert lines and lines[-1].startswith("suite: 3/3 tests, 0 failed"), [e.message for e in seen]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from caelum_dask.cluster import step_client
+from caelum_dask.workflow.runtime import subjob_progress
 
 
 def analyze_step(path: str, **opts: Any) -> dict[str, Any]:
@@ -20,5 +21,6 @@ def analyze_step(path: str, **opts: Any) -> dict[str, Any]:
     from caelum_dask.analysis.engine import analyze
 
     with step_client() as client:
+        opts.setdefault("progress", subjob_progress())  # its counts become the workflow's status lines
         result = analyze(path, client=client, **opts)
     return result.to_dict()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from caelum_dask.cluster import step_client
+from caelum_dask.workflow.runtime import subjob_progress
 
 
 def report_step(report_path: str, **opts: Any) -> dict[str, Any]:
@@ -17,4 +18,5 @@ def report_step(report_path: str, **opts: Any) -> dict[str, Any]:
     from caelum_dask.bi.report import run_report
 
     with step_client() as client:
+        opts.setdefault("progress", subjob_progress())  # its steps become the workflow's status lines
         return run_report(report_path, client=client, **opts).to_dict()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from caelum_dask.cluster import step_client
+from caelum_dask.workflow.runtime import subjob_progress
 from caelum_dask.testing.runner import TestOptions, run_tests
 
 
@@ -21,7 +22,7 @@ def test_step(path: str, **opts: Any) -> dict[str, Any]:
     """
     options = TestOptions(**opts)
     with step_client() as client:
-        summary = run_tests(path, options, client=client)
+        summary = run_tests(path, options, client=client, progress=subjob_progress())
     tests = [t for p in summary["platforms"] for t in p["tests"]]
     return {
         "run_id": summary["run_id"], "exit_code": summary["exit_code"], "counts": summary["counts"],

@@ -137,8 +137,9 @@ def _listen(client: Client, run_id: str) -> "queue.SimpleQueue[dict[str, Any]]":
 
     def take(event: tuple[float, Any]) -> None:
         stamp, msg = event
-        if (isinstance(msg, dict) and msg.get("event") == "task-state" and msg.get("worker") is not None
-                and msg.get("run_id") == run_id):
+        if not isinstance(msg, dict) or msg.get("run_id") != run_id:
+            return
+        if (msg.get("event") == "task-state" and msg.get("worker") is not None) or msg.get("event") == "task-progress":
             q.put({**msg, "timestamp": stamp})
 
     events.listen(client, events.WORKFLOWS, run_id, take)
@@ -249,8 +250,14 @@ class _Tracker:
         self.sent_at = 0.0
 
     def absorb(self, batch: list[dict[str, Any]]) -> None:
-        """Record a batch of task-state messages (one store transaction) and learn the states."""
-        self.store.record(self.run_id, batch)
+        """Record a batch of task-state messages (one store transaction) and learn the states;
+        a step's sub-job progress (``task-progress``) becomes a status line of the run."""
+        subjobs = [m for m in batch if m.get("event") == "task-progress"]
+        batch = [m for m in batch if m.get("event") != "task-progress"]
+        if batch:
+            self.store.record(self.run_id, batch)
+        for msg in subjobs:
+            self.report(force=True, message=f"{msg.get('task')}: {msg.get('text')}")
         for msg in batch:
             self.states[msg["task"]] = msg["state"]
             self.machine_of[msg["task"]] = msg.get("machine")

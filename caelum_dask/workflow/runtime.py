@@ -11,6 +11,7 @@ also reads/writes the result cache and emits ``task-state`` events on ``caelum.w
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import random
 import socket
@@ -25,6 +26,7 @@ from dask.base import tokenize
 
 from caelum_dask import compat, events
 from caelum_dask.keys import KIND, task_key
+from caelum_dask.progress import ProgressCallback, ProgressEvent
 from caelum_dask.machine import machine_id
 from caelum_dask.workflow.cache import ResultCache, combine
 
@@ -166,6 +168,53 @@ def _emit(ctx: RunContext, task: str, state: str, where: tuple[str, str], replac
     buffer.put(message, replaceable=replaceable)
 
 
+#: the workflow task running in this context (run_node sets it; steps read it for their progress)
+_CURRENT: contextvars.ContextVar[tuple[RunContext, str] | None] = contextvars.ContextVar("caelum_wf_task",
+                                                                                         default=None)
+#: least seconds between two sub-job progress messages of one task (its last one always goes)
+SUBJOB_INTERVAL = 2.0
+
+
+def subjob_progress() -> ProgressCallback | None:
+    """A ``progress=`` callback for an engine a workflow step runs (tests, analysis, BI).
+
+    Inside a workflow task it forwards the sub-job's :class:`ProgressEvent` as ``task-progress``
+    messages (at most every ``SUBJOB_INTERVAL`` s, and the last count) on the run's event
+    topic, so the workflow's own progress — the CLI's bar, MCP, the run's listeners — says
+    "tests: 120/400 tests, 2 failed" while the step works, instead of sitting on one task.
+    Outside a workflow task: ``None`` (the engine stays quiet).
+    """
+    current = _CURRENT.get()
+    if current is None:
+        return None
+    ctx, task = current
+    last = [0.0]
+
+    def forward(event: ProgressEvent) -> None:
+        complete = event.total is not None and event.done >= event.total
+        if event.message is not None and event.total is None and not event.done:
+            return  # the sub-job's own status lines stay in its own log
+        now = time.monotonic()
+        if not complete and now - last[0] < SUBJOB_INTERVAL:
+            return
+        last[0] = now
+        _emit_message(events.make_message("task-progress", run_id=ctx.run_id, task=task, job=event.job,
+                                          done=event.done, total=event.total, failed=event.failed,
+                                          text=event.text()))
+
+    return forward
+
+
+def _emit_message(message: dict[str, Any]) -> None:
+    from distributed import get_worker
+
+    worker = get_worker()
+    buffer = _BUFFERS.get(id(worker))
+    if buffer is None or buffer.worker is not worker:
+        buffer = _BUFFERS[id(worker)] = _EventBuffer(worker)
+    buffer.put(message)
+
+
 def _first_unfinished(values: Any, depth: int = 0) -> Unfinished | None:
     if isinstance(values, Unfinished):
         return values
@@ -195,7 +244,8 @@ def _call(rt: NodeRuntime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
             box["error"] = exc
 
-    thread = threading.Thread(target=target, name=f"caelum-wf-{rt.name}", daemon=True)
+    context = contextvars.copy_context()  # the current task travels to the helper thread
+    thread = threading.Thread(target=context.run, args=(target,), name=f"caelum-wf-{rt.name}", daemon=True)
     thread.start()
     thread.join(rt.timeout)
     if thread.is_alive():
@@ -235,7 +285,11 @@ def run_node(rt: NodeRuntime, ctx: RunContext, /, *args: Any, **kwargs: Any) -> 
         # the first attempt's start may be replaced by its end; a retry's carries the failed attempt
         _emit(ctx, rt.name, "running", where, replaceable=not previous, attempt=attempt, started=started, **previous)
         try:
-            value = _call(rt, args, kwargs)
+            token = _CURRENT.set((ctx, rt.name))
+            try:
+                value = _call(rt, args, kwargs)
+            finally:
+                _CURRENT.reset(token)
         except BaseException as exc:  # noqa: BLE001 - every failure is reported, none escapes
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
