@@ -432,3 +432,17 @@ def test_labels_never_overlap_and_fit_between_layers() -> None:
     assert workflows.dag_source(runs.get("chain"), aggregate_above=3)["aggregated"]  # groups still work
     room = (2 / 11) / 2.2 * workflows.DAG_WIDTH_PX
     assert all(len(label) * 6.6 <= room for label in labels) and _overlaps(_label_boxes(deep)) == []
+
+
+def test_a_running_steps_sub_job_progress_shows_in_its_row() -> None:
+    runs = workflows.WorkflowRuns()
+    for msg in wf_events("sj", ["analyse", "suite"], [("analyse", "suite")]):
+        runs.apply(msg)
+    runs.apply(state("sj", "suite", "running"))
+    runs.apply({"event": "task-progress", "run_id": "sj", "task": "suite", "job": "test", "done": 12,
+                "total": 40, "failed": 1, "text": "12/40 tests, 1 failed"})
+    data = workflows.dag_source(runs.get("sj"))
+    detail = dict(zip(data["nodes"]["name"], data["nodes"]["detail"]))
+    assert detail == {"analyse": "pending", "suite": "running — 12/40 tests, 1 failed"}
+    runs.apply(state("sj", "suite", "completed"))
+    assert dict(zip(*(workflows.dag_source(runs.get("sj"))["nodes"][k] for k in ("name", "detail"))))["suite"] == "completed"

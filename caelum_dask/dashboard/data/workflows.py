@@ -57,6 +57,7 @@ class WorkflowRun:
     summary: dict[str, Any] = field(default_factory=dict)
     estimates: dict[str, float] = field(default_factory=dict)  # learned seconds per task (run-started)
     actuals: dict[str, float] = field(default_factory=dict)  # seconds each finished task took
+    subjobs: dict[str, str] = field(default_factory=dict)  # a step's sub-job progress ("12/40 tests, …")
     version: int = 0
     structure_version: int = 0  # bumped when nodes/edges change (layout must be redone)
     # task-group aggregation, built on first use and then kept up to date incrementally
@@ -135,6 +136,10 @@ class WorkflowRuns(RecentRuns[WorkflowRun]):
             if isinstance(msg.get("duration"), (int, float)):
                 run.actuals[str(msg["task"])] = float(msg["duration"])
             run.set_state(msg["task"], str(msg.get("state") or "pending"), msg.get("machine"))
+        elif event == "task-progress" and msg.get("task") is not None:
+            run = self._run(run_id)  # a step's sub-job (tests, analysis, BI): shown in its row
+            run.subjobs[str(msg["task"])] = str(msg.get("text") or "")
+            run.version += 1
         elif event == "run-finished":
             run = self._run(run_id)
             run.state = str(msg.get("state") or "finished")
@@ -418,6 +423,8 @@ def dag_source(run: WorkflowRun, aggregate_above: int = 300, expanded: Collectio
             machine = run.machines.get(members[0], "") if len(members) == 1 else ""
             times = (_mean_text(run.estimates, members), _mean_text(run.actuals, members))
             _row(nodes, pos[shown], shown, counts, machine, _node_size(len(members)), times)
+            if len(members) == 1 and members[0] in run.subjobs and counts.get("running"):
+                nodes["detail"][-1] = f"running — {run.subjobs[members[0]]}"
     if "labels" not in layout or layout["labels_for"] != nodes["name"]:
         texts = {n: f"{n} ×{c}" for n, c in zip(nodes["name"], nodes["count"]) if c > 1}
         layout["labels"] = place_labels(nodes["name"], pos, dict(zip(nodes["name"], nodes["size"])), texts)
