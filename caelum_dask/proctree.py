@@ -85,24 +85,34 @@ def job_scope() -> Iterator[str]:
     process it starts (embedded cluster workers, test sessions, a workflow step's commands and
     whatever they start, in their own sessions too) inherits it. SIGTERM becomes ``SystemExit``
     so the command's own cleanup runs (clusters closed, runs recorded as interrupted) as on
-    Ctrl-C; when the command ends, for whatever reason, its remaining descendants and every
-    process carrying the marker are killed.
+    Ctrl-C; when the command ends, for whatever reason, the process trees of the children it
+    started and every process carrying the marker are killed. Children this process already had
+    (the command run in-process by a test runner or a notebook) are not the command's.
     """
     marker = uuid.uuid4().hex[:16]
     previous_env = os.environ.get(JOB_ENV)
     os.environ[JOB_ENV] = f"{previous_env}:{marker}" if previous_env else marker
+    before = _children()  # a command run inside a longer-lived process leaves that process's own children alone
     previous = _on_sigterm()
     try:
         yield marker
     finally:
         _restore_sigterm(previous)
-        leftovers = tree(os.getpid())[1:] + marked_in(JOB_ENV, marker)
+        new = [tree(pid) for pid in _children() - before]
+        leftovers = [p for family in new for p in family] + marked_in(JOB_ENV, marker)
         if leftovers:
             kill(leftovers)
         if previous_env is None:
             os.environ.pop(JOB_ENV, None)
         else:
             os.environ[JOB_ENV] = previous_env
+
+
+def _children() -> set[int]:
+    try:
+        return {child.pid for child in psutil.Process().children()}
+    except psutil.Error:
+        return set()
 
 
 def _terminate(signum: int, frame: Any) -> None:
