@@ -161,3 +161,15 @@ def kill_all_under(run_dir: Path) -> None:
         except psutil.Error:
             pass
     psutil.wait_procs(procs, timeout=15)
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Iterator[Path]:
+    """The cluster file's run folder; whatever still runs under it is killed at teardown (a
+    safety net: the tests themselves assert that nothing is left)."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    try:
+        yield folder
+    finally:
+        kill_all_under(folder)

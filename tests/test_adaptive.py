@@ -28,8 +28,8 @@ from caelum_dask.errors import InvalidInput
 from caelum_dask.events import SCALING
 from caelum_dask.progress import ProgressEvent
 
-from deploy_fixtures import SSHServer, cluster_file, kill_all_under, processes_under
-from harness import run_caelum
+from deploy_fixtures import SSHServer, cluster_file, processes_under
+from harness import run_caelum, wait_for
 
 BASE: dict[str, Any] = {"scheduler": {"host": "10.0.0.5"}, "workers": [
     {"host": "10.0.0.6", "name": "fixed"},
@@ -101,30 +101,8 @@ def test_scaling_rows_newest_first() -> None:
 
 # -- over a real sshd ---------------------------------------------------------------------------
 
-@pytest.fixture
-def run_dir(tmp_path: Path):
-    folder = tmp_path / "run"
-    folder.mkdir()
-    try:
-        yield folder
-    finally:
-        kill_all_under(folder)  # safety net; the test itself asserts nothing is left
-
-
 def _names(client: Client) -> set[str]:
     return {str(w["name"]) for w in client.scheduler_info(n_workers=-1)["workers"].values()}
-
-
-def _wait(what: str, check: Any, timeout: float = 180) -> Any:
-    """Poll ``check()`` until it is truthy (a deadline so a broken controller fails, not hangs)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g}s")
-        time.sleep(0.2)
 
 
 @pytest.mark.slow
@@ -145,15 +123,16 @@ def test_adaptive_scale_up_and_down_over_ssh(sshd: SSHServer, tmp_path: Path, ru
         assert _names(client) == {"burst-0"}
         # a burst of queued work: 40 tasks of 0.5 s on one 1-thread worker
         futures = client.map(time.sleep, [0.5] * 40, pure=False)  # a library function: no test code to ship
-        grown = _wait("a second worker started over SSH", lambda: _names(client) - {"burst-0"})
+        grown = wait_for(lambda: _names(client) - {"burst-0"}, timeout=180, interval=0.2,
+                         what="a second worker started over SSH")
         assert grown <= {"burst-1", "burst-2"}
         assert client.gather(futures) == [None] * 40
         del futures
         # idle for idle_after: the extra workers are retired, burst-0 (the minimum) stays
-        _wait("back at the minimum", lambda: _names(client) == {"burst-0"})
+        wait_for(lambda: _names(client) == {"burst-0"}, timeout=180, interval=0.2, what="back at the minimum")
         pids = {p.stem for p in run_dir.glob("*.pid")}
-        _wait("the retired workers' processes stopped",
-              lambda: {p.stem for p in run_dir.glob("*.pid")} == {"scheduler", "burst-0"})
+        wait_for(lambda: {p.stem for p in run_dir.glob("*.pid")} == {"scheduler", "burst-0"}, timeout=180,
+                 interval=0.2, what="the retired workers' processes stopped")
         scaling = [message for _, message in client.get_events(SCALING)]
 
     kinds = [m["event"] for m in scaling]

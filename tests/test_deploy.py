@@ -30,20 +30,10 @@ from caelum_dask.deploy import load, validate
 from caelum_dask.deploy.launcher import scheduler_argv, worker_argv
 from caelum_dask.errors import InvalidInput
 
-from deploy_fixtures import SSHServer, cluster_file, free_port, kill_all_under, processes_under
+from deploy_fixtures import SSHServer, cluster_file, free_port, processes_under
 from harness import REPO, run_caelum
 
 BASE = {"scheduler": {"host": "10.0.0.5"}, "workers": [{"host": "10.0.0.6"}, {"host": "10.0.0.7"}]}
-
-
-@pytest.fixture
-def run_dir(tmp_path: Path):
-    folder = tmp_path / "run"
-    folder.mkdir()
-    try:
-        yield folder
-    finally:
-        kill_all_under(folder)  # safety net; the tests themselves assert nothing is left
 
 
 # -- cluster file -----------------------------------------------------------------------------
