@@ -128,13 +128,14 @@ class Controller(AdaptiveCore):
         for group in self.groups:
             options = group.adaptive
             assert options is not None
-            mine = sorted((ws for ws in workers if self.slots.get(str(ws.name), (None,))[0] is group),
-                          key=lambda ws: int(str(ws.name).rsplit("-", 1)[1]), reverse=True)
-            spare = len([ws for ws in self.scheduler.workers.values()
-                         if self.slots.get(str(ws.name), (None,))[0] is group]) - options.minimum
-            idle = [str(ws.name) for ws in mine
-                    if now - self.idle_since.get(str(ws.name), now) >= options.idle_after]
-            allowed.update(idle[:max(0, spare)])
+            # the newest slots above the minimum, whether idle yet or not: the oldest ones (the
+            # minimum, started by `caelum up`) are never the ones that go
+            group_slots = sorted((str(ws.name) for ws in self.scheduler.workers.values()
+                                  if self.slots.get(str(ws.name), (None,))[0] is group),
+                                 key=lambda name: int(name.rsplit("-", 1)[1]), reverse=True)
+            newest = group_slots[:max(0, len(group_slots) - options.minimum)]
+            allowed.update(name for name in newest
+                           if now - self.idle_since.get(name, now) >= options.idle_after)
         return [ws for ws in workers if str(ws.name) in allowed]
 
     def observe(self) -> None:
