@@ -123,7 +123,9 @@ class ProgressDisplay:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.close(final=exc_type is None)  # a failed command's one error line stands alone
+        # a command that failed before anything was done (bad address, bad input): its one
+        # error line stands alone; one that failed part-way still says how far it got
+        self.close(final=exc_type is None or bool(self.state is not None and self.state.done))
 
     def close(self, final: bool = True) -> None:
         """Take the bar down and print the final line (only if there was anything to count)."""
