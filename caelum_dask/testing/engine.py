@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from distributed import Client, Future, Queue
 
 from caelum_dask import events, keys
+from caelum_dask.errors import SchedulerUnreachable
 from caelum_dask.progress import ProgressEvent
 from caelum_dask.testing.dispatch import Dispatcher
 from caelum_dask.testing.session import CANNOT_START, run_session
@@ -387,6 +388,7 @@ class SuiteRun:
 
     # -- failures of whole sessions ----------------------------------------------------
     def _check_sessions(self) -> None:
+        self._check_scheduler()
         try:
             present = set(self.client.nthreads())
         except Exception:
@@ -399,6 +401,22 @@ class SuiteRun:
                 self._lose(info, reason)
         for plat in self.platforms.values():
             self._platform_dead_check(plat)
+
+    def _check_scheduler(self) -> None:
+        """End the run with one clear error when the scheduler is gone for good.
+
+        A client that lost its scheduler reconnects for a while, then closes; a scheduler that
+        restarted on the same address has cancelled every future of the run. Either way no
+        session will ever report again: waiting would hang the run (and the command) forever.
+        """
+        status = str(getattr(self.client, "status", "running"))
+        live = [i.future for i in self.sessions.values() if i.future is not None and not i.ended]
+        restarted = bool(live) and all(f.status == "cancelled" for f in live)
+        if status in ("closing", "closed") or restarted:
+            raise SchedulerUnreachable(
+                f"test run {self.settings.run_id} lost its scheduler mid-run "
+                f"({'the client gave up reconnecting' if not restarted else 'the scheduler restarted'}); "
+                "run the tests again once the cluster is back")
 
     def _lose(self, info: SessionInfo, reason: str) -> None:
         info.lost = True
