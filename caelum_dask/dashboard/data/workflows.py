@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,33 +122,46 @@ class WorkflowRuns(RecentRuns[WorkflowRun]):
         """Feed one event message (anything that is not a workflow event is ignored)."""
         if not isinstance(msg, dict) or "run_id" not in msg:
             return
-        event = msg.get("event")
-        run_id = str(msg["run_id"])
-        if event == "run-started":
-            run = self._run(run_id)
-            run.workflow = str(msg.get("workflow") or run.workflow)
-            run.started = _time_text(msg.get("time"))
-            run.state = "running"
-            run.estimates = {str(k): float(v) for k, v in (msg.get("estimates") or {}).items()}
-            run.set_structure(list(msg.get("nodes") or []), [tuple(e) for e in msg.get("edges") or []])
-        elif event == "task-state" and msg.get("task") is not None:
-            run = self._run(run_id)
-            if isinstance(msg.get("duration"), (int, float)):
-                run.actuals[str(msg["task"])] = float(msg["duration"])
-            run.set_state(msg["task"], str(msg.get("state") or "pending"), msg.get("machine"))
-        elif event == "task-progress" and msg.get("task") is not None:
-            run = self._run(run_id)  # a step's sub-job (tests, analysis, BI): shown in its row
-            run.subjobs[str(msg["task"])] = str(msg.get("text") or "")
-            run.version += 1
-        elif event == "run-finished":
-            run = self._run(run_id)
-            run.state = str(msg.get("state") or "finished")
-            run.finished = _time_text(msg.get("time"))
-            run.summary = {k: msg.get(k) for k in ("computed", "cached", "failed") if k in msg}
-            run.version += 1
-        else:
+        handler = _HANDLERS.get(str(msg.get("event")))
+        if handler is None or (handler is not _run_started and handler is not _run_finished
+                               and msg.get("task") is None):
             return
+        handler(self._run(str(msg["run_id"])), msg)
         self.version += 1
+
+
+def _run_started(run: WorkflowRun, msg: dict[str, Any]) -> None:
+    run.workflow = str(msg.get("workflow") or run.workflow)
+    run.started = _time_text(msg.get("time"))
+    run.state = "running"
+    run.estimates = {str(k): float(v) for k, v in (msg.get("estimates") or {}).items()}
+    run.set_structure(list(msg.get("nodes") or []), [tuple(e) for e in msg.get("edges") or []])
+
+
+def _task_state(run: WorkflowRun, msg: dict[str, Any]) -> None:
+    if isinstance(msg.get("duration"), (int, float)):
+        run.actuals[str(msg["task"])] = float(msg["duration"])
+    run.set_state(msg["task"], str(msg.get("state") or "pending"), msg.get("machine"))
+
+
+def _task_progress(run: WorkflowRun, msg: dict[str, Any]) -> None:
+    """A step's sub-job (tests, analysis, BI): shown in its row while it runs."""
+    run.subjobs[str(msg["task"])] = str(msg.get("text") or "")
+    run.version += 1
+
+
+def _run_finished(run: WorkflowRun, msg: dict[str, Any]) -> None:
+    run.state = str(msg.get("state") or "finished")
+    run.finished = _time_text(msg.get("time"))
+    run.summary = {k: msg.get(k) for k in ("computed", "cached", "failed") if k in msg}
+    run.version += 1
+
+
+#: what each ``caelum.workflows`` event does to its run (task events need a ``task``)
+_HANDLERS: dict[str, Callable[[WorkflowRun, dict[str, Any]], None]] = {
+    "run-started": _run_started, "task-state": _task_state, "task-progress": _task_progress,
+    "run-finished": _run_finished,
+}
 
 
 def runs_source(runs: WorkflowRuns) -> dict[str, list[Any]]:
