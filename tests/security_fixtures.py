@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from harness import ProcessCluster
@@ -52,3 +54,23 @@ def start_tls_worker(cluster: ProcessCluster, name: str, tls: Path, cert_name: s
     proc = cluster._spawn(f"worker-{name}", argv)
     cluster.workers[name] = proc
     return proc
+
+
+@contextlib.contextmanager
+def running_tls_cluster(root: Path, names: list[str], revoked: Sequence[str] = ()) -> Iterator[tuple[ProcessCluster, Path]]:
+    """`caelum scheduler --tls` as "sched" with worker "w1" joined (certificates for ``names``,
+    those in ``revoked`` revoked before anything starts); the client certificate is "laptop"."""
+    import caelum_dask
+
+    tls = make_cluster_certs(root / "tls", names)
+    for name in revoked:
+        certs.revoke(name, tls)
+    cluster = ProcessCluster(logdir=root)
+    try:
+        start_tls_scheduler(cluster, tls, "sched")
+        start_tls_worker(cluster, "w1", tls, "w1")
+        with caelum_dask.connect(cluster.address, tls=tls, tls_name="laptop") as client:
+            client.wait_for_workers(1, timeout=60)
+        yield cluster, tls
+    finally:
+        cluster.stop()

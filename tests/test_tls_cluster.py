@@ -19,24 +19,15 @@ import pytest
 import caelum_dask
 from caelum_dask import certs
 from harness import ProcessCluster, run_caelum, wait_for
-from security_fixtures import caelum_argv, make_cluster_certs, start_tls_scheduler, start_tls_worker
+from security_fixtures import caelum_argv, make_cluster_certs, running_tls_cluster
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ProcessCluster, Path]]:
-    root = tmp_path_factory.mktemp("tls")
-    tls = make_cluster_certs(root / "tls", ["sched", "w1", "laptop"])
-    cluster = ProcessCluster(logdir=root)
-    try:
-        start_tls_scheduler(cluster, tls, "sched")
-        start_tls_worker(cluster, "w1", tls, "w1")
-        with caelum_dask.connect(cluster.address, tls=tls, tls_name="laptop") as client:
-            client.wait_for_workers(1, timeout=60)
-        yield cluster, tls
-    finally:
-        cluster.stop()
+    with running_tls_cluster(tmp_path_factory.mktemp("tls"), ["sched", "w1", "laptop"]) as running:
+        yield running
 
 
 def _handshake_failures(cluster: ProcessCluster) -> list[str]:

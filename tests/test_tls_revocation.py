@@ -25,7 +25,7 @@ import httpx
 import pytest
 from cryptography import x509
 from harness import ProcessCluster, run_caelum, wait_for
-from security_fixtures import caelum_argv, make_cluster_certs, start_tls_scheduler, start_tls_worker
+from security_fixtures import caelum_argv, make_cluster_certs, running_tls_cluster
 
 import caelum_dask
 from caelum_dask import certs
@@ -150,18 +150,9 @@ def test_security_contexts_refuse_a_revoked_peer_in_a_real_handshake(tmp_path: P
 @pytest.fixture(scope="module")
 def revoking_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ProcessCluster, Path]]:
     """`caelum scheduler --tls` whose folder revokes "bad"; worker w1 joined."""
-    root = tmp_path_factory.mktemp("revoke")
-    tls = make_cluster_certs(root / "tls", ["sched", "w1", "laptop", "bad"])
-    certs.revoke("bad", tls)
-    cluster = ProcessCluster(logdir=root)
-    try:
-        start_tls_scheduler(cluster, tls, "sched")
-        start_tls_worker(cluster, "w1", tls, "w1")
-        with caelum_dask.connect(cluster.address, tls=tls, tls_name="laptop") as client:
-            client.wait_for_workers(1, timeout=60)
-        yield cluster, tls
-    finally:
-        cluster.stop()
+    with running_tls_cluster(tmp_path_factory.mktemp("revoke"), ["sched", "w1", "laptop", "bad"],
+                             revoked=["bad"]) as running:
+        yield running
 
 
 def _dashboard(cluster: ProcessCluster) -> str:
