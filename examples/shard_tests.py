@@ -58,12 +58,12 @@ def main() -> int:
 def run_twice(project: Path, scheduler: str | None) -> None:
     with connect(scheduler) as client:
         for attempt in (1, 2):
-            summary = run_tests(project, TestOptions(shards=2, retry_failed=0), client=client)
-            platform = summary["platforms"][0]
+            result = run_tests(project, TestOptions(shards=2, retry_failed=0), client=client)
+            platform = result.platforms[0]
             print(json.dumps({
-                "run": attempt, "exit_code": summary["exit_code"], "counts": summary["counts"],
+                "run": attempt, "exit_code": result.exit_code, "counts": result.counts,
                 "shards": [{"tests": s["nodeids"], "estimate": round(s["estimate"], 3)} for s in platform["shards"]],
-                "durations_file": summary["durations_file"],
+                "durations_file": result.durations_file,
             }))
 
 

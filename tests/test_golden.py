@@ -28,6 +28,7 @@ import pytest
 from caelum_dask.testing import merge
 from caelum_dask.testing.engine import PlatformState
 from caelum_dask.testing.report import render
+from caelum_dask.testing.result import TestRunResult
 from caelum_dask.testing.runner import _combine_exit_codes, _counts, _exit_code
 
 TESTS = Path(__file__).resolve().parent
@@ -129,11 +130,11 @@ def two_platforms() -> dict[str, Any]:
 @pytest.mark.parametrize(("name", "golden"), [("summary_sample.json", "render_sample.txt"),
                                                ("summary_collection_error.json", "render_collection_error.txt")])
 def test_rendered_summary(columns: str, name: str, golden: str) -> None:
-    check_golden(golden, render(load_summary(name)) + "\n")
+    check_golden(golden, render(TestRunResult.from_dict(load_summary(name))) + "\n")
 
 
 def test_rendered_summary_of_two_platforms(columns: str) -> None:
-    text = render(two_platforms())
+    text = render(TestRunResult.from_dict(two_platforms()))
     check_golden("render_platforms.txt", text + "\n")
     ours = [line for line in text.splitlines()
             if re.fullmatch(r"[=_!-]{3}.*[=_!-]{3}", line) and "ERROR collecting" not in line]  # not pytest's own
@@ -144,7 +145,7 @@ def test_rendered_summary_of_two_platforms(columns: str) -> None:
 def test_rendered_summary_of_a_stopped_run(columns: str) -> None:
     summary = load_summary("summary_sample.json")
     summary["stopped"] = "stopping after 1 failures (--maxfail)"
-    check_golden("render_stopped.txt", render(summary) + "\n")
+    check_golden("render_stopped.txt", render(TestRunResult.from_dict(summary)) + "\n")
 
 
 # --- exit codes -------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import psutil
 
 from caelum_dask import events
 from caelum_dask.testing import TestOptions, run_tests
+from caelum_dask.testing.result import TestRunResult
 from caelum_dask.testing import durations as durations_mod
 from caelum_dask.testing.collect import maxfail_of, shard_options
 from caelum_dask.testing.dispatch import Dispatcher
@@ -38,8 +39,10 @@ def _caelum_json(*args: str, **kwargs) -> tuple[subprocess.CompletedProcess[str]
     return proc, json.loads(proc.stdout)
 
 
-def _outcomes(summary: dict) -> dict[str, str]:
-    return {t["nodeid"]: t["outcome"] for p in summary["platforms"] for t in p["tests"]}
+def _outcomes(summary: TestRunResult | dict) -> dict[str, str]:
+    """{nodeid: outcome} of a run_tests result or of a `caelum test --json` document."""
+    result = summary if isinstance(summary, TestRunResult) else TestRunResult.from_dict(summary)
+    return {t["nodeid"]: t["outcome"] for t in result.tests}
 
 
 # ---------------------------------------------------------------- pure pieces (no cluster)
@@ -256,11 +259,11 @@ def test_recorded_durations_order_the_next_run(shard_cluster, tmp_path: Path) ->
     project = make_project(tmp_path / "skewed", skewed())
     slow = {"tests/test_skewed.py::test_slow_a", "tests/test_skewed.py::test_slow_b"}
     first = run_tests(project, TestOptions(shards=2), client=shard_cluster)
-    assert first["exit_code"] == 0 and first["durations_file"]
+    assert first.exit_code == 0 and first.durations_file
     recorded = json.loads((project / ".caelum" / "test-durations.json").read_text())["durations"]
     assert all(recorded[n] >= 0.5 for n in slow)
     second = run_tests(project, TestOptions(shards=2), client=shard_cluster)
-    sessions = second["platforms"][0]["shards"]
+    sessions = second.platforms[0]["shards"]
     assert sorted(s["nodeids"][0] for s in sessions) == sorted(slow)  # longest first, one per session
     got = _outcomes(second)
     assert set(got.values()) == {"passed"} and len(got) == 8
@@ -289,12 +292,12 @@ def test_module_fixture_runs_once_per_module_with_loadscope(shard_cluster, tmp_p
     log = tmp_path / "fixture.log"
     summary = run_tests(project, TestOptions(dist="loadscope", env={"FIXTURE_LOG": str(log)}),
                         client=shard_cluster)
-    assert summary["exit_code"] == 0 and summary["counts"]["passed"] == 3
-    assert sorted(len(s["nodeids"]) for s in summary["platforms"][0]["shards"]) == [0, 3]  # one scope, one session
+    assert summary.exit_code == 0 and summary.counts["passed"] == 3
+    assert sorted(len(s["nodeids"]) for s in summary.platforms[0]["shards"]) == [0, 3]  # one scope, one session
     assert log.read_text().splitlines() == ["setup"]
     log.unlink()
     plain = run_tests(project, TestOptions(dist="load", env={"FIXTURE_LOG": str(log)}), client=shard_cluster)
-    assert plain["exit_code"] == 0 and 1 <= len(log.read_text().splitlines()) <= 2  # at most once per session
+    assert plain.exit_code == 0 and 1 <= len(log.read_text().splitlines()) <= 2  # at most once per session
 
 
 HELPERS = {
@@ -338,7 +341,7 @@ def test_crash_and_hang_lose_no_tests_and_leave_no_process(shard_cluster, tmp_pa
     junit = tmp_path / "crashy.xml"
     summary = run_tests(project, TestOptions(shards=1, timeout=4, retry_failed=0, junit=str(junit),
                                              env={"HELPER_PIDS": str(pids)}), client=shard_cluster)
-    tests = {t["nodeid"].split("::")[1]: t for t in summary["platforms"][0]["tests"]}
+    tests = {t["nodeid"].split("::")[1]: t for t in summary.platforms[0]["tests"]}
     assert {k: t["outcome"] for k, t in tests.items()} == {
         "test_before": "passed", "test_crash_leaving_an_orphan": "error", "test_after_crash": "passed",
         "test_hang_with_a_helper": "error", "test_after_hang": "passed"}
@@ -346,15 +349,15 @@ def test_crash_and_hang_lose_no_tests_and_leave_no_process(shard_cluster, tmp_pa
         "crashed: the Python interpreter exited with code 3")
     assert tests["test_hang_with_a_helper"]["message"].startswith("hung: no progress for 4s")
     assert tests["test_hang_with_a_helper"]["duration"] >= 4  # it ran until the no-progress limit killed it
-    assert summary["exit_code"] == 1 and summary["counts"]["error"] == 2 and summary["counts"]["passed"] == 3
-    assert len(summary["platforms"][0]["shards"][0]["runs"]) == 3  # two restarts
+    assert summary.exit_code == 1 and summary.counts["error"] == 2 and summary.counts["passed"] == 3
+    assert len(summary.platforms[0]["shards"][0]["runs"]) == 3  # two restarts
     cases = ET.parse(junit).getroot().find("testsuite")
     assert cases.get("tests") == "5" and cases.get("errors") == "2"
     helpers = {p.name: int(p.read_text()) for p in pids.iterdir()}
     assert set(helpers) == {"orphan", "hung"}
     for name, pid in helpers.items():  # the orphan was re-parented to init, the other left the group
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, name
-    assert not _project_processes(summary["run_id"])
+    assert not _project_processes(summary.run_id)
 
 
 @pytest.mark.slow
@@ -362,17 +365,17 @@ def test_flaky_test_passes_on_rerun(shard_cluster, tmp_path: Path) -> None:
     project = make_project(tmp_path / "flaky", FLAKY)
     state = tmp_path / "flaky-state"
     summary = run_tests(project, TestOptions(shards=2, env={"FLAKY_STATE": str(state)}), client=shard_cluster)
-    test = next(t for t in summary["platforms"][0]["tests"] if t["nodeid"].endswith("test_flaky"))
-    assert test["outcome"] == "flaky" and summary["exit_code"] == 0
+    test = next(t for t in summary.platforms[0]["tests"] if t["nodeid"].endswith("test_flaky"))
+    assert test["outcome"] == "flaky" and summary.exit_code == 0
     assert "first attempt fails" in test["flaky_failures"][0]["message"]
     state.unlink()
     strict = run_tests(project, TestOptions(shards=2, env={"FLAKY_STATE": str(state)}, flaky_fails=True),
                        client=shard_cluster)
-    assert strict["exit_code"] == 1 and strict["counts"]["flaky"] == 1
+    assert strict.exit_code == 1 and strict.counts["flaky"] == 1
     state.unlink()
     no_retry = run_tests(project, TestOptions(shards=2, retry_failed=0, env={"FLAKY_STATE": str(state)}),
                          client=shard_cluster)
-    assert no_retry["counts"]["failed"] == 1 and no_retry["exit_code"] == 1
+    assert no_retry.counts["failed"] == 1 and no_retry.exit_code == 1
 
 
 def test_collection_errors_and_empty_suites(shard_cluster, tmp_path: Path) -> None:
@@ -398,12 +401,12 @@ def test_collection_errors_and_empty_suites(shard_cluster, tmp_path: Path) -> No
 def test_platforms_events_and_workflow_step(shard_cluster, tmp_path: Path) -> None:
     project = make_project(tmp_path / "plat", {"tests/test_p.py": "def test_p():\n    pass\n"})
     summary = run_tests(project, TestOptions(platforms="all"), client=shard_cluster)
-    assert [p["platform"] for p in summary["platforms"]] == [platform.system().lower()]
-    assert summary["platforms"][0]["counts"]["passed"] == 1
+    assert [p["platform"] for p in summary.platforms] == [platform.system().lower()]
+    assert summary.platforms[0]["counts"]["passed"] == 1
     topics = shard_cluster.get_events(events.TESTS)
     kinds = [(m["event"], m.get("run_id")) for _, m in topics]
-    assert ("run-started", summary["run_id"]) in kinds and ("run-finished", summary["run_id"]) in kinds
-    shard_done = [m for _, m in topics if m["event"] == "shard-finished" and m["run_id"] == summary["run_id"]]
+    assert ("run-started", summary.run_id) in kinds and ("run-finished", summary.run_id) in kinds
+    shard_done = [m for _, m in topics if m["event"] == "shard-finished" and m["run_id"] == summary.run_id]
     assert shard_done and shard_done[0]["passed"] == 1 and shard_done[0]["machine"]
     # the workflow step, run as a Dask task itself (it secedes while its shards run)
     step = shard_cluster.submit(shard_test_step, str(project), shards=1, pure=False).result(timeout=120)
@@ -523,12 +526,12 @@ def test_exitfirst_stops_the_whole_run(shard_cluster, tmp_path: Path) -> None:
     project = make_project(tmp_path / "stop", files)
     summary = run_tests(project, TestOptions(retry_failed=1, pytest_args=["-x", "-k", "not later_39"]),
                         client=shard_cluster)
-    counts = summary["counts"]
+    counts = summary.counts
     assert counts["failed"] == 1 and counts["deselected"] == 1 and counts["flaky"] == 0  # no retries after -x
     assert counts["notrun"] > 20  # both sessions stopped, not only the one that failed
     assert counts["passed"] + counts["failed"] + counts["notrun"] == counts["total"] == 40
-    assert summary["stopped"] and summary["exit_code"] == 1
-    assert all(len(s["nodeids"]) < 20 for s in summary["platforms"][0]["shards"])
+    assert summary.stopped and summary.exit_code == 1
+    assert all(len(s["nodeids"]) < 20 for s in summary.platforms[0]["shards"])
 
 
 @pytest.mark.slow
@@ -546,9 +549,9 @@ def test_shard_that_keeps_killing_its_worker_is_reported_not_lost(tmp_path: Path
     with dask.config.set({"distributed.scheduler.allowed-failures": 0, "distributed.worker.daemon": False}):
         with LocalCluster(**kwargs) as cluster, Client(cluster) as client:
             summary = run_tests(project, TestOptions(shards=1, retry_failed=0), client=client)
-    [test] = summary["platforms"][0]["tests"]
+    [test] = summary.platforms[0]["tests"]
     assert test["outcome"] == "error" and "lost: KilledWorker" in test["message"], test
-    assert summary["exit_code"] == 2 and summary["platforms"][0]["lost_shards"] == 1
+    assert summary.exit_code == 2 and summary.platforms[0]["lost_shards"] == 1
 
 
 def test_interrupted_run_leaves_no_process(shard_cluster, tmp_path: Path) -> None:

@@ -85,16 +85,16 @@ def test(path: str, shards: str | None, dist: str | None, platforms: str | None,
     try:
         with open_client(scheduler, quiet=as_json) as client:
             with ProgressDisplay("caelum test", noun="tests", live=not as_json) as display:
-                summary = run_tests(path, options, client=client, progress=display)
+                result = run_tests(path, options, client=client, progress=display)
             if as_json:
-                print_json(summary)
+                print_json(result.to_dict())
             else:
-                click.echo(render(summary))
-            settle(client, summary["run_id"])  # the results are out; let the sessions finish exiting
+                click.echo(render(result))
+            settle(client, result.run_id)  # the results are out; let the sessions finish exiting
     except KeyboardInterrupt:  # pytest's meaning of 2; the run ended its sessions and their processes
         click.echo("caelum test: interrupted; the run's sessions and their processes were ended", err=True)
         sys.exit(2)
-    sys.exit(summary["exit_code"])
+    sys.exit(result.exit_code)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -106,18 +106,17 @@ def register(server: MCPServer, handle: ClusterHandle) -> None:
         notifier = ProgressNotifier(progress_reporter(ctx))
         options = TestOptions.from_config(shards=shards, dist=dist, retry_failed=retry_failed,
                                           pytest_args=list(pytest_args or []))
-        summary = run(path, options, client=handle.client(), progress=notifier.event, listener=notifier)
-        tests = [t for platform in summary["platforms"] for t in platform["tests"]]
+        result = run(path, options, client=handle.client(), progress=notifier.event, listener=notifier)
         return {
-            "run_id": summary["run_id"],
-            "exit_code": summary["exit_code"],
-            "counts": summary["counts"],
-            "duration": summary["duration"],
-            "junit": summary["junit"],
+            "run_id": result.run_id,
+            "exit_code": result.exit_code,
+            "counts": result.counts,
+            "duration": result.duration,
+            "junit": result.junit,
             "failures": [
                 {"nodeid": t["nodeid"], "outcome": t["outcome"], "message": t.get("message", ""),
                  "traceback": str(t.get("longrepr", ""))[:MAX_FAILURE_TEXT]}
-                for t in tests if t["outcome"] in ("failed", "error")
+                for t in result.tests if t["outcome"] in ("failed", "error")
             ],
-            "flaky": [t["nodeid"] for t in tests if t["outcome"] == "flaky"],
+            "flaky": result.nodeids("flaky"),
         }

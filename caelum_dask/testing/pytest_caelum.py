@@ -32,6 +32,7 @@ import pytest
 
 if TYPE_CHECKING:
     from caelum_dask.progress import ProgressEvent
+    from caelum_dask.testing.result import TestRunResult
 
 #: the user property the worker-side session plugin adds to every test (caelum's own)
 _SESSION_PROPERTY = "caelum_nodeid"
@@ -216,11 +217,11 @@ class CaelumController:
             retry_failed=0, junit=None, pytest_args=list(self.args), record_durations=True,
             workdir=self.workdir, full_reports=True)
         try:
-            summary = run_tests(self.root, options, client=self.client, progress=self.on_event, listener=self)
+            result = run_tests(self.root, options, client=self.client, progress=self.on_event, listener=self)
         except CaelumError as exc:
             raise pytest.UsageError(f"--caelum: {exc}") from None
-        self.run_id = summary["run_id"]
-        self._finish(session, summary)
+        self.run_id = result.run_id
+        self._finish(session, result)
         return True
 
     @pytest.hookimpl
@@ -342,18 +343,18 @@ class CaelumController:
                                    duration=float(result.get("duration") or 0.0))
         return report
 
-    def _finish(self, session: pytest.Session, summary: dict[str, Any]) -> None:
+    def _finish(self, session: pytest.Session, result: TestRunResult) -> None:
         """End as pytest's own ``pytest_runtestloop`` would (``-x``, collection errors, …)."""
-        platforms = list(summary.get("platforms") or ())
+        platforms = result.platforms
         if platforms and not self.seen_collection:  # no session could collect: show why
             self._no_collection(session, platforms[0]["collection"])
         # tests no session was left to run never reached the listener; after -x/--maxfail the
         # tests still queued are not run (pytest does not report them either), not lost
-        lost = [] if summary.get("stopped") else [t for p in platforms for t in p["tests"] if t.get("lost")]
+        lost = [] if result.stopped else [t for t in result.tests if t.get("lost")]
         for test in lost:
             if self._rebase(test["nodeid"]) not in self.replayed:
                 self.result(platforms[0]["platform"], test, True)
-        self._raise_like_pytest(session, summary, lost)
+        self._raise_like_pytest(session, result.stopped, lost)
 
     def _no_collection(self, session: pytest.Session, collection: dict[str, Any]) -> None:
         if self.terminal is not None:
@@ -362,14 +363,14 @@ class CaelumController:
         raise session.Interrupted(f"caelum: no pytest session could collect the tests "
                                   f"(exit code {collection.get('rc')})")
 
-    def _raise_like_pytest(self, session: pytest.Session, summary: dict[str, Any], lost: list[Any]) -> None:
+    def _raise_like_pytest(self, session: pytest.Session, stopped: str | None, lost: list[Any]) -> None:
         if self.collection_errors and not self.config.option.continue_on_collection_errors:
             n = self.collection_errors
             raise session.Interrupted(f"{n} error{'s' if n != 1 else ''} during collection")
         if session.shouldfail:
             raise session.Failed(session.shouldfail)
-        if summary.get("stopped") and not session.shouldstop:
-            session.shouldstop = summary["stopped"]
+        if stopped and not session.shouldstop:
+            session.shouldstop = stopped
         if session.shouldstop:
             raise session.Interrupted(session.shouldstop)
         if lost:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import shutil
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from caelum_dask.testing.result import TestRunResult
 
 SLOWEST = 10
 
@@ -104,20 +107,20 @@ def _platform(plat: dict[str, Any], tag: str) -> list[str]:
             *_short_summary(plat, tag)]
 
 
-def render(summary: dict[str, Any]) -> str:
-    """The whole summary as text (printed to stdout by ``caelum test``)."""
+def render(summary: TestRunResult) -> str:
+    """The whole run as text (printed to stdout by ``caelum test``)."""
     lines: list[str] = []
-    multi = len(summary["platforms"]) > 1
-    for plat in summary["platforms"]:
+    multi = len(summary.platforms) > 1
+    for plat in summary.platforms:
         tag = f" [{plat['platform']}]" if multi else ""
         lines.extend(_platform(plat, tag))
         if multi:
-            lines.append(sep("-", f"{plat['platform']}: {_final_line(plat['counts'], summary['duration'])}"))
-    broken = [p for p in summary["platforms"] if p["collection"].get("output")]
+            lines.append(sep("-", f"{plat['platform']}: {_final_line(plat['counts'], summary.duration)}"))
+    broken = [p for p in summary.platforms if p["collection"].get("output")]
     if broken:  # pytest's line counts collection errors, not another platform's test errors
         errors = sum(p["counts"].get("error", 0) for p in broken)
         lines.append(sep("!", f"Interrupted: {errors} error{'s' if errors != 1 else ''} during collection"))
-    if summary.get("stopped"):
-        lines.append(sep("!", summary["stopped"]))
-    lines.append(sep("=", _final_line(summary["counts"], summary["duration"])))
+    if summary.stopped:
+        lines.append(sep("!", summary.stopped))
+    lines.append(sep("=", _final_line(summary.counts, summary.duration)))
     return "\n".join(lines)

@@ -29,6 +29,7 @@ from caelum_dask.testing import merge
 from caelum_dask.testing.collect import maxfail_of, shard_options
 from caelum_dask.testing.engine import CANNOT_START, RunSettings, SuiteRun, TestProgress, new_run_id, settle
 from caelum_dask.testing.partition import DIST_MODES, imbalance
+from caelum_dask.testing.result import PlatformSummary, SnapshotInfo, TestRunResult
 from caelum_dask.testing.snapshot import build_snapshot, is_unpacked
 
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed", "flaky", "notrun")
@@ -141,8 +142,8 @@ def _zip_longest(groups: list[list[str]]) -> list[list[str]]:
 
 def run_tests(path: str | os.PathLike[str], options: TestOptions | None = None, *,
               client: Client | None = None, scheduler: str | None = None,
-              progress: ProgressCallback | None = None, listener: Any = None) -> dict[str, Any]:
-    """Run the pytest suite at ``path`` on the cluster; returns the JSON-able run summary.
+              progress: ProgressCallback | None = None, listener: Any = None) -> TestRunResult:
+    """Run the pytest suite at ``path`` on the cluster; returns the run's :class:`TestRunResult`.
 
     ``progress`` gets :class:`~caelum_dask.progress.ProgressEvent` (``job="test"``): status
     lines (snapshot, collection, sessions) and the counts (done/total, failed, running, ETA)
@@ -150,7 +151,7 @@ def run_tests(path: str | os.PathLike[str], options: TestOptions | None = None, 
     test's result as it arrives (``pytest --caelum`` replays them).
 
     ``client`` (or ``scheduler``, or the usual connect() resolution) picks the cluster.
-    The summary's ``exit_code`` has pytest's meaning: 0 all passed, 1 tests failed, 2
+    The result's ``exit_code`` has pytest's meaning: 0 all passed, 1 tests failed, 2
     interrupted (collection errors, lost shards), 4 usage error, 5 nothing collected.
     """
     options = (options or TestOptions()).resolved()
@@ -168,10 +169,10 @@ def run_tests(path: str | os.PathLike[str], options: TestOptions | None = None, 
         if not os.access(junit_dir, os.W_OK):
             raise InvalidInput(f"--junit {options.junit}: {junit_dir} is not writable")
     with client_scope(client, scheduler) as active:
-        summary = _run(root, options, active, progress, listener)
+        result = _run(root, options, active, progress, listener)
         if client is None:  # ours to close: let the sessions finish exiting first
-            settle(active, summary["run_id"])
-        return summary
+            settle(active, result.run_id)
+        return result
 
 
 class _Quiet:
@@ -217,7 +218,7 @@ class _Events:
 
 
 def _run(root: Path, options: TestOptions, client: Client, progress: ProgressCallback | None,
-         listener: Any) -> dict[str, Any]:
+         listener: Any) -> TestRunResult:
     say = reporter("test", progress)
     run_id = new_run_id()
     started = time.time()
@@ -343,7 +344,7 @@ def _collection_output(plat: Any) -> str:
     return "\n".join(f"{'_' * 20} ERROR collecting {e['nodeid']} {'_' * 20}\n{e['longrepr']}" for e in errors)
 
 
-def _platform_summary(plat: Any, suite: SuiteRun, options: TestOptions) -> dict[str, Any]:
+def _platform_summary(plat: Any, suite: SuiteRun, options: TestOptions) -> PlatformSummary:
     ordered = _ordered_results(plat, bool(suite.stopped)) if not (plat.collection or {}).get("errors") or plat.results else []
     sessions = [s for s in suite.sessions.values() if s.platform == plat.label]
     busy = [s.busy for s in sessions if s.ran]
@@ -371,12 +372,12 @@ def _combine_exit_codes(codes: Sequence[int]) -> int:
     return 5 if codes and all(c == 5 for c in codes) else 0
 
 
-def _measured(platforms: list[dict[str, Any]]) -> dict[str, float]:
+def _measured(platforms: list[PlatformSummary]) -> dict[str, float]:
     return {r["nodeid"]: float(r.get("duration") or 0.0) for p in platforms for r in p["tests"]
             if r["outcome"] not in ("error", "notrun", "flaky") and not r.get("crash")}
 
 
-def _write_junit(options: TestOptions, suite: SuiteRun, platforms: list[dict[str, Any]], duration: float,
+def _write_junit(options: TestOptions, suite: SuiteRun, platforms: list[PlatformSummary], duration: float,
                  run_id: str) -> str | None:
     if not options.junit:
         return None
@@ -393,7 +394,7 @@ def _write_junit(options: TestOptions, suite: SuiteRun, platforms: list[dict[str
 
 
 def _finish(root: Path, options: TestOptions, client: Client, run_id: str, started: float, snap: Any,
-            suite: SuiteRun) -> dict[str, Any]:
+            suite: SuiteRun) -> TestRunResult:
     duration = time.time() - started
     _raise_if_unrunnable(suite)
     platforms = [_platform_summary(p, suite, options) for p in suite.platforms.values()]
@@ -408,19 +409,18 @@ def _finish(root: Path, options: TestOptions, client: Client, run_id: str, start
             durations_file = None
     totals = {k: sum(p["counts"].get(k, 0) for p in platforms) for k in (*OUTCOMES, "deselected", "total")}
     _emit_sessions(client, run_id, suite, platforms)
-    summary = {
-        "run_id": run_id, "project": str(root), "exit_code": exit_code, "duration": round(duration, 3),
-        "dist": options.dist, "snapshot": {"digest": snap.digest, "files": snap.files, "bytes": snap.size},
-        "counts": totals, "platforms": platforms, "junit": junit_path, "durations_file": durations_file,
-        "stopped": suite.stopped,
-    }
+    result = TestRunResult(
+        run_id=run_id, project=str(root), exit_code=exit_code, duration=round(duration, 3),
+        dist=str(options.dist), snapshot=SnapshotInfo(digest=snap.digest, files=snap.files, bytes=snap.size),
+        counts=totals, platforms=platforms, junit=junit_path, durations_file=durations_file,
+        stopped=suite.stopped)
     ev.emit(ev.TESTS, "run-finished", sink=client, run_id=run_id, exit_code=exit_code,
             duration=round(duration, 3), **{k: totals[k] for k in ("passed", "failed", "skipped", "flaky")},
             errors=totals["error"])
-    return summary
+    return result
 
 
-def _emit_sessions(client: Client, run_id: str, suite: SuiteRun, platforms: list[dict[str, Any]]) -> None:
+def _emit_sessions(client: Client, run_id: str, suite: SuiteRun, platforms: list[PlatformSummary]) -> None:
     """One ``shard-finished`` event per session (the dashboard's per-machine table)."""
     outcome = {r["nodeid"]: r["outcome"] for p in platforms for r in p["tests"]}
     for info in suite.sessions.values():

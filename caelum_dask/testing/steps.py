@@ -22,13 +22,11 @@ def test_step(path: str, **opts: Any) -> dict[str, Any]:
     """
     options = TestOptions(**opts)
     with step_client() as client:
-        summary = run_tests(path, options, client=client, progress=subjob_progress())
-    tests = [t for p in summary["platforms"] for t in p["tests"]]
+        result = run_tests(path, options, client=client, progress=subjob_progress())
     return {
-        "run_id": summary["run_id"], "exit_code": summary["exit_code"], "counts": summary["counts"],
-        "duration": summary["duration"], "junit": summary["junit"],
-        "failed": [t["nodeid"] for t in tests if t["outcome"] in ("failed", "error")],
-        "flaky": [t["nodeid"] for t in tests if t["outcome"] == "flaky"],
+        "run_id": result.run_id, "exit_code": result.exit_code, "counts": result.counts,
+        "duration": result.duration, "junit": result.junit,
+        "failed": result.nodeids("failed", "error"), "flaky": result.nodeids("flaky"),
     }
 
 
