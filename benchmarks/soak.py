@@ -412,9 +412,9 @@ class Soak:
         from caelum_dask.testing import TestOptions, run_tests
 
         with connect(self.cluster.address, timeout=30) as client:
-            summary = run_tests(self.inputs.project, TestOptions(shards=2), client=client)
-        if summary["exit_code"] != 0 or summary["counts"]["passed"] != SAMPLE_TESTS:
-            raise RuntimeError(f"test run {summary['run_id']}: exit {summary['exit_code']} {summary['counts']}")
+            result = run_tests(self.inputs.project, TestOptions(shards=2), client=client)
+        if result.exit_code != 0 or result.counts["passed"] != SAMPLE_TESTS:
+            raise RuntimeError(f"test run {result.run_id}: exit {result.exit_code} {result.counts}")
 
     def llm_job(self, n: int, state: dict[str, Any]) -> None:
         from caelum_dask.llm import LLMPool

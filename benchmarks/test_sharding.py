@@ -154,11 +154,11 @@ def caelum_run(suite: Suite, client: Client) -> dict[str, Any]:
     """One ``caelum test`` run: wall time, counts, exit code, shard count and imbalance."""
     options = TestOptions(pytest_args=suite.pytest_args, env=suite.env, retry_failed=0)
     start = time.perf_counter()
-    summary = run_tests(suite.project, options, client=client)
+    result = run_tests(suite.project, options, client=client)
     wall = time.perf_counter() - start
-    durations = [shard["duration"] for shard in summary["platforms"][0]["shards"]]
+    durations = [shard["duration"] for shard in result.platforms[0]["shards"]]
     mean = statistics.fmean(durations) if durations else 0.0
-    return {"wall": wall, "counts": caelum_counts(summary["counts"]), "exit_code": summary["exit_code"],
+    return {"wall": wall, "counts": caelum_counts(result.counts), "exit_code": result.exit_code,
             "shards": len(durations), "imbalance": round(max(durations) / mean, 2) if mean else None}
 
 
