@@ -20,8 +20,6 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import dask
-
 #: the annotation naming the capability of a task: workflow, analysis, test, llm, bi
 KIND = "caelum_kind"
 #: a map item (``name[3]``) or a repeated step (``name-2``, as ``Workflow`` names a second use)
@@ -46,6 +44,8 @@ def task_key(step: str, run_id: str, part: Any = 0) -> str:
 @contextlib.contextmanager
 def kind(name: str) -> Iterator[None]:
     """Annotate the tasks submitted inside the block as ``name``'s (Dask annotations)."""
+    import dask  # here: importing keys (the analysis engine does) must not import dask
+
     with dask.annotate(**{KIND: name}):
         yield
 

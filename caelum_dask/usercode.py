@@ -34,8 +34,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import cloudpickle
-
 from caelum_dask.errors import InvalidInput
 
 FIX = "fix the file and run again"
@@ -151,6 +149,8 @@ def _run(filename: str | os.PathLike[str], source: str, name: str) -> types.Modu
     module = types.ModuleType(name)
     module.__file__ = code_name
     folder = str(file.resolve().parent) if file.is_file() else None
+    import cloudpickle  # here, not at the top: reading a file (an unchanged analysis) ships nothing
+
     before = set(sys.modules)
     sys.modules[name] = module  # while it runs: dataclasses, pydantic … look their module up by name
     try:
@@ -183,6 +183,8 @@ def _register_helpers(new_modules: set[str], folder: str | None) -> None:
     """Helpers imported from the file's own folder travel by value like the file itself."""
     if folder is None:
         return
+    import cloudpickle
+
     inside = os.path.join(folder, "")
     for helper_name in new_modules:
         helper = sys.modules.get(helper_name)

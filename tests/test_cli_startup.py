@@ -1,15 +1,19 @@
-"""The instant CLI: `caelum --help` imports no command module; the command table is true."""
+"""The instant CLI: `caelum --help` imports no command module; the command table is true; a warm\n`caelum analyze` imports no dask."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from distributed import Client
 
 import caelum_dask.cli as cli_pkg
+from caelum_dask.analysis import analyze
 from caelum_dask.cli import COMMANDS, load_command
 
 HEAVY = ("dask", "distributed", "pandas", "bokeh", "libcst", "networkx", "cryptography")
@@ -57,3 +61,25 @@ def test_command_help_imports_nothing_heavy(command: str) -> None:
     assert "Usage: caelum" in result.stdout, result.stderr
     assert not [m for m in modules if m.split(".")[0] in HEAVY], (command, sorted(m for m in modules
                                                                           if m.split(".")[0] in HEAVY)[:10])
+
+
+def test_warm_analyze_imports_neither_dask_nor_distributed(thread_client: Client, tmp_path: Path) -> None:
+    """An unchanged tree's re-run answers from the cache: no cluster, so no dask at all (#17).
+
+    The first run fills the cache under this test's caelum home (``DASK_CAELUM__HOME``, which
+    the subprocess inherits); the second, through the CLI, must print the same summary.
+    """
+    root = tmp_path / "src"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "__init__.py").write_text("")
+    (root / "pkg" / "a.py").write_text("import os\n\n\ndef f(x):\n    if x:\n        return os.sep\n    return x\n")
+    (root / "pkg" / "broken.py").write_text("def (:\n")
+    cold = analyze(root, client=thread_client).to_dict()
+    result, modules = _imports_after("analyze", str(root), "--json")
+    assert result.returncode == 0, result.stderr
+    assert not [m for m in modules if m.split(".")[0] in HEAVY], sorted(m for m in modules
+                                                                       if m.split(".")[0] in HEAVY)[:10]
+    warm = json.loads(result.stdout)
+    assert (warm["cached"], warm["analysed"], warm["tasks"]) == (3, 0, 0)
+    same = [k for k in cold if k not in ("run_id", "seconds", "cached", "analysed", "tasks")]
+    assert {k: warm[k] for k in same} == {k: cold[k] for k in same}

@@ -13,11 +13,13 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-
-import pathspec
+from typing import TYPE_CHECKING
 
 from caelum_dask import config
 from caelum_dask.errors import InvalidInput
+
+if TYPE_CHECKING:  # imported where a .gitignore is read: most trees are git work trees or have none
+    import pathspec
 
 VENDOR_DIRS = frozenset({
     "vendor", "vendored", "_vendor", "third_party", "thirdparty", "site-packages", "node_modules",
@@ -147,6 +149,8 @@ def _walk_with_gitignore(base: Path) -> list[str]:
         rel_dir = os.path.relpath(dirpath, base).replace(os.sep, "/")
         rel_dir = "" if rel_dir == "." else rel_dir
         if ".gitignore" in filenames:
+            import pathspec
+
             with open(os.path.join(dirpath, ".gitignore"), encoding="utf-8", errors="replace") as fh:
                 specs.append((rel_dir, pathspec.GitIgnoreSpec.from_lines(fh)))
         dirnames[:] = sorted(d for d in dirnames

@@ -27,7 +27,6 @@ from caelum_dask.analysis.cache import ResultCache, file_key
 from caelum_dask.analysis.discovery import SourceFile, discover
 from caelum_dask.analysis.loader import AnalyzerSpec, make_spec
 from caelum_dask.analysis.options import AnalysisOptions, given
-from caelum_dask.analysis.tasks import analyze_batch
 from caelum_dask.progress import ProgressCallback, ProgressEvent, status
 from caelum_dask.results import Result
 
@@ -348,6 +347,8 @@ def _run_on_cluster(work: _Work, results: _Rows, cache: ResultCache | None,
 
 def _submit(client: Any, work: _Work, batches: list[list[SourceFile]]) -> dict[Any, list[SourceFile]]:
     """One task per batch; the file bytes, the analyzers and the time limit travel with it."""
+    from caelum_dask.analysis.tasks import analyze_batch  # the worker side: an unchanged re-run never needs it
+
     limit = float(work.options.time_limit or 0)
     futures = {}
     for index, batch in enumerate(batches):

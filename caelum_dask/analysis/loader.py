@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
-
 from caelum_dask import usercode
 from caelum_dask.analysis.builtins import BUILTINS, DEFAULT_ANALYZERS
 from caelum_dask.analysis.plugin import Analyzer, analyzer_classes
@@ -52,6 +50,8 @@ def _shipped(digest: str) -> bytes | None:
     """The module loaded here for ``digest``, cloudpickled once (None when not loaded here)."""
     with _LOCK:
         if digest not in _SHIPPED and digest in _LOADED:
+            import cloudpickle  # here: an unchanged tree's re-run ships nothing
+
             _SHIPPED[digest] = cloudpickle.dumps(_LOADED[digest])
         return _SHIPPED.get(digest)
 
@@ -92,6 +92,8 @@ def load_plugin_module(plugin: PluginSource) -> types.ModuleType:
     with _LOCK:
         if key not in _LOADED:
             shipped = _SHIPPED.get(key)
+            import cloudpickle
+
             _LOADED[key] = (cloudpickle.loads(shipped) if shipped is not None
                             else usercode.load_source(plugin.filename, plugin.source, usercode.ANALYZER))
         return _LOADED[key]
