@@ -28,17 +28,18 @@ light = {k: config.get(k, "<unset>") for k in keys}
 tree = daskconfig.collect(config.DEFAULTS)
 light_home = str(config.home())
 assert "dask" not in sys.modules and "dask.config" not in sys.modules, "the light reader imported dask"
+parsed = "yaml" in sys.modules
 import dask.config
 heavy = {k: dask.config.get("caelum." + k, "<unset>") for k in keys}
 print(json.dumps({"light": light, "heavy": heavy, "tree": tree, "dask_tree": dask.config.get("caelum"),
                   "after": {k: config.get(k, "<unset>") for k in keys},
-                  "homes": [light_home, str(config.home())]}, default=repr))
+                  "homes": [light_home, str(config.home())], "parsed": parsed}, default=repr))
 """
 
 
 def _environment(tmp_path: Path, variables: dict[str, str]) -> dict[str, str]:
     """A clean environment: HOME, the root and user Dask folders under ``tmp_path``, no DASK_* but ours."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_") and k != "XDG_CACHE_HOME"}
     home = tmp_path / "home"
     (home / ".config" / "dask").mkdir(parents=True, exist_ok=True)
     (tmp_path / "root").mkdir(exist_ok=True)
@@ -119,3 +120,19 @@ def test_defaults_are_registered_when_dask_comes_after_and_set_wins(tmp_path: Pa
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                           env=_environment(tmp_path, {}))
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_parsed_files_are_remembered_by_their_exact_text(tmp_path: Path) -> None:
+    """A second process reuses the parsed files (no yaml import); one changed byte is parsed again."""
+    config_dir = tmp_path / "dask-config"
+    _write(config_dir / "a.yaml", "caelum:\n  connect-timeout: 11\n")
+    env = _environment(tmp_path, {"DASK_CONFIG": str(config_dir)})
+    first = _both(env)
+    _both(env)  # the first one's dask left its commented caelum.yaml in ~/.config/dask: parsed here
+    second = _both(env)
+    assert first["parsed"] and not second["parsed"]
+    assert first["light"] == second["light"] == second["heavy"] and second["light"]["connect-timeout"] == 11
+    _write(config_dir / "a.yaml", "caelum:\n  connect-timeout: 12\n")  # same size, same folder
+    third = _both(env)
+    assert third["parsed"] and third["light"] == third["heavy"] and third["light"]["connect-timeout"] == 12
+    assert list((tmp_path / "home" / ".cache" / "caelum").glob("dask-config.*.marshal"))
