@@ -16,7 +16,9 @@ handler returns what it knows, for ``caelum status``, workflow estimates and tes
 
 Besides the per-prefix durations it keeps *figures*: per-kind rates that a prefix average
 cannot express because the work of one task varies (analysis seconds per byte of source per
-analyzer set, LLM tokens per second per model and machine). A task annotated with
+analyzer set, LLM tokens per second per model and machine), and per-test durations
+(``test-seconds:<project id>:<nodeid>``, so that a fresh clone of a repository is balanced by
+what the cluster measured in another; see :mod:`caelum_dask.testing.durations`). A task annotated with
 ``caelum_learn={"figure": name, "amount": n}`` adds ``compute seconds / n`` to figure
 ``name`` when it finishes (the scheduler sees its compute time; nothing runs on the worker);
 a client adds a figure it measured itself with the ``caelum_learned_record`` handler. Figures

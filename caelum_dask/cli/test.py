@@ -56,7 +56,8 @@ def test(path: str, shards: str | None, dist: str | None, platforms: str | None,
     The project is shipped to each machine once (git-tracked plus untracked, non-ignored
     files). Every worker slot runs one long-lived pytest session that collects once and then
     takes tests from one queue, longest first by the durations recorded in
-    PATH/.caelum/test-durations.json (or pytest-split's .test_durations), in shrinking
+    PATH/.caelum/test-durations.json (or pytest-split's .test_durations, or what the
+    cluster measured in another clone of the repository), in shrinking
     chunks, with idle sessions stealing at the tail. The counts are pytest's own final
     line. Failed tests are re-run on another machine to tell flaky from broken. A crashed
     or hung test is reported and its session replaced; everything a session started ends

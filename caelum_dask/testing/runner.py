@@ -3,7 +3,8 @@
 snapshot (shipped once per machine) -> one long-lived pytest session per worker slot, each
 collecting once -> one queue fed longest first by recorded durations, handed out in shrinking
 chunks with stealing at the tail (:mod:`.engine`, :mod:`.dispatch`) -> failures re-run on
-another machine (flaky detection) -> merged JUnit XML, summary, durations file. With
+another machine (flaky detection) -> merged JUnit XML, summary, durations file and the
+scheduler's learned test durations (:mod:`.durations`: a fresh clone plans with them). With
 ``platforms`` every platform gets its own sessions and queue, all in the same run.
 """
 
@@ -229,9 +230,11 @@ def _run(root: Path, options: TestOptions, client: Client, progress: ProgressCal
         raise UnsatisfiableRequirement("the cluster has no online workers; start one with `caelum worker`")
     platforms = _platform_list(options.platforms, workers)
     dataset = _ship_snapshot(client, snap, workers, run_id, say)
+    project = durations_mod.project_id(root)
     try:
         slots = {p or "all": _session_slots(p, workers, options.shards) for p in platforms}
-        settings = _settings(root, options, run_id, {"digest": snap.digest, "dataset": dataset})
+        known = durations_mod.known(root, client, project)
+        settings = _settings(options, run_id, {"digest": snap.digest, "dataset": dataset}, known)
         events = _Events(listener, client, run_id, say, progress)
         ev.emit(ev.TESTS, "run-started", sink=client, run_id=run_id, shards=sum(len(v) for v in slots.values()),
                 tests=None, platforms=list(slots), project=str(root), dist=options.dist)
@@ -241,14 +244,14 @@ def _run(root: Path, options: TestOptions, client: Client, progress: ProgressCal
         suite.run()
     finally:
         client.unpublish_dataset(dataset)
-    return _finish(root, options, client, run_id, started, snap, suite)
+    return _finish(root, options, client, run_id, started, snap, suite, project)
 
 
-def _settings(root: Path, options: TestOptions, run_id: str, snapshot: dict[str, str]) -> RunSettings:
+def _settings(options: TestOptions, run_id: str, snapshot: dict[str, str], known: dict[str, float]) -> RunSettings:
+    """What the engine needs; ``known`` are the durations to plan with (:func:`.durations.known`)."""
     from caelum_dask import config
 
     args = shard_options(options.pytest_args)
-    known = durations_mod.load(root)
 
     def estimate(ids: list[str]) -> tuple[dict[str, float], bool]:
         return durations_mod.estimate(ids, known), any(i in known for i in ids)
@@ -394,7 +397,7 @@ def _write_junit(options: TestOptions, suite: SuiteRun, platforms: list[Platform
 
 
 def _finish(root: Path, options: TestOptions, client: Client, run_id: str, started: float, snap: Any,
-            suite: SuiteRun) -> TestRunResult:
+            suite: SuiteRun, project: str) -> TestRunResult:
     duration = time.time() - started
     _raise_if_unrunnable(suite)
     platforms = [_platform_summary(p, suite, options) for p in suite.platforms.values()]
@@ -403,6 +406,7 @@ def _finish(root: Path, options: TestOptions, client: Client, run_id: str, start
     durations_file = None
     measured = _measured(platforms)
     if options.record_durations and measured and not any(p["collection"]["output"] for p in platforms):
+        durations_mod.record(client, project, measured)  # the cluster's figures, for every clone
         try:
             durations_file = str(durations_mod.save(root, measured))
         except OSError:  # a read-only checkout still gets its results
