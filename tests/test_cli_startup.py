@@ -1,4 +1,5 @@
-"""The instant CLI: `caelum --help` imports no command module; the command table is true; a warm\n`caelum analyze` imports no dask."""
+"""The instant CLI: `caelum --help` imports no command module; the command table is true; a warm
+`caelum analyze` imports no dask."""
 
 from __future__ import annotations
 
