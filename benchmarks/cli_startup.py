@@ -103,7 +103,7 @@ def main() -> None:
     for name, value in medians.items():
         if name == WARM_ANALYZE:
             ratio = value / medians["caelum --help"]
-            goal = f"{ratio:.1f}x help " + ("met" if ratio <= 2 else "MISSED")
+            goal = f"{ratio:.2f}x help " + ("met" if ratio <= 2 else "MISSED")
         else:
             goal = "" if name == "python -c pass" else ("met" if value <= 0.25 else "MISSED")
         print(f"{name:32} {value:9.3f} {value - base:9.3f} {goal:>14}")
