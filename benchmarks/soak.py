@@ -45,6 +45,7 @@ import sysconfig
 import tempfile
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -535,6 +536,7 @@ class Soak:
                     self.result.lost += 1
                     self.result.lost_jobs.append(f"{t.name.removeprefix('soak-')} (hung)")
                 self.say(f"{t.name}: a job still running {HANG_AFTER} s after the deadline: hung")
+                self.say(_stack_of(t))
 
     # -- the whole run -------------------------------------------------------------------
     def run(self) -> SoakResult:
@@ -566,6 +568,14 @@ class Soak:
                                           for k, row in self.memory.figures.items()}
                 self.cluster.stop()
         return self.result
+
+
+def _stack_of(thread: threading.Thread) -> str:
+    """Where a hung job's thread waits: the first thing to read when the soak loses a job."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    if frame is None:
+        return f"{thread.name}: no stack"
+    return f"{thread.name} stack:\n" + "".join(traceback.format_stack(frame))
 
 
 def _running_run() -> str | None:
