@@ -17,6 +17,9 @@ the 1-minute load average when it was taken (the box is shared: compare only rat
   to /dev/null) on the same files (goal: <= 0.6x radon's time);
 * a small tree (--small files) through the real ``caelum analyze --json`` (embedded 2-worker
   cluster): cold, then warm (median of 3) against ``caelum --help`` (goal: warm <= 2x help);
+* ``--only cc``: just the cc comparison (single-process cc pipeline, ``radon cc``, the cold cc
+  run on a freshly started 2-worker cluster) with its CPU figures: worker CPU-s, client CPU-s
+  (this process: the client and the embedded scheduler), task count, cluster start-up time;
 * optionally (--one-worker) the 1-worker cold run: parallel efficiency T1 / (2 * T2), and
   (--radon-all) radon cc + raw + mi serially in this process (radon's raw pass is quadratic on
   long statements: files over --radon-timeout seconds are cut off, which flatters radon).
@@ -85,7 +88,7 @@ def _worker_cpu(client: Client) -> float:
 
 def timed_run(client: Client, path: Path, cache: Path, batch_bytes: int | None,
               analyzers: list[str] | None = None) -> tuple[float, dict]:
-    cpu = _worker_cpu(client)
+    cpu, own = _worker_cpu(client), time.process_time()
     last = [0.0]  # when the last file's rows arrived: what follows is the client's own work
 
     def progress(event: object) -> None:
@@ -96,7 +99,9 @@ def timed_run(client: Client, path: Path, cache: Path, batch_bytes: int | None,
     result = analyze(path, client=client, cache_path=cache, batch_bytes=batch_bytes, include_all=True,
                      analyzers=analyzers, progress=progress)
     end = time.perf_counter()
-    return end - start, {**result.stats, "worker_cpu": _worker_cpu(client) - cpu, "tail": end - (last[0] or end)}
+    own = time.process_time() - own
+    return end - start, {**result.stats, "worker_cpu": _worker_cpu(client) - cpu, "client_cpu": own,
+                         "tail": end - (last[0] or end)}
 
 
 def single_process(path: Path, analyzers: list[str] | None) -> tuple[float, float]:
@@ -171,11 +176,41 @@ def small_tree_cli(small: Path, home: Path) -> dict[str, float]:
     return {"cold": cold, "warm": warm, "help": helps}
 
 
+def cc_only(work: Path, files: list[Path], lines: int, batch_bytes: int | None) -> None:
+    """``--only cc``: the cc comparison alone, with the CPU figures that find where time goes."""
+    print(f"files: {len(files)}  lines: {lines}  python {sys.version.split()[0]}  {load()}", flush=True)
+    single, single_cpu = single_process(work / "src", ["cc"])
+    print(f"single-process pipeline, cc only: {single:.2f} s, {single_cpu:.2f} CPU-s  ({load()})", flush=True)
+    radon = radon_cc_command(work / "src")
+    print(f"radon cc (command, serial): {radon:.2f} s  ({load()})", flush=True)
+    warm_dir = work / "warmup"
+    settings = {"caelum.analysis.file-time-limit": 120, "caelum.home": str(work / "home-api"),
+                "caelum.scheduler-address": None, "caelum.embedded.n-workers": 2}
+    with dask.config.set(settings):
+        start = time.perf_counter()
+        with connect() as client:
+            started = time.perf_counter() - start
+            analyze(warm_dir, client=client, cache_path=work / "warm.sqlite", analyzers=["raw"])
+            warmed = time.perf_counter() - start - started
+            seconds, stats = timed_run(client, work / "src", work / "cache-cc.sqlite", batch_bytes, ["cc"])
+    print(f"cluster start {started:.2f} s, warm-up run {warmed:.2f} s (not timed below)", flush=True)
+    print(f"--analyzer cc cold, 2 workers: {seconds:.2f} s  ({stats['tasks']} tasks, {stats['worker_cpu']:.2f} "
+          f"worker CPU-s, {stats['client_cpu']:.2f} client CPU-s, {stats['tail']:.2f} s after the last batch, "
+          f"{load()})", flush=True)
+    print("---")
+    print(f"--analyzer cc on 2 workers / radon cc: {seconds / radon:.2f}x  (goal <= 0.6x)")
+    print(f"single-process cc pipeline / radon cc: {single / radon:.2f}x")
+    print(f"worker CPU-s / single-process CPU-s: {stats['worker_cpu'] / single_cpu:.2f}; client CPU-s / "
+          f"single-process CPU-s: {stats['client_cpu'] / single_cpu:.2f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=300, help="number of stdlib files (0: all)")
     parser.add_argument("--small", type=int, default=150, help="files of the small tree (CLI figures)")
     parser.add_argument("--batch-bytes", type=int, default=None, help="target bytes per task")
+    parser.add_argument("--only", choices=["cc"], default=None,
+                        help="only this comparison (cc: --analyzer cc vs radon cc, with CPU figures)")
     parser.add_argument("--one-worker", action="store_true", help="also the cold 1-worker run")
     parser.add_argument("--radon-all", action="store_true", help="also radon cc+raw+mi in this process")
     parser.add_argument("--radon-timeout", type=int, default=10, help="seconds per file for --radon-all")
@@ -185,10 +220,13 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="caelum-bench-"))
     try:
         lines = copy_tree(files, work / "src")
-        copy_tree(stdlib_files(args.small), work / "small")
         warm_dir = work / "warmup"
         warm_dir.mkdir()
         (warm_dir / "w.py").write_text("def f(x):\n    return x and 1\n")
+        if args.only == "cc":
+            cc_only(work, files, lines, args.batch_bytes)
+            return 0
+        copy_tree(stdlib_files(args.small), work / "small")
         print(f"files: {len(files)}  lines: {lines}  python {sys.version.split()[0]}  {load()}", flush=True)
         t: dict[str, float] = {}
         t["single"], t["single_cpu"] = single_process(work / "src", None)

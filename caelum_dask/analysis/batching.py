@@ -1,7 +1,8 @@
 """Group files into tasks by size: Dask costs about a millisecond per task, so one task per
 file would cost more than analysing most files; a few batches per worker keep every core busy
 to the end. Once the scheduler has learned how many seconds a byte of source takes for an
-analyzer set, batches are sized to a target duration instead (:func:`target_bytes`)."""
+analyzer set, batches are sized to a target duration instead (:func:`target_bytes`); until
+then a large run is cut into a fixed number of batches per worker (:func:`unlearned_bytes`)."""
 
 from __future__ import annotations
 
@@ -58,26 +59,44 @@ def learning(figure: str, nbytes: int) -> Any:
     return dask.annotate(**{LEARN: {"figure": figure, "amount": max(1, int(nbytes))}})
 
 
-#: how far (either way) a learned batch size may move from ``analysis.batch-bytes``
+#: how far (either way) a learned batch size may move from the unlearned one
 LEARNED_RANGE = 4
 
 
-def target_bytes(client: Any, figure: str, batch_bytes: int, batch_seconds: float | None) -> int:
+def unlearned_bytes(batch_bytes: int, total_bytes: int, n_workers: int, batches_per_worker: int | None) -> int:
+    """Bytes per batch before anything is learned: ``batch_bytes``, or more for a run so large
+    that it would make more than ``batches_per_worker`` batches per worker.
+
+    Why: Dask's cost per task (the client's submit and gather, the scheduler's graph update
+    and transitions, the worker's messages: about 10 ms of CPU in all on a shared 2-core box)
+    does not depend on the batch. A fixed 64 KB is a good size for the built-in analyzers on a
+    small tree, but ``--analyzer cc`` does 64 KB in ~12 ms: on the standard library its 508
+    tasks cost as much CPU as the analysis itself. A number of batches per worker keeps that
+    cost fixed per run, and the last batches short enough (a sixteenth of a worker's share)
+    for the workers to finish together, whatever the analyzers cost per byte.
+    """
+    if not batches_per_worker or batches_per_worker <= 0:
+        return int(batch_bytes)
+    return max(int(batch_bytes), -(-int(total_bytes) // (int(batches_per_worker) * max(1, n_workers))))
+
+
+def target_bytes(client: Any, figure: str, unlearned: int, batch_seconds: float | None) -> int:
     """Bytes per batch: ``batch_seconds`` worth at the learned seconds per byte of ``figure``,
-    or the fixed ``batch_bytes`` until something is learned (or when ``batch_seconds`` is 0).
+    or ``unlearned`` (:func:`unlearned_bytes`) until something is learned (or when
+    ``batch_seconds`` is 0).
 
     Why: a fixed byte count is a guess that fits one analyzer set on one kind of machine; a
     batch of a known duration keeps Dask's per-task overhead small and the batches short
     enough to balance, whatever the analyzers cost.
     """
     if not batch_seconds or batch_seconds <= 0:
-        return int(batch_bytes)
+        return int(unlearned)
     from caelum_dask.learned import known_figures
 
     per_byte = known_figures(client, figure).get(figure)
     if not per_byte or per_byte <= 0:
-        return int(batch_bytes)
+        return int(unlearned)
     # A figure learned from a few small batches carries their fixed per-task cost and would
     # make every later batch tiny (hundreds of extra tasks); stay within a factor of the default.
     learned = int(float(batch_seconds) / per_byte)
-    return min(max(learned, int(batch_bytes) // LEARNED_RANGE), int(batch_bytes) * LEARNED_RANGE)
+    return min(max(learned, int(unlearned) // LEARNED_RANGE), int(unlearned) * LEARNED_RANGE)

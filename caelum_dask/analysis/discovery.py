@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -39,8 +40,9 @@ class SourceFile:
     size: int
     package: str = ""  # dotted package of the root itself, when the root is inside a package
 
-    @property
+    @cached_property
     def module(self) -> str:
+        """Dotted module name (computed once: a run asks for it several times per file)."""
         name = module_name(self.rel)
         if not self.package:
             return name

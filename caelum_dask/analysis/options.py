@@ -31,6 +31,7 @@ class AnalysisOptions(ConfiguredOptions):
     CONFIG: ClassVar[Mapping[str, str]] = {
         "batch_bytes": "analysis.batch-bytes",
         "batch_seconds": "analysis.batch-seconds",
+        "batches_per_worker": "analysis.batches-per-worker",
         "time_limit": "analysis.file-time-limit",
         "max_file_bytes": "analysis.max-file-bytes",
         "plugin_defaults": "analysis.plugin-options",
@@ -45,6 +46,7 @@ class AnalysisOptions(ConfiguredOptions):
     cache_path: str | None = None  # None: the results cache under the caelum home
     batch_bytes: int | None = None  # target bytes of source per task
     batch_seconds: float | None = None  # target seconds per task once seconds per byte are learned (0: bytes)
+    batches_per_worker: int | None = None  # until then, at most this many batches of more than batch_bytes per worker
     time_limit: float | None = None  # seconds per file (0: no limit)
     max_file_bytes: int | None = None  # larger files are skipped unless include_all
     out: str | None = None  # folder for CSV/Parquet/summary.json/report.html; None: no export

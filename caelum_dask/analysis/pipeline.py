@@ -15,6 +15,7 @@ import tokenize
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from caelum_dask.analysis.collector import collector_paused
 from caelum_dask.analysis.limits import AnalysisTimeout, call_with_limit
 from caelum_dask.analysis.plugin import Analyzer
 
@@ -65,11 +66,15 @@ def order_analyzers(classes: list[type[Analyzer]]) -> list[type[Analyzer]]:
 def analyze_file(path: str, module: str, is_package: bool, data: bytes,
                  analyzers: list[type[Analyzer]], options: dict[str, dict[str, Any]],
                  time_limit: float | None = None) -> dict[str, Any]:
-    """All rows for one file: ``{"file": {...}, "tables": {...}, "errors": [...]}``."""
+    """All rows for one file: ``{"file": {...}, "tables": {...}, "errors": [...]}``.
+
+    The cyclic garbage collector is paused meanwhile (:mod:`~caelum_dask.analysis.collector`:
+    it found nothing to free in an AST and cost ~40 % of the radon metrics' time)."""
     ctx = FileContext(path, module, is_package, data, options)
     started = time.perf_counter()
     try:
-        call_with_limit(lambda: _run(ctx, analyzers), time_limit)
+        with collector_paused():
+            call_with_limit(lambda: _run(ctx, analyzers), time_limit)
     except AnalysisTimeout as exc:
         ctx.error("timeout", str(exc))
     except RecursionError:
