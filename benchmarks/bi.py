@@ -11,8 +11,12 @@ Run:  PYTHONPATH=. python benchmarks/bi.py [--rows 1000000] [--commits 3000]
    - ours: ``large.aggregate``, the engine picked by bytes against the workers' memory
      (``caelum.bi.dask-above-fraction``) — what a report does with that much data;
    - the cluster map-reduce forced (``fraction=0``), whatever the size.
-   Prints wall times, ratios to pandas, the results' equality, and the peak RSS of each process
-   (client, workers, the pandas process) sampled with psutil every 5 ms while it aggregates.
+   Prints wall times, ratios to pandas, the results' equality, the peak RSS of each process
+   (client, workers, the pandas process) sampled with psutil every 5 ms while it aggregates,
+   and each process's RSS ``--settle`` seconds after the last round (what the allocator kept
+   rather than returned to the OS), with the workers' glibc mmap threshold
+   (``caelum.worker.malloc-mmap-threshold``; compare runs with
+   ``DASK_CAELUM__WORKER__MALLOC_MMAP_THRESHOLD=None``).
 2. A repository with ``--commits`` generated commits (git fast-import) is read by the collector
    (one ``git log --numstat -z``): rows/s, and the share of time spent in git itself.
 """
@@ -158,7 +162,14 @@ def _cluster_run(client: Any, futures: list[Any], fraction: float | None,
     return run
 
 
-def bench_aggregation(rows: int, repeats: int) -> None:
+def _settled(pids: dict[str, int], before: dict[str, int], settle: float) -> str:
+    """RSS of each process ``settle`` s after the last run, and its growth over ``before``."""
+    time.sleep(settle)
+    now = {name: psutil.Process(pid).memory_info().rss for name, pid in pids.items()}
+    return ", ".join(f"{name} {now[name] / 2**20:.0f} (+{(now[name] - before[name]) / 2**20:.0f})" for name in pids) + " MiB"
+
+
+def bench_aggregation(rows: int, repeats: int, settle: float = 5.0) -> None:
     """Rounds of (pandas, ours, map-reduce forced), so each ratio compares the same moments."""
     import multiprocessing
 
@@ -185,6 +196,11 @@ def bench_aggregation(rows: int, repeats: int) -> None:
             for _ in range(repeats):
                 for contender in contenders:
                     contender.once()
+        all_pids = {**pids, "pandas": pandas_pid}
+        settled = _settled(all_pids, {**ours.watch.before, **baseline.watch.before}, settle)
+        from caelum_dask.worker import allocator_setting
+
+        thresholds = sorted({str(a["mmap_threshold"] or a["reason"]) for a in client.run(allocator_setting).values()})
     for name in baseline.result:
         pd.testing.assert_frame_equal(baseline.result[name], ours.result[name])
         pd.testing.assert_frame_equal(baseline.result[name], forced.result[name])
@@ -196,6 +212,8 @@ def bench_aggregation(rows: int, repeats: int) -> None:
     for contender in contenders:
         print(contender.line(baseline))
     print("  results identical (tables and dtypes)")
+    print(f"  workers' glibc mmap threshold: {', '.join(thresholds)}")
+    print(f"  RSS {settle:g} s after the last round (growth over before the rounds): {settled}")
 
 
 def make_history(repo: Path, commits: int) -> None:
@@ -243,9 +261,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--commits", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=3, help="aggregation runs per engine (best time shown)")
+    parser.add_argument("--settle", type=float, default=5.0,
+                        help="seconds after the last round before the RSS 'after' is read")
+    parser.add_argument("--no-collection", action="store_true", help="only the aggregation")
     args = parser.parse_args()
-    bench_collection(args.commits)
-    bench_aggregation(args.rows, args.repeats)
+    if not args.no_collection:
+        bench_collection(args.commits)
+    bench_aggregation(args.rows, args.repeats, args.settle)
 
 
 if __name__ == "__main__":
