@@ -34,6 +34,9 @@ METRICS_KEY = "caelum_gpus"
 DASK_PROFILE_INTERVAL = "10ms"
 #: glibc's ``mallopt`` parameter number of the mmap threshold (malloc.h: ``M_MMAP_THRESHOLD``)
 M_MMAP_THRESHOLD = -3
+#: glibc's own ceiling for the threshold on 64-bit (``DEFAULT_MMAP_THRESHOLD_MAX``); glibc before
+#: 2.35 refuses more, later ones accept anything, so caelum holds every version to it
+MMAP_THRESHOLD_MAX = 32 * 2**20
 #: The variable glibc reads at process start for the same threshold (a user who set it keeps it)
 MMAP_THRESHOLD_ENV = "MALLOC_MMAP_THRESHOLD_"
 #: What :func:`apply_malloc_mmap_threshold` did in this process (read by :func:`allocator_setting`)
@@ -83,7 +86,8 @@ def apply_malloc_mmap_threshold() -> dict[str, Any]:
     reads the variable once, at start); the trim threshold Dask chose is kept, so freed memory
     at the top of the heap still goes back to the OS. A worker whose environment sets
     ``MALLOC_MMAP_THRESHOLD_`` keeps it (the user's choice wins); null leaves glibc and Dask as
-    they are; other C libraries are left alone. Returns (and keeps, for
+    they are; other C libraries are left alone; a value above glibc's 32 MiB ceiling is refused
+    (with a warning), whatever the glibc version. Returns (and keeps, for
     :func:`allocator_setting`) what was done.
     """
     wanted = config.get("worker.malloc-mmap-threshold")
@@ -93,10 +97,13 @@ def apply_malloc_mmap_threshold() -> dict[str, Any]:
         reason = "caelum.worker.malloc-mmap-threshold is null"
     elif os.environ.get(MMAP_THRESHOLD_ENV):
         reason = f"{MMAP_THRESHOLD_ENV}={os.environ[MMAP_THRESHOLD_ENV]} in the environment"
+    elif not 0 < size <= MMAP_THRESHOLD_MAX:
+        done = 0
+        reason = f"caelum.worker.malloc-mmap-threshold={wanted} is outside 1 B..32 MiB (glibc's bound)"
     else:
         done = _mallopt(M_MMAP_THRESHOLD, size)
         reason = {None: "not glibc", 1: "caelum.worker.malloc-mmap-threshold"}.get(
-            done, f"glibc refused mallopt(M_MMAP_THRESHOLD, {size}) (its bound: 32 MiB on 64-bit)")
+            done, f"glibc refused mallopt(M_MMAP_THRESHOLD, {size})")
     applied = size if done == 1 else None
     _allocator.clear()
     _allocator.update({"mmap_threshold": applied, "reason": reason})
