@@ -74,7 +74,8 @@ def partial_aggregates(part: pd.DataFrame, *earlier: pa.Array | np.ndarray) -> d
     """Dedup one partition against itself and the earlier partitions' commits, then aggregate.
 
     The kept rows are taken once, only the columns the tables need (every copy of a million
-    rows costs fresh pages: under Dask's ``MALLOC_TRIM_THRESHOLD_`` each one is mmapped anew);
+    rows costs pages; under Dask's ``MALLOC_TRIM_THRESHOLD_`` alone each one is mmapped anew,
+    which caelum workers avoid with ``caelum.worker.malloc-mmap-threshold``);
     ``churn`` is ``added + deleted`` summed per file, the same integers as summing per row.
     """
     keep = ~part.duplicated(subset=DEDUP_KEY).to_numpy()
