@@ -491,6 +491,47 @@ def test_killed_worker_gives_the_same_results(process_cluster, tmp_path: Path) -
 
 
 @pytest.mark.slow
+def test_session_moved_off_a_killed_worker_gets_its_work(process_cluster, tmp_path: Path) -> None:
+    """kill -9 a session's worker while a third worker is idle: the session starts again there
+    and runs tests. (Its old attempt's ``Queue.get`` stays pending on the scheduler and takes
+    the next message of its queue, so the new attempt needs a queue of its own: before, its
+    first chunk was swallowed and the run waited forever.)"""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    files = {"tests/test_work.py": "\n".join(
+        ["import os, time", "from pathlib import Path", "",
+         "def _mark():",
+         "    Path(os.environ['MARKS'], f'{os.getpid()}-{os.getppid()}').write_text('')", ""]
+        + [f"def test_w{i}():\n    _mark()\n    time.sleep(0.5)\n" for i in range(24)])}
+    project = make_project(tmp_path / "work", files)
+    process_cluster.env = {"MARKS": str(marks)}
+    process_cluster.start_scheduler()
+    for name in ("a", "b", "c"):
+        process_cluster.start_worker(name)
+    process_cluster.wait_for_workers(3).close()
+    pids = {name: w.pid for name, w in process_cluster.workers.items()}
+    proc = subprocess.Popen([sys.executable, "-m", "caelum_dask", "test", str(project), "--scheduler",
+                             process_cluster.address, "--shards", "2", "--json", "--no-record"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = None
+    deadline = time.monotonic() + 120
+    while victim is None and time.monotonic() < deadline:
+        parents = {int(p.name.split("-")[1]) for p in marks.iterdir()}
+        victim = next((name for name, pid in pids.items() if pid in parents), None)
+        time.sleep(0.05)
+    assert victim is not None, "no session started"
+    process_cluster.kill_worker(victim)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["counts"]["passed"] == summary["counts"]["total"] == 24  # every test once
+    parents_after = {int(p.name.split("-")[1]) for p in marks.iterdir()}
+    ran_on = {name for name, pid in pids.items() if pid in parents_after}
+    assert ran_on - {victim} == set(pids) - {victim}, (victim, ran_on, summary["platforms"][0]["shards"])
+    assert not _project_processes(summary["run_id"])
+
+
+@pytest.mark.slow
 def test_two_machines_share_one_queue_and_retry_elsewhere(process_cluster, tmp_path: Path) -> None:
     """`caelum scheduler` and two `caelum worker`s on 127.0.0.1 and 127.0.0.2 (two machines to the
     registry) take from one queue; the flaky test's re-run goes to the other machine."""

@@ -3,7 +3,7 @@
 One :class:`SuiteRun` drives a whole run (every platform of ``--platforms`` at once):
 
 1. one ``run_session`` Dask task per session slot (pinned to a worker thread, loose, so Dask
-   moves it if that worker dies), each with a ``distributed.Queue`` for its commands;
+   moves it if that worker dies), each attempt with a ``distributed.Queue`` for its commands;
 2. the sessions' events arrive on one Dask event topic (``Client.subscribe_topic``), filtered
    by run id; the first collection of a platform builds its :class:`Dispatcher`;
 3. after every batch of events the dispatcher says what to send (chunks, ``last`` flags,
@@ -31,7 +31,7 @@ from caelum_dask import events, keys
 from caelum_dask.errors import SchedulerUnreachable
 from caelum_dask.progress import ProgressEvent
 from caelum_dask.testing.dispatch import Dispatcher
-from caelum_dask.testing.session import CANNOT_START, run_session
+from caelum_dask.testing.session import CANNOT_START, inbox_name, run_session
 
 #: the Dask event topic every session of every run streams to (messages carry the run id)
 STREAM_TOPIC = "caelum.tests.stream"
@@ -85,8 +85,9 @@ class SessionInfo:
     platform: str
     worker: str
     future: Future | None = None
-    inbox: Queue | None = None
+    inbox: Queue | None = None  # the current attempt's queue (see inbox_name)
     attempt: str | None = None
+    old_inboxes: list[Queue] = field(default_factory=list)  # earlier attempts', closed at the end
     machine: str = ""
     ran: list[str] = field(default_factory=list)
     busy: float = 0.0
@@ -227,10 +228,8 @@ class SuiteRun:
 
     def _submit(self, info: SessionInfo) -> None:
         s = self.settings
-        info.inbox = Queue(f"caelum-test-{s.run_id}-{info.name}", client=self.client)
-        spec = {"run_id": s.run_id, "session": info.name, "topic": STREAM_TOPIC, "inbox": info.inbox.name,
-                "snapshot": s.snapshot, "python": s.python, "args": s.args,
-                "workdir": s.workdir, "timeout": s.timeout, "collect_timeout": s.collect_timeout,
+        spec = {"run_id": s.run_id, "session": info.name, "topic": STREAM_TOPIC, "snapshot": s.snapshot,
+                "python": s.python, "args": s.args, "workdir": s.workdir, "timeout": s.timeout, "collect_timeout": s.collect_timeout,
                 "env": s.env, "full": s.full_reports, "freeze": s.freeze_collected, "junit": s.junit, "platform": None if info.platform == "all" else info.platform}
         with keys.kind("test"):
             info.future = self.client.submit(run_session, spec, key=keys.task_key("pytest_session", s.run_id, info.name),
@@ -273,6 +272,9 @@ class SuiteRun:
         if info.attempt is not None and not info.lost:
             self._lose(info, "its worker was lost; the session started again elsewhere")
         info.attempt, info.worker = message["attempt"], message["worker"]
+        if info.inbox is not None:
+            info.old_inboxes.append(info.inbox)
+        info.inbox = Queue(inbox_name(self.settings.run_id, info.name, info.attempt), client=self.client)
         info.machine = self.machine_of.get(info.worker, message["machine"])  # the registry's host@ip
         info.lost = info.ended = False
 
@@ -529,11 +531,12 @@ class SuiteRun:
                 info.outcome.setdefault("error", f"{type(exc).__name__}: {exc}")
                 future.cancel()
         for info in self.sessions.values():
-            if info.inbox is not None:
-                try:
-                    info.inbox.close()
-                except Exception:
-                    pass
+            for inbox in (*info.old_inboxes, info.inbox):
+                if inbox is not None:
+                    try:
+                        inbox.close()
+                    except Exception:
+                        pass
 
 
 def _allowed_failures() -> int:

@@ -509,10 +509,21 @@ class Liveness:
             return True
 
 
+def inbox_name(run_id: str, session: str, attempt: str) -> str:
+    """The Dask queue of one attempt of a session: its commands from the client.
+
+    One queue per attempt, not per session: a ``Queue.get`` still waiting for a session whose
+    worker died stays pending on the scheduler and takes the next message put in that queue
+    (Dask does not cancel it), so with a shared queue the first command for the session's
+    next attempt would be lost and the run would wait for it forever.
+    """
+    return f"caelum-test-{run_id}-{session}-{attempt}"
+
+
 def run_session(spec: dict[str, Any]) -> dict[str, Any]:
     """Dask task: one session slot for the whole run (see the module docstring).
 
-    ``spec``: run_id, session, topic, inbox (queue name), snapshot, python, args (the user's
+    ``spec``: run_id, session, topic, snapshot, python, args (the user's
     pytest arguments, minus what caelum owns), workdir, timeout, collect_timeout, env, full, platform.
     """
     from distributed import Queue, get_client
@@ -525,7 +536,7 @@ def run_session(spec: dict[str, Any]) -> dict[str, Any]:
     root, fetched = snapshot_here(spec["snapshot"])
     _, removed = clean_environment()
     relay = Relay(spec, root, stream, here)
-    inbox = Queue(spec["inbox"], client=get_client())
+    inbox = Queue(inbox_name(spec["run_id"], spec["session"], attempt), client=get_client())
     relay.liveness = Liveness(stream.worker.get_current_task(), here["worker"])
     listener = threading.Thread(target=_listen, args=(relay, inbox, attempt), daemon=True,
                                 name=f"caelum-session-{spec['session']}")
