@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from typing import ContextManager
 
-import dask.config
 import pytest
 from distributed import Client, LocalCluster
 
-from caelum_dask.cluster import embedded_cluster_kwargs
 from caelum_dask.learned import durations_file, figure_name, load_figures
 from caelum_dask.testing import TestOptions, run_tests
 from caelum_dask.testing import durations
-from testshard_fixtures import make_project
+from testshard_fixtures import caelum_local_cluster, make_project
 
 SLOW = "tests/test_timed.py::test_slow"
 #: one clearly longer test among quick ones: known durations put it first in the queue
@@ -44,21 +41,10 @@ def git_project(root: Path) -> Path:
     return root
 
 
-@contextmanager
-def caelum_cluster() -> Iterator[Client]:
-    """A LocalCluster with caelum's scheduler preload (its learning plugin reads this test's home)."""
-    kwargs = embedded_cluster_kwargs()
-    kwargs.update(n_workers=2, threads_per_worker=1)
-    kwargs["env"] = {**kwargs.get("env", {}), "CAELUM_WORKER_SLOTS": "2"}
-    with dask.config.set({"distributed.worker.daemon": False}):
-        cluster = LocalCluster(**kwargs)
-    client = Client(cluster)
-    try:
-        client.wait_for_workers(2, timeout=60)
-        yield client
-    finally:
-        client.close()
-        cluster.close()  # the scheduler saves its figures as it closes
+def caelum_cluster() -> ContextManager[Client]:
+    """A cluster with caelum's scheduler preload (its learning plugin reads this test's home;
+    the scheduler saves its figures as it closes)."""
+    return caelum_local_cluster()
 
 
 def test_project_id_is_shared_by_clones_and_names_plain_folders_by_path(tmp_path: Path) -> None:

@@ -447,17 +447,38 @@ def test_example_runs(shard_cluster, tmp_path: Path) -> None:
     assert "tests/test_sample.py::test_slow" in firsts  # recorded as the longest: started first
 
 
-@pytest.mark.slow
-def test_killed_worker_gives_the_same_results(process_cluster, tmp_path: Path) -> None:
-    """kill -9 a worker while its session runs: its tests go to the other; every test once."""
+def _marking_project(tmp_path: Path, count: int, pause: float, extra: str = "") -> tuple[Path, Path]:
+    """A project whose tests leave ``<pid>-<parent pid>`` files in a marks folder (``MARKS``):
+    which worker's session ran a test is known without asking the run."""
     marks = tmp_path / "marks"
     marks.mkdir()
     files = {"tests/test_work.py": "\n".join(
         ["import os, time", "from pathlib import Path", "",
          "def _mark():",
          "    Path(os.environ['MARKS'], f'{os.getpid()}-{os.getppid()}').write_text('')", ""]
-        + [f"def test_w{i}():\n    _mark()\n    time.sleep(0.3)\n    assert {i} != 5\n" for i in range(12)])}
-    project = make_project(tmp_path / "work", files)
+        + [f"def test_w{i}():\n    _mark()\n    time.sleep({pause})\n{extra.format(i=i)}" for i in range(count)])}
+    return make_project(tmp_path / "work", files), marks
+
+
+def _marked_parents(marks: Path) -> set[int]:
+    return {int(p.name.split("-")[1]) for p in marks.iterdir()}
+
+
+def _session_victim(marks: Path, pids: dict[str, int], timeout: float = 120) -> str:
+    """The first worker (by name) whose session has started running tests."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        victim = next((name for name, pid in pids.items() if pid in _marked_parents(marks)), None)
+        if victim is not None:
+            return victim
+        time.sleep(0.05)
+    raise AssertionError("no session started")
+
+
+@pytest.mark.slow
+def test_killed_worker_gives_the_same_results(process_cluster, tmp_path: Path) -> None:
+    """kill -9 a worker while its session runs: its tests go to the other; every test once."""
+    project, marks = _marking_project(tmp_path, 12, 0.3, "    assert {i} != 5\n")
     process_cluster.env = {"MARKS": str(marks)}
     process_cluster.start_scheduler()
     process_cluster.start_worker("a")
@@ -471,13 +492,7 @@ def test_killed_worker_gives_the_same_results(process_cluster, tmp_path: Path) -
         path.unlink()
     proc = subprocess.Popen([sys.executable, "-m", "caelum_dask", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    victim = None
-    deadline = time.monotonic() + 120
-    while victim is None and time.monotonic() < deadline:
-        parents = {int(p.name.split("-")[1]) for p in marks.iterdir()}
-        victim = next((name for name, w in process_cluster.workers.items() if w.pid in parents), None)
-        time.sleep(0.05)
-    assert victim is not None, "no session started"
+    victim = _session_victim(marks, {name: w.pid for name, w in process_cluster.workers.items()})
     process_cluster.kill_worker(victim)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 1, err
@@ -496,14 +511,7 @@ def test_session_moved_off_a_killed_worker_gets_its_work(process_cluster, tmp_pa
     and runs tests. (Its old attempt's ``Queue.get`` stays pending on the scheduler and takes
     the next message of its queue, so the new attempt needs a queue of its own: before, its
     first chunk was swallowed and the run waited forever.)"""
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    files = {"tests/test_work.py": "\n".join(
-        ["import os, time", "from pathlib import Path", "",
-         "def _mark():",
-         "    Path(os.environ['MARKS'], f'{os.getpid()}-{os.getppid()}').write_text('')", ""]
-        + [f"def test_w{i}():\n    _mark()\n    time.sleep(0.5)\n" for i in range(24)])}
-    project = make_project(tmp_path / "work", files)
+    project, marks = _marking_project(tmp_path, 24, 0.5)
     process_cluster.env = {"MARKS": str(marks)}
     process_cluster.start_scheduler()
     for name in ("a", "b", "c"):
@@ -513,20 +521,13 @@ def test_session_moved_off_a_killed_worker_gets_its_work(process_cluster, tmp_pa
     proc = subprocess.Popen([sys.executable, "-m", "caelum_dask", "test", str(project), "--scheduler",
                              process_cluster.address, "--shards", "2", "--json", "--no-record"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    victim = None
-    deadline = time.monotonic() + 120
-    while victim is None and time.monotonic() < deadline:
-        parents = {int(p.name.split("-")[1]) for p in marks.iterdir()}
-        victim = next((name for name, pid in pids.items() if pid in parents), None)
-        time.sleep(0.05)
-    assert victim is not None, "no session started"
+    victim = _session_victim(marks, pids)
     process_cluster.kill_worker(victim)
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err
     summary = json.loads(out)
     assert summary["counts"]["passed"] == summary["counts"]["total"] == 24  # every test once
-    parents_after = {int(p.name.split("-")[1]) for p in marks.iterdir()}
-    ran_on = {name for name, pid in pids.items() if pid in parents_after}
+    ran_on = {name for name, pid in pids.items() if pid in _marked_parents(marks)}
     assert ran_on - {victim} == set(pids) - {victim}, (victim, ran_on, summary["platforms"][0]["shards"])
     assert not _project_processes(summary["run_id"])
 

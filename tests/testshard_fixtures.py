@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dask.config
@@ -271,16 +272,12 @@ def plain_pytest_outcomes(project: Path, env: dict[str, str] | None = None) -> t
     return proc.returncode, outcomes
 
 
-@pytest.fixture(scope="module")
-def shard_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    """One embedded-style cluster (2 nanny worker processes, caelum preloads) per test module.
-
-    Nanny workers get Dask's OMP_NUM_THREADS=1 etc., which is what the environment tests need.
-    """
-    home = tmp_path_factory.mktemp("shard-cluster-home")
+@contextmanager
+def caelum_local_cluster(env: dict[str, str] | None = None) -> Iterator[Client]:
+    """An embedded-style cluster: 2 nanny worker processes × 1 thread, caelum's preloads."""
     kwargs = embedded_cluster_kwargs()
     kwargs.update(n_workers=2, threads_per_worker=1)
-    kwargs["env"] = {**kwargs.get("env", {}), "DASK_CAELUM__HOME": str(home), "CAELUM_WORKER_SLOTS": "2"}
+    kwargs["env"] = {**kwargs.get("env", {}), "CAELUM_WORKER_SLOTS": "2", **(env or {})}
     with dask.config.set({"distributed.worker.daemon": False}):
         cluster = LocalCluster(**kwargs)
     client = Client(cluster)
@@ -290,3 +287,14 @@ def shard_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     finally:
         client.close()
         cluster.close()
+
+
+@pytest.fixture(scope="module")
+def shard_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    """One such cluster per test module, with a caelum home of its own.
+
+    Nanny workers get Dask's OMP_NUM_THREADS=1 etc., which is what the environment tests need.
+    """
+    home = tmp_path_factory.mktemp("shard-cluster-home")
+    with caelum_local_cluster({"DASK_CAELUM__HOME": str(home)}) as client:
+        yield client
