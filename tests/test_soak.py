@@ -35,10 +35,6 @@ def _tree() -> tuple[int, int]:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug, open in issue #16's note: a test run or an LLM batch started right after the "
-    "soak's scheduler restart can hang past the deadline (about 2 runs in 6 on this box); every "
-    "other assertion holds when it does not"))
 def test_short_soak_loses_no_work_and_leaves_nothing_behind() -> None:
     soak = _soak_module()
     before = _tree()
