@@ -13,18 +13,24 @@ killed:
 
 Only processes of the same user can be read (root reads all); that is where a job's
 processes live.
+
+A command that started no process at all (a warm ``caelum analyze``, ``caelum runs list``)
+skips both searches: :func:`never_started_a_process` tells it from two system calls, without
+importing psutil or reading every process's environment (about 20 ms of a 50 ms command).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psutil
+if TYPE_CHECKING:
+    import psutil
 
 #: every process a ``caelum`` command starts carries the command's marker here (and its
 #: callers' markers: nested commands append theirs, separated by ``:``)
@@ -42,6 +48,8 @@ def marked_in(key: str, value: str) -> list[psutil.Process]:
 
 
 def _matching(key: str, wanted: Callable[[str], bool]) -> list[psutil.Process]:
+    import psutil
+
     found = []
     me = os.getpid()
     for proc in psutil.process_iter():
@@ -57,6 +65,8 @@ def _matching(key: str, wanted: Callable[[str], bool]) -> list[psutil.Process]:
 
 def tree(pid: int) -> list[psutil.Process]:
     """``pid`` and its live descendants (empty if it is gone)."""
+    import psutil
+
     try:
         root = psutil.Process(pid)
         return [root, *root.children(recursive=True)]
@@ -66,6 +76,8 @@ def tree(pid: int) -> list[psutil.Process]:
 
 def kill(processes: list[psutil.Process], timeout: float = 5.0) -> int:
     """SIGKILL each process (once each) and wait for them to go; returns how many it signalled."""
+    import psutil
+
     alive = []
     for proc in {p.pid: p for p in processes}.values():
         try:
@@ -92,23 +104,45 @@ def job_scope() -> Iterator[str]:
     marker = uuid.uuid4().hex[:16]
     previous_env = os.environ.get(JOB_ENV)
     os.environ[JOB_ENV] = f"{previous_env}:{marker}" if previous_env else marker
-    before = _children()  # a command run inside a longer-lived process leaves that process's own children alone
+    # a command run inside a longer-lived process leaves that process's own children alone
+    before = set() if never_started_a_process() else _children()
     previous = _on_sigterm()
     try:
         yield marker
     finally:
         _restore_sigterm(previous)
-        new = [tree(pid) for pid in _children() - before]
-        leftovers = [p for family in new for p in family] + marked_in(JOB_ENV, marker)
-        if leftovers:
-            kill(leftovers)
+        if before or not never_started_a_process():
+            new = [tree(pid) for pid in _children() - before]
+            leftovers = [p for family in new for p in family] + marked_in(JOB_ENV, marker)
+            if leftovers:
+                kill(leftovers)
         if previous_env is None:
             os.environ.pop(JOB_ENV, None)
         else:
             os.environ[JOB_ENV] = previous_env
 
 
+def never_started_a_process() -> bool:
+    """Whether this process has never had a child, so nothing it started can be alive anywhere.
+
+    No child now (``waitid`` without reaping answers ECHILD; a running or zombie child would be
+    seen) and none ever waited for (each adds its page faults and CPU time to
+    ``RUSAGE_CHILDREN``; any process that ran has page faults). A process that ignores SIGCHLD
+    has its children reaped unseen, so there the answer is always no.
+    """
+    if not hasattr(os, "waitid") or signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
+        return False
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_minflt == 0 and usage.ru_majflt == 0 and usage.ru_utime == 0 and usage.ru_stime == 0
+    return False  # a child exists (running, or ended and not yet waited for)
+
+
 def _children() -> set[int]:
+    import psutil
+
     try:
         return {child.pid for child in psutil.Process().children()}
     except psutil.Error:

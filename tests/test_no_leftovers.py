@@ -68,3 +68,46 @@ def test_stopped_run_leaves_no_process(tmp_path: Path, how: signal.Signals) -> N
         if run.poll() is None:
             run.kill()
             run.wait()
+
+
+def _python(code: str) -> str:
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": pythonpath()})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_a_process_that_never_started_one_is_told_apart_without_psutil() -> None:
+    """The check that lets a command that started nothing skip the whole-system search."""
+    out = _python("""
+        import os, subprocess, sys
+        from caelum_dask.proctree import never_started_a_process
+        print(never_started_a_process(), "psutil" in sys.modules)
+        running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        print(never_started_a_process())
+        running.kill()
+        os.waitid(os.P_PID, running.pid, os.WEXITED | os.WNOWAIT)  # a zombie: ended, not waited for
+        print(never_started_a_process())
+        running.wait()                       # reaped: its usage is in RUSAGE_CHILDREN
+        print(never_started_a_process())
+    """)
+    assert out.split("\n") == ["True False", "False", "False", "False"]
+
+
+def test_job_scope_still_ends_an_orphan_of_a_child_that_exited(tmp_path: Path) -> None:
+    """A child that started a helper in its own session and exited: the helper is found by the
+    job's marker and killed when the scope ends (the cheap check must not skip the search)."""
+    pidfile = tmp_path / "helper.pid"
+    out = _python(f"""
+        import os, subprocess, sys, time
+        from caelum_dask.proctree import job_scope
+        with job_scope():
+            subprocess.run([sys.executable, "-c",
+                            "import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', "
+                            "'import time; time.sleep(600)'], start_new_session=True); "
+                            "open({str(pidfile)!r}, 'w').write(str(p.pid))"], check=True)
+            print(open({str(pidfile)!r}).read())
+    """)
+    helper = int(out)
+    assert wait_for(lambda: not psutil.pid_exists(helper) or psutil.Process(helper).status() == "zombie",
+                    timeout=30)

@@ -273,7 +273,8 @@ def _ship_snapshot(client: Client, snap: Any, workers: list[dict[str, Any]], run
     snapshot gathers it from there (the nearest copy), so a lost worker loses no snapshot
     while any machine still holds one.
     """
-    has = client.run(is_unpacked, snap.digest)
+    # a worker dying meanwhile answers with its error, not the whole run's (it holds no copy)
+    has = {addr: ok is True for addr, ok in client.run(is_unpacked, snap.digest, on_error="return").items()}
     first_by_machine: dict[str, str] = {}
     covered = set()
     for worker in workers:
