@@ -123,7 +123,18 @@ def _skip_reason(rel: str, full: Path, size: int, max_bytes: int) -> str | None:
     return None
 
 
+def _may_be_in_work_tree(base: Path) -> bool:
+    """Whether git could see ``base`` as part of a work tree: a ``.git`` in it or above it, or
+    git pointed elsewhere by its environment. Without one, git is not run at all: a command that
+    starts no process ends without searching the system for processes it left (proctree)."""
+    if any(key in os.environ for key in ("GIT_DIR", "GIT_WORK_TREE")):
+        return True
+    return any((folder / ".git").exists() for folder in (base, *base.parents))
+
+
 def _git_files(base: Path) -> list[str] | None:
+    if not _may_be_in_work_tree(base.resolve()):
+        return None
     try:
         top = subprocess.run(["git", "-C", str(base), "rev-parse", "--show-toplevel"],
                              capture_output=True, text=True, timeout=30)
