@@ -136,15 +136,13 @@ def _git_files(base: Path) -> list[str] | None:
     if not _may_be_in_work_tree(base.resolve()):
         return None
     try:
-        top = subprocess.run(["git", "-C", str(base), "rev-parse", "--show-toplevel"],
-                             capture_output=True, text=True, timeout=30)
+        # 1: a work tree that does not ignore the root; 0: the root itself is git-ignored (e.g.
+        # inside ~/.pyenv: walk it); 128: not a work tree at all
+        ignored = subprocess.run(["git", "-C", str(base), "check-ignore", "-q", str(base)],
+                                 capture_output=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if top.returncode != 0:
-        return None
-    ignored = subprocess.run(["git", "-C", str(base), "check-ignore", "-q", str(base)],
-                             capture_output=True, timeout=30)
-    if ignored.returncode == 0:  # the root itself is git-ignored (e.g. inside ~/.pyenv): walk it
+    if ignored.returncode != 1:
         return None
     out = subprocess.run(
         ["git", "-C", str(base), "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "."],
