@@ -138,6 +138,6 @@ def test_library_calls_use_the_calling_process_configuration(world: dict[str, Pa
         assert BIOptions.from_config().fix_pattern == "^never$"
     given = BIOptions.from_config(fix_pattern="crash")
     assert metrics.deployments(data, options=given)["fixes"].tolist() == [0, 1, 0]
-    assert given.max_depth == 3 and given.dask_above_fraction == 0.1  # the rest from caelum.yaml
+    assert given.max_depth == 3 and given.dask_above_fraction == 0.01  # the rest from caelum.yaml
     with pytest.raises(TypeError, match="no option colour"):
         BIOptions.from_config(colour="blue")
