@@ -16,7 +16,9 @@ processes live.
 
 A command that started no process at all (a warm ``caelum analyze``, ``caelum runs list``)
 skips both searches: :func:`never_started_a_process` tells it from two system calls, without
-importing psutil or reading every process's environment (about 20 ms of a 50 ms command).
+importing psutil or reading every process's environment (about 20 ms of a 50 ms command). On
+Linux the marker search reads ``/proc/<pid>/environ`` itself (~3 ms) and imports psutil only to
+kill what it found (the import alone is ~14 ms).
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ def marked_in(key: str, value: str) -> list[psutil.Process]:
 
 
 def _matching(key: str, wanted: Callable[[str], bool]) -> list[psutil.Process]:
+    pids = _matching_pids_in_proc(key, wanted)
+    if pids is not None:
+        return _processes(pids)
     import psutil
 
     found = []
@@ -61,6 +66,47 @@ def _matching(key: str, wanted: Callable[[str], bool]) -> list[psutil.Process]:
         except (psutil.Error, OSError):
             continue
     return found
+
+
+def _matching_pids_in_proc(key: str, wanted: Callable[[str], bool]) -> list[int] | None:
+    """The pids whose ``key`` satisfies ``wanted``, read straight from ``/proc/<pid>/environ``;
+    None where there is no ``/proc`` (psutil does the search there).
+
+    Why not psutil here: this search runs at the end of every command that started a process,
+    and ``import psutil`` alone costs ~14 ms where the search itself costs ~3 ms; psutil is
+    imported only when something was found (to kill it).
+    """
+    if not os.path.isdir("/proc/self"):
+        return None
+    prefix = key.encode() + b"="
+    me = str(os.getpid())
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or name == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                entries = handle.read().split(b"\0")
+        except OSError:  # gone, or another user's
+            continue
+        value = next((e[len(prefix):] for e in entries if e.startswith(prefix)), b"")
+        if wanted(value.decode("utf-8", "surrogateescape")):
+            found.append(int(name))
+    return found
+
+
+def _processes(pids: list[int]) -> list[psutil.Process]:
+    if not pids:
+        return []
+    import psutil
+
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.Error:
+            continue
+    return procs
 
 
 def tree(pid: int) -> list[psutil.Process]:
@@ -112,7 +158,7 @@ def job_scope() -> Iterator[str]:
     finally:
         _restore_sigterm(previous)
         if before or not never_started_a_process():
-            new = [tree(pid) for pid in _children() - before]
+            new = [tree(pid) for pid in _children() - before] if before or _has_children() else []
             leftovers = [p for family in new for p in family] + marked_in(JOB_ENV, marker)
             if leftovers:
                 kill(leftovers)
@@ -130,14 +176,21 @@ def never_started_a_process() -> bool:
     ``RUSAGE_CHILDREN``; any process that ran has page faults). A process that ignores SIGCHLD
     has its children reaped unseen, so there the answer is always no.
     """
-    if not hasattr(os, "waitid") or signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
+    if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN or _has_children():
         return False
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_minflt == 0 and usage.ru_majflt == 0 and usage.ru_utime == 0 and usage.ru_stime == 0
+
+
+def _has_children() -> bool:
+    """Whether this process has a child now, running or ended and not yet waited for (no psutil)."""
+    if not hasattr(os, "waitid"):
+        return True
     try:
         os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
     except ChildProcessError:
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return usage.ru_minflt == 0 and usage.ru_majflt == 0 and usage.ru_utime == 0 and usage.ru_stime == 0
-    return False  # a child exists (running, or ended and not yet waited for)
+        return False
+    return True
 
 
 def _children() -> set[int]:

@@ -111,3 +111,27 @@ def test_job_scope_still_ends_an_orphan_of_a_child_that_exited(tmp_path: Path) -
     helper = int(out)
     assert wait_for(lambda: not psutil.pid_exists(helper) or psutil.Process(helper).status() == "zombie",
                     timeout=30)
+
+
+def test_marker_search_reads_proc_like_psutil(tmp_path: Path) -> None:
+    """The /proc reading of the marker search finds exactly what psutil's environ() finds."""
+    from caelum_dask import proctree
+
+    env = {**os.environ, "CAELUM_TEST_MARK": "outer:inner"}
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+    try:
+        wait_for(lambda: psutil.Process(child.pid).environ().get("CAELUM_TEST_MARK"), timeout=30)
+        for wanted in (lambda v: "inner" in v.split(":"), lambda v: v == "outer:inner", lambda v: v == "inner"):
+            by_proc = proctree._matching_pids_in_proc("CAELUM_TEST_MARK", wanted)
+            by_psutil = []
+            for proc in psutil.process_iter():
+                try:
+                    if proc.pid != os.getpid() and wanted(proc.environ().get("CAELUM_TEST_MARK", "")):
+                        by_psutil.append(proc.pid)
+                except psutil.Error:
+                    continue
+            assert sorted(by_proc or []) == sorted(by_psutil)
+        assert [p.pid for p in proctree.marked_in("CAELUM_TEST_MARK", "inner")] == [child.pid]
+    finally:
+        child.kill()
+        child.wait()
