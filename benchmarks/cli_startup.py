@@ -46,6 +46,7 @@ COMMANDS: dict[str, list[str]] = {
 
 
 WARM_ANALYZE = "caelum analyze (warm)"
+WARM_ANALYZE_GIT = "caelum analyze (warm, git tree)"
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
@@ -69,13 +70,24 @@ def small_tree(dest: Path, limit: int) -> Path:
     return dest
 
 
-def warm_analyze(work: Path, files: int) -> tuple[list[str], dict[str, str]]:
+def git_commit_all(tree: Path) -> Path:
+    """``tree`` as a git work tree with everything committed (most projects are one: the warm
+    run then asks git for the file list, as it must for the ignore rules)."""
+    who = ["-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+    for argv in (["init", "-q"], ["add", "-A"], [*who, "commit", "-q", "-m", "tree"]):
+        subprocess.run(["git", "-C", str(tree), *argv], check=True, capture_output=True)
+    return tree
+
+
+def warm_analyze(work: Path, files: int, git: bool = False) -> tuple[list[str], dict[str, str]]:
     """The warm analyze command and its environment, after the cold run that fills the cache."""
     env = {**os.environ, "DASK_CAELUM__HOME": str(work / "home"), "DASK_CAELUM__EMBEDDED__N_WORKERS": "2"}
     env.pop("CAELUM_SCHEDULER", None)
-    argv = ["-m", "caelum_dask", "analyze", str(small_tree(work / "small", files)), "--json"]
+    tree = small_tree(work / ("small-git" if git else "small"), files)
+    argv = ["-m", "caelum_dask", "analyze", str(git_commit_all(tree) if git else tree), "--json"]
     cold = timed(argv, env)
-    print(f"# {WARM_ANALYZE}: {files} files, cold run {cold:.2f} s (embedded cluster)", file=sys.stderr)
+    name = WARM_ANALYZE_GIT if git else WARM_ANALYZE
+    print(f"# {name}: {files} files, cold run {cold:.2f} s (embedded cluster)", file=sys.stderr)
     return argv, env
 
 
@@ -89,6 +101,7 @@ def main() -> None:
         commands = {name: (argv, None) for name, argv in COMMANDS.items()}
         if args.analyze_files:
             commands[WARM_ANALYZE] = warm_analyze(work, args.analyze_files)
+            commands[WARM_ANALYZE_GIT] = warm_analyze(work, args.analyze_files, git=True)
         print(f"# load average before: {os.getloadavg()}", file=sys.stderr)
         medians = {}
         for name, (argv, env) in commands.items():
@@ -101,7 +114,7 @@ def main() -> None:
                       "load_after": os.getloadavg()}))
     print(f"{'command':32} {'median s':>9} {'- pass s':>9} {'goal':>14}")
     for name, value in medians.items():
-        if name == WARM_ANALYZE:
+        if name in (WARM_ANALYZE, WARM_ANALYZE_GIT):
             ratio = value / medians["caelum --help"]
             goal = f"{ratio:.2f}x help " + ("met" if ratio <= 2 else "MISSED")
         else:
