@@ -137,11 +137,13 @@ class SoakResult(Result):
         return any(r["resumed_from"] == self.interrupted_run and r["state"] == "completed" for r in self.resumes)
 
 
-def tree_usage() -> tuple[int, int]:
-    """(processes, open file descriptors) of this process and all its descendants."""
+def tree_usage(foreign: frozenset[int] = frozenset()) -> tuple[int, int]:
+    """(processes, open file descriptors) of this process and all its descendants, leaving out
+    ``foreign``: children that were there before the soak (a test suite's other fixtures), whose
+    descriptors come and go with their own work."""
     me = psutil.Process()
     procs, fds = 0, 0
-    for proc in [me, *me.children(recursive=True)]:
+    for proc in [me, *(p for p in me.children(recursive=True) if p.pid not in foreign)]:
         try:
             fds += proc.num_fds()
             procs += 1
@@ -593,7 +595,8 @@ def soak(minutes: float = 10, kill_every: float | None = None, say: Callable[[st
     say = say or (lambda _line: None)
     kill_every = kill_every if kill_every is not None else 60 * minutes / 10
     load_before = os.getloadavg()
-    processes, fds = tree_usage()
+    foreign = frozenset(p.pid for p in psutil.Process().children(recursive=True))
+    processes, fds = tree_usage(foreign)
     work = Path(tempfile.mkdtemp(prefix="caelum-soak-"))
     try:
         runner = Soak(minutes, kill_every, work, say)
@@ -601,13 +604,13 @@ def soak(minutes: float = 10, kill_every: float | None = None, say: Callable[[st
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result.processes_before, result.fds_before = processes, fds
-    result.processes_after, result.fds_after = _settled_usage(processes, fds)
+    result.processes_after, result.fds_after = _settled_usage(processes, fds, foreign)
     result.leftovers = [f"{p.pid} {p.name()}" for p in marked(MARKER, runner.soak_id) if p.is_running()]
     result.load_before, result.load_after = load_before, os.getloadavg()
     return result
 
 
-def _settled_usage(processes: int, fds: int, timeout: float = 10) -> tuple[int, int]:
+def _settled_usage(processes: int, fds: int, foreign: frozenset[int], timeout: float = 10) -> tuple[int, int]:
     """Tree usage once it equals ``(processes, fds)``, or what it is after ``timeout`` s (sockets
     of the clients close asynchronously, a moment after they are released)."""
     import gc
@@ -615,7 +618,7 @@ def _settled_usage(processes: int, fds: int, timeout: float = 10) -> tuple[int, 
     deadline = time.monotonic() + timeout
     while True:
         gc.collect()
-        now = tree_usage()
+        now = tree_usage(foreign)
         if now == (processes, fds) or time.monotonic() > deadline:
             return now
         time.sleep(0.2)
