@@ -12,6 +12,8 @@ The public API of the foundation::
 
 from __future__ import annotations
 
+from caelum_dask.lazy import lazy_getattr
+
 __version__ = "0.1.0"
 
 _LAZY = {"connect": "caelum_dask.cluster", "machines": "caelum_dask.cluster",
@@ -19,17 +21,7 @@ _LAZY = {"connect": "caelum_dask.cluster", "machines": "caelum_dask.cluster",
          **dict.fromkeys(("CaelumError", "InvalidInput", "PortTaken", "SchedulerUnreachable",
                           "UnsatisfiableRequirement"), "caelum_dask.errors")}
 
-
-def __getattr__(name: str) -> object:
-    """The public API, imported on first use (a bare ``import caelum_dask.x`` stays cheap)."""
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'caelum_dask' has no attribute {name!r}")
-
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 __all__ = [
     "CaelumError",

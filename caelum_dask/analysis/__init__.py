@@ -12,24 +12,14 @@ unchanged re-run must not pay for pandas, networkx, distributed or libcst.
 
 from __future__ import annotations
 
-from typing import Any
+from caelum_dask.lazy import lazy_getattr
 
 _LAZY = {"AnalysisResult": "caelum_dask.analysis.engine", "analyze": "caelum_dask.analysis.engine",
          "AnalysisOptions": "caelum_dask.analysis.options", "CodemodOptions": "caelum_dask.analysis.options",
          "ASTAnalyzer": "caelum_dask.analysis.plugin", "SourceAnalyzer": "caelum_dask.analysis.plugin",
          "CSTAnalyzer": "caelum_dask.analysis.cst"}
 
-
-def __getattr__(name: str) -> Any:
-    """The public API, imported on first use."""
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 __all__ = ["ASTAnalyzer", "AnalysisOptions", "AnalysisResult", "CSTAnalyzer", "CodemodOptions", "SourceAnalyzer",
            "analyze"]
